@@ -1,0 +1,5 @@
+import sys
+
+from ttsops.cli import main
+
+sys.exit(main())

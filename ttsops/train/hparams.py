@@ -1,0 +1,170 @@
+"""Every hyperparameter of a training run, in one typed dataclass.
+
+Names follow NVIDIA's Tacotron2 and SPEC §5 (``encoder_embedding_dim``, ``decoder_rnn_dim``,
+``dropout_decoder``, ``grad_clip_thresh``, ``mel_fmax``, ``batch_size``, ``learning_rate``,
+``weight_decay``). ``--hparams "k=v,k=v"`` and config ``training.hparams`` go through
+``HParams.replace``, which rejects unknown names (listing close matches) and values of the wrong
+type with one line. The resolved HParams are saved in every checkpoint.
+
+``ARCHITECTURE_KEYS`` change tensor shapes (a warm start skips what no longer fits);
+``FEATURE_KEYS`` change the mel features themselves (the mel cache and the decoder's targets).
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from ttsops.audio.mel import MelConfig
+from ttsops.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class HParams:
+    # --- run ---
+    epochs: int = 100
+    seed: int = 1234
+    val_every_epochs: int = 1
+    n_audio_metric_clips: int = 2  # val clips vocoded for mcd/pesq/stoi each validation
+    # --- data / audio (FEATURE_KEYS) ---
+    sample_rate: int = 22050
+    n_mel_channels: int = 80
+    filter_length: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    mel_fmin: float = 0.0
+    mel_fmax: float | None = 8000.0
+    min_wav_seconds: float = 0.3
+    max_wav_seconds: float = 12.0
+    val_fraction: float = 0.05
+    # --- model (ARCHITECTURE_KEYS) ---
+    encoder_embedding_dim: int = 512
+    encoder_n_convolutions: int = 3
+    encoder_kernel_size: int = 5
+    attention_rnn_dim: int = 1024
+    decoder_rnn_dim: int = 1024
+    prenet_dim: int = 256
+    attention_dim: int = 128
+    attention_location_n_filters: int = 32
+    attention_location_kernel_size: int = 31
+    postnet_embedding_dim: int = 512
+    postnet_kernel_size: int = 5
+    postnet_n_convolutions: int = 5
+    n_frames_per_step: int = 1
+    max_decoder_steps: int = 1000
+    gate_threshold: float = 0.5
+    # --- regularisation ---
+    dropout_prenet: float = 0.5
+    dropout_attention: float = 0.1
+    dropout_decoder: float = 0.1
+    variational_dropout: bool = False  # one dropout mask per sequence on the decoder RNNs
+    spectral_dropout: float = 0.0  # probability of a time and a frequency mask on decoder inputs
+    spectral_mask_width: int = 8  # max frames / mel bands masked
+    # --- alignment prior ---
+    guided_attention_weight: float = 10.0
+    guided_attention_sigma: float = 0.2
+    guided_attention_decay_steps: int = 4000  # weight halves every this many steps
+    attention_prior_weight: float = 1.0  # log beta-binomial prior added to attention energies
+    attention_prior_steps: int = 1500  # prior annealed linearly to 0 over these steps
+    attention_prior_scaling: float = 0.05  # beta-binomial width (smaller = sharper)
+    # --- optimisation ---
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-6
+    grad_clip_thresh: float = 1.0
+    lr_warmup_steps: int = 0
+    lr_decay_start: int = 10000
+    lr_decay_rate: float = 0.5  # x this every lr_decay_steps after lr_decay_start
+    lr_decay_steps: int = 10000
+    gate_pos_weight: float = 5.0
+    num_workers: int = 0
+
+    def replace(self, **changes: Any) -> HParams:
+        known = {f.name: f for f in fields(self)}
+        hints = typing.get_type_hints(HParams)
+        coerced = {}
+        for key, value in changes.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(f"unknown hparam {key!r}{hint}")
+            coerced[key] = _coerce(key, value, hints[key])
+        return replace(self, **coerced)
+
+    def with_string(self, spec: str | None) -> HParams:
+        """Apply NVIDIA-style ``"k=v,k=v"`` overrides."""
+        return self.replace(**parse_hparams_string(spec))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def mel(self) -> MelConfig:
+        return MelConfig(
+            sample_rate=self.sample_rate, n_fft=self.filter_length, hop_length=self.hop_length,
+            win_length=self.win_length, n_mels=self.n_mel_channels, fmin=self.mel_fmin,
+            fmax=self.mel_fmax,
+        )
+
+
+ARCHITECTURE_KEYS = frozenset({
+    "encoder_embedding_dim", "encoder_n_convolutions", "encoder_kernel_size", "attention_rnn_dim",
+    "decoder_rnn_dim", "prenet_dim", "attention_dim", "attention_location_n_filters",
+    "attention_location_kernel_size", "postnet_embedding_dim", "postnet_kernel_size",
+    "postnet_n_convolutions", "n_frames_per_step", "n_mel_channels",
+})
+FEATURE_KEYS = frozenset({
+    "sample_rate", "n_mel_channels", "filter_length", "hop_length", "win_length", "mel_fmin",
+    "mel_fmax",
+})
+
+
+def parse_hparams_string(spec: str | None) -> dict[str, str]:
+    if not spec or not spec.strip():
+        return {}
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--hparams entry {item!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint)
+    if isinstance(value, str):
+        text = value.strip()
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            if base is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            if base is int:
+                f = float(text)
+                if f != int(f):
+                    raise ValueError
+                return int(f)
+            return base(text)
+        except ValueError:
+            raise ConfigError(
+                f"hparam {key}={value!r}: expected {getattr(base, '__name__', base)}"
+            ) from None
+    if value is None and optional:
+        return None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, float) and value == int(value):
+        return int(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise ConfigError(f"hparam {key}={value!r}: expected {getattr(base, '__name__', base)}")
+    return value
