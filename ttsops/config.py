@@ -149,7 +149,9 @@ class SmartEarlyStoppingConfig(_Section):
 
 # --- monitoring --------------------------------------------------------------------------------
 class MlflowConfig(_Section):
-    tracking_uri: str = "http://localhost:5000"
+    # None = embedded store: sqlite:///<work dir>/mlflow.db with artifacts beside it (no server needed).
+    # SPEC's "http://localhost:5000" is what a team with an `mlflow server` sets here.
+    tracking_uri: str | None = None
     experiment_name: str = "ttsops"
 
 
@@ -171,7 +173,7 @@ class PlatformsConfig(_Section):
 
 
 class TelegramConfig(_Section):
-    bot_token: str | None = None
+    bot_token: str | None = Field(None, repr=False)  # secret: kept out of repr
     chat_id: str | None = None
     api_base: str = "https://api.telegram.org"
 
@@ -181,17 +183,17 @@ class SmtpConfig(_Section):
     port: int = 587
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False)  # secret
     sender: str = "ttsops@localhost"
     timeout_s: float = 10.0
 
 
 class AlertsConfig(_Section):
-    slack_webhook: str | None = None
+    slack_webhook: str | None = Field(None, repr=False)  # secret (the URL is the credential)
     email_recipients: list[str] = []
     smtp: SmtpConfig = SmtpConfig()
     telegram: TelegramConfig = TelegramConfig()
-    webhook_url: str | None = None
+    webhook_url: str | None = Field(None, repr=False)  # secret
     min_interval_s: float = Field(1.0, ge=0)  # rate limit per channel
     dedup_window_s: float = Field(300.0, ge=0)
     max_retries: int = Field(3, ge=0)

@@ -68,7 +68,7 @@ class HParams:
     guided_attention_decay_steps: int = 4000  # weight halves every this many steps
     attention_prior_weight: float = 1.0  # log beta-binomial prior added to attention energies
     attention_prior_steps: int = 1500  # prior annealed linearly to 0 over these steps
-    attention_prior_scaling: float = 0.05  # beta-binomial width (smaller = sharper)
+    attention_prior_scaling: float = 1.0  # beta-binomial concentration (larger = sharper)
     # --- optimisation ---
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -80,6 +80,7 @@ class HParams:
     lr_decay_steps: int = 10000
     gate_pos_weight: float = 5.0
     num_workers: int = 0
+    log_every_steps: int = 10
 
     def replace(self, **changes: Any) -> HParams:
         known = {f.name: f for f in fields(self)}

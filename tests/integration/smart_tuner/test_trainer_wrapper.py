@@ -1,0 +1,168 @@
+"""TrainerWrapper against real trainer processes (the foreign numpy trainer, a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures.tuner_testkit import foreign_adapter, wait_for
+from ttsops.config import AdapterConfig
+from ttsops.errors import ConfigError
+from ttsops.smart_tuner.trainer_wrapper import (
+    HPARAMS_ENV, LOG_FILE, PID_FILE, Checkpoint, LaunchSpec, TrainerWrapper, build_command,
+    pid_alive, proc_start_ticks, read_pid_file,
+)
+
+
+def _spec(tmp_path: Path, **kw) -> LaunchSpec:
+    base = dict(generation=3, gen_dir=tmp_path / "gen", hparams={"lr": 0.1, "layers": 2}, epochs=3)
+    base.update(kw)
+    return LaunchSpec(**base)
+
+
+# --- command building (pure) -------------------------------------------------------------------
+def test_hparams_flag_style_adds_epochs_and_run_env(tmp_path):
+    adapter = AdapterConfig()
+    spec = _spec(tmp_path, config_path=tmp_path / "c.yaml", run_id="abc", tracking_uri="sqlite:///x.db",
+                 checkpoint=Checkpoint("warm_start", tmp_path / "best_model.pt"),
+                 hparams={"learning_rate": 0.001, "mel_fmax": None})
+    argv, env = build_command(adapter, spec, python="py")
+    assert argv[:3] == ["py", "-m", "ttsops.train"]
+    assert argv[argv.index("--hparams") + 1] == "learning_rate=0.001,mel_fmax=null,epochs=3"
+    assert argv[-3:] == ["--checkpoint_path", str(tmp_path / "best_model.pt"), "--warm_start"]
+    assert env["MLFLOW_RUN_ID"] == "abc" and env["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
+
+
+def test_cli_flags_style_and_resume(tmp_path):
+    spec = _spec(tmp_path, checkpoint=Checkpoint("resume", tmp_path / "ckpt-000010.npz"))
+    argv, env = build_command(foreign_adapter(), spec, python="py")
+    assert argv[argv.index("--lr") + 1] == "0.1" and argv[argv.index("--layers") + 1] == "2"
+    assert argv[argv.index("--epochs") + 1] == "3"
+    assert argv[-2:] == ["--resume-from", str(tmp_path / "ckpt-000010.npz")]
+    assert "MLFLOW_RUN_ID" not in env and HPARAMS_ENV not in env
+
+
+def test_env_json_style_and_fresh(tmp_path):
+    adapter = AdapterConfig(command=["{python}", "t.py", "{output_dir}"], hparams_style="env_json")
+    argv, env = build_command(adapter, _spec(tmp_path, hparams={"a": None, "b": True}), python="py")
+    assert argv == ["py", "t.py", str(tmp_path / "gen")]
+    assert json.loads(env[HPARAMS_ENV]) == {"a": None, "b": True}
+
+
+@pytest.mark.parametrize("part, needle", [("{nope}", "bad placeholder"), ("{config}", "no config")])
+def test_bad_placeholders_name_the_problem(tmp_path, part, needle):
+    adapter = AdapterConfig(command=["{python}", part])
+    with pytest.raises(ConfigError, match=needle):
+        build_command(adapter, _spec(tmp_path))
+
+
+# --- real processes ----------------------------------------------------------------------------
+def _wrapper(**kw) -> TrainerWrapper:
+    adapter_kw = {k: kw.pop(k) for k in list(kw) if k in ("stop_grace_s", "kill_grace_s")}
+    return TrainerWrapper(foreign_adapter(epoch_seconds=kw.pop("epoch_seconds", 0.3), **adapter_kw), **kw)
+
+
+def test_run_to_completion_writes_log_pid_file_and_checkpoints(tmp_path):
+    w = _wrapper(epoch_seconds=0.0)
+    proc = w.launch(_spec(tmp_path))
+    assert w.wait_exit(proc, 60)
+    assert proc.returncode() == 0
+    gen = tmp_path / "gen"
+    log = (gen / LOG_FILE).read_text()
+    assert "generation 3 attempt 0" in log and "finished at step 30" in log
+    assert read_pid_file(gen)["pid"] == proc.pid
+    assert w.latest_checkpoint(gen).name == "ckpt-000030.npz"
+    assert list((gen / "logs").glob("events.out.tfevents.*"))
+
+
+def test_sigint_stop_keeps_a_loadable_checkpoint_and_resume_continues(tmp_path):
+    w = _wrapper(epoch_seconds=2.0)
+    spec = _spec(tmp_path, epochs=50)
+    proc = w.launch(spec)
+    gen = spec.gen_dir
+    wait_for(lambda: "from step 0" in (gen / LOG_FILE).read_text(), 30, "trainer start")
+    res = w.stop(proc)
+    assert (res.escalation, res.returncode) == ("SIGINT", 0)
+    ckpt = w.latest_checkpoint(gen)
+    with np.load(ckpt) as ck:
+        step = int(ck["step"])
+        assert step > 0 and ck["W0"].shape == (3, 8)
+    resumed = w.launch(LaunchSpec(**{**spec.__dict__, "checkpoint": Checkpoint("resume", ckpt),
+                                     "epochs": 1, "attempt": 1}))
+    assert w.wait_exit(resumed, 60) and resumed.returncode() == 0
+    assert f"from step {step}" in (gen / LOG_FILE).read_text()
+
+
+def test_sigint_ignored_escalates_to_sigterm(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOREIGN_IGNORE_SIGINT", "1")
+    w = _wrapper(epoch_seconds=2.0, stop_grace_s=0.5)
+    proc = w.launch(_spec(tmp_path, epochs=50))
+    wait_for(lambda: "from step 0" in (tmp_path / "gen" / LOG_FILE).read_text(), 30, "trainer start")
+    res = w.stop(proc)
+    assert res.escalation == "SIGTERM" and res.returncode == 0  # SIGTERM: checkpoint and exit 0
+
+
+def test_unkillable_politely_gets_sigkill(tmp_path):
+    code = ("import signal, threading; signal.signal(2, signal.SIG_IGN); signal.signal(15, signal.SIG_IGN);"
+            "print('re' + 'ady', flush=True); threading.Event().wait(60)")
+    adapter = AdapterConfig(command=["{python}", "-c", code], hparams_style="env_json",
+                            stop_grace_s=0.3, kill_grace_s=0.3)
+    w = TrainerWrapper(adapter)
+    proc = w.launch(_spec(tmp_path))
+    log = tmp_path / "gen" / LOG_FILE  # the header line names the command, so look for 'ready' alone
+    wait_for(lambda: "\nready" in log.read_text(), 30, "process start")
+    res = w.stop(proc)
+    assert res.escalation == "SIGKILL" and res.returncode == -signal.SIGKILL
+
+
+def test_kill_minus_nine_is_seen_as_a_crash(tmp_path):
+    w = _wrapper(epoch_seconds=2.0)
+    proc = w.launch(_spec(tmp_path, epochs=50))
+    wait_for(lambda: "from step 0" in (tmp_path / "gen" / LOG_FILE).read_text(), 30, "trainer start")
+    os.kill(proc.pid, signal.SIGKILL)
+    assert w.wait_exit(proc, 10)
+    assert proc.returncode() == -signal.SIGKILL
+
+
+def test_orphan_is_found_by_pid_file_and_stopped(tmp_path):
+    spec = _spec(tmp_path, epochs=50)
+    first = _wrapper(epoch_seconds=2.0)
+    proc = first.launch(spec)
+    wait_for(lambda: "from step 0" in (spec.gen_dir / LOG_FILE).read_text(), 30, "trainer start")
+    # a new wrapper (the restarted tuner) knows only the directory
+    second = _wrapper(epoch_seconds=2.0)
+    orphan = second.find_orphan(spec.gen_dir)
+    assert orphan is not None and orphan.pid == proc.pid and orphan.popen is None
+    threading.Thread(target=proc.popen.wait, daemon=True).start()  # reap it, as init would
+    res = second.stop(orphan)
+    assert res.escalation == "SIGINT"
+    assert second.find_orphan(spec.gen_dir) is None
+    assert second.latest_checkpoint(spec.gen_dir) is not None
+
+
+def test_pid_file_of_a_recycled_or_dead_pid_is_no_orphan(tmp_path):
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    me = os.getpid()
+    assert pid_alive(me, proc_start_ticks(me))
+    import socket
+
+    for ticks in ("1", None):
+        info = {"pid": me if ticks else 2**22 + 7, "start_ticks": ticks, "host": socket.gethostname()}
+        (gen / PID_FILE).write_text(json.dumps(info))
+        assert TrainerWrapper(AdapterConfig()).find_orphan(gen) is None
+
+
+def test_missing_trainer_executable_is_a_trainer_error(tmp_path):
+    from ttsops.errors import TrainerError
+
+    w = TrainerWrapper(AdapterConfig(command=[str(tmp_path / "no-such-trainer")]))
+    with pytest.raises(TrainerError, match="cannot start trainer"):
+        w.launch(_spec(tmp_path))
+

@@ -1,0 +1,182 @@
+"""The tuner loop end to end with real processes, a real Optuna SQLite study and a real MLflow store
+(the foreign numpy trainer, so a generation takes about a second)."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import threading
+from pathlib import Path
+
+import mlflow.artifacts
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from fixtures.tuner_testkit import (  # noqa: F401  (fixtures)
+    foreign_adapter_dict, foreign_config, load_study, mlflow_client, mlflow_template, mlflow_uri,
+    study_runs, wait_for, write_config,
+)
+from ttsops.smart_tuner import study_state as ss
+from ttsops.smart_tuner.generation import RunnerConfig
+from ttsops.smart_tuner.registry import BEST_FILE
+from ttsops.smart_tuner.trainer_wrapper import LOG_FILE, read_pid_file
+from ttsops.smart_tuner.tuner import Tuner
+
+FAST = RunnerConfig(poll_s=0.1, heartbeat_s=1.0)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def notify(self, event: str, **payload) -> None:
+        self.events.append((event, payload))
+
+    def names(self) -> list[str]:
+        return [e for e, _ in self.events]
+
+
+def _tuner(cfg, **kw) -> Tuner:
+    return Tuner(cfg, runner_cfg=FAST, **kw)
+
+
+def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri):
+    _, cfg = write_config(tmp_path, foreign_config(tmp_path, n_trials=4, epochs=3))
+    rec = Recorder()
+    summary = _tuner(cfg, notifier=rec).run()
+    assert summary.status == "finished" and "n_trials" in summary.stop_reason
+
+    study = load_study(cfg)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for t in trials:  # step = epoch within the generation, for warm-started ones too
+        assert sorted(t.intermediate_values) == [1, 2, 3]
+    assert [t.user_attrs[ss.PLAN_ATTR]["mode"] for t in trials][0] == "fresh"
+    assert all(t.user_attrs[ss.PLAN_ATTR]["mode"] != "fresh" for t in trials[1:])
+
+    parent, children = study_runs(cfg)
+    assert parent.info.status == "FINISHED" and parent.data.tags["ttsops.study"] == "foreign"
+    assert [int(c.data.tags["ttsops.trial"]) for c in children] == [0, 1, 2, 3]
+    for c, t in zip(children, trials, strict=True):
+        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert c.info.status == "FINISHED" and c.data.tags["ttsops.state"] == "complete"
+        assert float(c.data.params["tuner.lr"]) == pytest.approx(t.params["lr"])
+        assert c.data.metrics["val_loss"] > 0  # mirrored from TensorBoard
+        assert c.data.metrics["objective"] == pytest.approx(t.value)
+        assert t.user_attrs[ss.RUN_ID_ATTR] == c.info.run_id
+    assert children[0].data.tags["ttsops.warm_start_source"] == "none"
+    assert children[2].data.tags["ttsops.warm_start_source"].startswith("generation ")
+
+    best = min(trials, key=lambda t: t.value)
+    best_path = summary.study_dir / BEST_FILE
+    assert filecmp.cmp(best_path, best.user_attrs[ss.CKPT_ATTR], shallow=False)
+    client = mlflow_client(cfg)
+    champion = client.get_model_version_by_alias("foreign-mlp", "champion")
+    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
+    got = Path(mlflow.artifacts.download_artifacts(f"models:/foreign-mlp/{champion.version}",
+                                                   dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_uri))
+    assert filecmp.cmp(got / BEST_FILE, best_path, shallow=False)
+    assert "study_started" in rec.names() and "new_best" in rec.names() and rec.names()[-1] == "study_finished"
+    assert summary.stats["latencies"] and max(summary.stats["latencies"]) < 5.0
+
+
+def test_a_weak_generation_is_pruned_and_keeps_its_checkpoint(tmp_path, mlflow_uri):
+    data = foreign_config(tmp_path, n_trials=2, epochs=4, pruner="hyperband",
+                          adapter=foreign_adapter_dict(epoch_seconds=0.3))
+    data["search_space"]["lr"]["high"] = 9.0
+    _, cfg = write_config(tmp_path, data)
+    (tmp_path / "runs").mkdir()
+    study = optuna.create_study(study_name="foreign", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
+    study.enqueue_trial({"lr": 0.1, "layers": 2})
+    study.enqueue_trial({"lr": 8.0, "layers": 2})  # wrecks the warm-started weights at once
+    _tuner(cfg).run()
+    t0, t1 = load_study(cfg).get_trials()
+    assert t0.state == TrialState.COMPLETE and t1.state == TrialState.PRUNED
+    assert max(t1.intermediate_values) < 4
+    _, children = study_runs(cfg)
+    assert children[1].info.status == "KILLED" and children[1].data.tags["ttsops.state"] == "pruned"
+    ckpt = Path(t1.user_attrs[ss.CKPT_ATTR])
+    assert ckpt.is_file() and "stopped at step" in (ckpt.parent / LOG_FILE).read_text()
+
+
+def test_kill_minus_nine_of_the_trainer_is_detected_and_retried(tmp_path, mlflow_uri):
+    data = foreign_config(tmp_path, n_trials=1, epochs=4, adapter=foreign_adapter_dict(epoch_seconds=1.0))
+    _, cfg = write_config(tmp_path, data)
+    tuner = _tuner(cfg)
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.setdefault("summary", tuner.run()), daemon=True)
+    th.start()
+    gen = tmp_path / "runs" / "foreign" / "generations" / "gen_0000"
+    wait_for(lambda: (gen / "ckpt-000010.npz").exists(), 60, "the first epoch")
+    os.kill(read_pid_file(gen)["pid"], signal.SIGKILL)
+    th.join(120)
+    assert not th.is_alive()
+    (t,) = load_study(cfg).get_trials()
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs[ss.RESULT_ATTR]["attempts"] == 2
+    log = (gen / LOG_FILE).read_text()
+    assert "attempt 1" in log and "--resume-from" in log.split("attempt 1")[1]
+    assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
+
+
+def test_a_crash_without_retries_left_fails_the_generation_only(tmp_path, mlflow_uri, monkeypatch):
+    monkeypatch.setenv("FOREIGN_CRASH_AT_EPOCH", "1")
+    data = foreign_config(tmp_path, n_trials=2, epochs=2, adapter=foreign_adapter_dict(max_retries=0))
+    _, cfg = write_config(tmp_path, data)
+    rec = Recorder()
+    _tuner(cfg, notifier=rec).run()
+    states = [t.state for t in load_study(cfg).get_trials()]
+    assert states == [TrialState.FAIL, TrialState.FAIL]  # each generation dir crashes once
+    crashes = [p for e, p in rec.events if e == "crash"]
+    assert len(crashes) == 2 and not crashes[0]["will_retry"] and "exit code 3" in crashes[0]["error"]
+    assert not (tmp_path / "runs" / "foreign" / BEST_FILE).exists()
+
+
+def test_a_stalled_trainer_is_stopped_and_retried(tmp_path, mlflow_uri, monkeypatch):
+    monkeypatch.setenv("FOREIGN_HANG_AT_EPOCH", "1")
+    adapter = foreign_adapter_dict(no_metrics_timeout_s=1.5, max_retries=1)
+    _, cfg = write_config(tmp_path, foreign_config(tmp_path, n_trials=1, epochs=2, adapter=adapter))
+    rec = Recorder()
+    _tuner(cfg, notifier=rec).run()
+    (t,) = load_study(cfg).get_trials()
+    assert t.state == TrialState.FAIL  # hangs on the retry too
+    assert "no new metrics" in t.user_attrs[ss.RESULT_ATTR]["reason"]
+    assert [e for e, _ in rec.events].count("retry") == 1
+
+
+def test_sigint_to_the_tuner_stops_cleanly_and_requeues(tmp_path, mlflow_uri):
+    data = foreign_config(tmp_path, n_trials=2, epochs=30, adapter=foreign_adapter_dict(epoch_seconds=1.0))
+    _, cfg = write_config(tmp_path, data)
+    stop = threading.Event()
+    tuner = _tuner(cfg, stop_event=stop)
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.setdefault("s", tuner.run()), daemon=True)
+    th.start()
+    gen = tmp_path / "runs" / "foreign" / "generations" / "gen_0000"
+    wait_for(lambda: (gen / "ckpt-000010.npz").exists(), 60, "the first checkpoint")
+    stop.set()
+    th.join(60)
+    assert box["s"].status == "interrupted"
+    trials = load_study(cfg).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params and trials[1].user_attrs["retry_of"] == 0
+    parent, children = study_runs(cfg)
+    assert parent.info.status == "KILLED" and children[0].info.status == "KILLED"
+    assert "stopped at step" in (gen / LOG_FILE).read_text()
+    # the next session runs the re-queued params, then one more
+    summary = _tuner(cfg).run()
+    trials = load_study(cfg).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert summary.status == "finished"
+    assert study_runs(cfg)[0].info.run_id == parent.info.run_id
+
+
+def test_wall_clock_budget_ends_the_study(tmp_path, mlflow_uri):
+    data = foreign_config(tmp_path, n_trials=50, epochs=3, extra={
+        "core_engine": {"wall_clock_budget_minutes": 0.05}})  # 3 s
+    _, cfg = write_config(tmp_path, data)
+    summary = _tuner(cfg).run()
+    assert "budget" in summary.stop_reason
+    assert 1 <= len(summary.rows) < 50

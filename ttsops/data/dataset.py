@@ -1,0 +1,204 @@
+"""Training data: LJSpeech layout reader, deterministic split, on-disk mel cache, length buckets.
+
+Layout: ``DIR/metadata.csv`` with ``id|text`` or ``id|text|normalized`` lines and ``DIR/wavs/<id>.wav``.
+The mel cache lives in ``DIR/.mel_cache/<mel params hash>/<audio sha256>.npy``: a changed file or
+changed mel parameters never reuse a stale mel, and the same audio under a new name does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ttsops.audio.io import load_audio
+from ttsops.audio.mel import LOG_CLAMP, MelConfig, MelExtractor
+from ttsops.errors import DataError
+from ttsops.text.cleaners import english_cleaners
+from ttsops.text.symbols import PAD_ID, text_to_ids
+
+logger = logging.getLogger(__name__)
+MEL_PAD = math.log(LOG_CLAMP)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    text: str  # normalised
+    wav: Path
+    sha256: str
+    duration: float
+
+
+def read_metadata(root: str | Path) -> list[tuple[str, str]]:
+    root = Path(root)
+    meta = root / "metadata.csv"
+    if not root.is_dir():
+        raise DataError(f"dataset directory not found: {root}")
+    if not meta.is_file():
+        raise DataError(f"dataset has no metadata.csv: {meta}")
+    rows = []
+    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) < 2 or not parts[0]:
+            raise DataError(f"{meta}:{n}: expected 'id|text[|normalized]', got {line[:60]!r}")
+        text = parts[2] if len(parts) > 2 and parts[2].strip() else english_cleaners(parts[1])
+        rows.append((parts[0], text))
+    if not rows:
+        raise DataError(f"{meta}: no utterances")
+    return rows
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """Content hash of metadata.csv and every wav (order-independent): what a run records."""
+    root = Path(root)
+    h = hashlib.sha256((root / "metadata.csv").read_bytes())
+    for wav in sorted((root / "wavs").glob("*.wav")):
+        h.update(wav.name.encode())
+        h.update(_sha256(wav).encode())
+    return h.hexdigest()[:16]
+
+
+def load_utterances(root: str | Path, min_s: float, max_s: float) -> list[Utterance]:
+    """Read metadata and filter clips outside [min_s, max_s] or missing, logging the counts."""
+    root = Path(root)
+    utts, dropped = [], {"missing": 0, "too_short": 0, "too_long": 0, "unreadable": 0, "empty_text": 0}
+    for uid, text in read_metadata(root):
+        wav = root / "wavs" / f"{uid}.wav"
+        if not wav.is_file():
+            dropped["missing"] += 1
+            continue
+        try:
+            dur = sf.info(str(wav)).duration
+        except (sf.LibsndfileError, RuntimeError):
+            dropped["unreadable"] += 1
+            continue
+        if not text_to_ids(text, clean=False)[:-1]:
+            dropped["empty_text"] += 1
+        elif dur < min_s:
+            dropped["too_short"] += 1
+        elif dur > max_s:
+            dropped["too_long"] += 1
+        else:
+            utts.append(Utterance(uid, text, wav, _sha256(wav), dur))
+    if any(dropped.values()):
+        logger.info("dataset %s: kept %d clips, dropped %s", root, len(utts), {k: v for k, v in dropped.items() if v})
+    if not utts:
+        raise DataError(f"dataset {root}: no usable clips (dropped: {dropped})")
+    return utts
+
+
+def split(utts: list[Utterance], val_fraction: float) -> tuple[list[Utterance], list[Utterance]]:
+    """Deterministic split by a hash of the id: adding clips never moves an old clip across."""
+    keyed = sorted(utts, key=lambda u: hashlib.sha1(u.id.encode()).hexdigest())
+    n_val = min(len(utts) - 1, max(1, round(val_fraction * len(utts)))) if len(utts) > 1 else 0
+    val_ids = {u.id for u in keyed[:n_val]}
+    return [u for u in utts if u.id not in val_ids], [u for u in utts if u.id in val_ids]
+
+
+class MelDataset(Dataset):
+    """(text ids, log-mel) pairs; mels computed once into the cache and kept in memory."""
+
+    def __init__(self, utts: list[Utterance], mel_cfg: MelConfig, cache_dir: Path, progress: bool = False) -> None:
+        self.utts = utts
+        self.mel_cfg = mel_cfg
+        self.cache = cache_dir / mel_cfg.fingerprint()
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.texts = [torch.tensor(text_to_ids(u.text, clean=False), dtype=torch.long) for u in utts]
+        self.mels = self._load_all(progress)
+
+    def _load_all(self, progress: bool) -> list[torch.Tensor]:
+        from rich.progress import Progress
+
+        extractor = MelExtractor(self.mel_cfg)
+        mels = []
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("mel features", total=len(self.utts))
+            for u in self.utts:
+                path = self.cache / f"{u.sha256}.npy"
+                if path.exists():
+                    mel = np.load(path)
+                else:
+                    wav, _ = load_audio(u.wav, self.mel_cfg.sample_rate)
+                    mel = extractor(wav).numpy()
+                    tmp = path.with_suffix(f".{id(self)}.tmp.npy")
+                    np.save(tmp, mel)
+                    tmp.replace(path)
+                mels.append(torch.from_numpy(mel))
+                bar.advance(task)
+        return mels
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.texts[i], self.mels[i]
+
+    def frames(self, i: int) -> int:
+        return int(self.mels[i].shape[1])
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar length (less padding, fewer wasted decoder steps), shuffled per epoch
+    from ``seed + epoch`` (so a resumed run sees the same order), sharded across DDP ranks."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 bucket_factor: int = 8) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.rank, self.world, self.bucket_factor = rank, world, bucket_factor
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        chunk = self.batch_size * self.bucket_factor
+        batches = []
+        for s in range(0, len(idx), chunk):
+            part = sorted(idx[s:s + chunk], key=lambda i: self.lengths[i])
+            batches += [part[j:j + self.batch_size] for j in range(0, len(part), self.batch_size)]
+        rng.shuffle(batches)
+        n = (len(batches) // self.world) * self.world or len(batches)
+        return batches[:n][self.rank::self.world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor]], r: int) -> dict[str, torch.Tensor]:
+    """Pad texts with PAD_ID and mels with log(1e-5) to a multiple of ``r`` frames."""
+    text_lens = torch.tensor([len(t) for t, _ in batch])
+    mel_lens = torch.tensor([m.shape[1] for _, m in batch])
+    n_max = int(text_lens.max())
+    t_max = int(math.ceil(int(mel_lens.max()) / r) * r)
+    text = torch.full((len(batch), n_max), PAD_ID, dtype=torch.long)
+    mels = torch.full((len(batch), batch[0][1].shape[0], t_max), MEL_PAD)
+    for i, (t, m) in enumerate(batch):
+        text[i, : len(t)] = t
+        mels[i, :, : m.shape[1]] = m
+    return {"text": text, "text_lens": text_lens, "mels": mels, "mel_lens": mel_lens}

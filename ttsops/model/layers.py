@@ -1,0 +1,138 @@
+"""Building blocks of Tacotron2, each configured by explicit arguments (no hparams bags)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBNBlock(nn.Module):
+    """Conv1d -> BatchNorm -> activation -> dropout, 'same' padding."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, activation: str | None, dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size, padding=(kernel_size - 1) // 2)
+        self.bn = nn.BatchNorm1d(c_out)
+        self.activation = {"relu": F.relu, "tanh": torch.tanh, None: lambda x: x}[activation]
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.activation(self.bn(self.conv(x))), self.dropout, self.training)
+
+
+class Prenet(nn.Module):
+    """Two ReLU layers with dropout that stays on at inference (Tacotron2's information bottleneck,
+    which forces the decoder to rely on attention context rather than on the previous frame)."""
+
+    def __init__(self, in_dim: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(in_dim, dim, bias=False), nn.Linear(dim, dim, bias=False)])
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = F.dropout(F.relu(layer(x)), p=self.dropout, training=True)
+        return x
+
+
+class LocationSensitiveAttention(nn.Module):
+    """Additive attention over encoder outputs with location features (Chorowski et al. 2015).
+
+    The location branch (conv over previous and cumulative attention, then a linear map) is linear,
+    so it is fused into one conv per forward pass: one conv per decoder step instead of two ops.
+    """
+
+    def __init__(self, query_dim: int, memory_dim: int, attention_dim: int, n_filters: int, kernel_size: int) -> None:
+        super().__init__()
+        self.query_layer = nn.Linear(query_dim, attention_dim, bias=False)
+        self.memory_layer = nn.Linear(memory_dim, attention_dim, bias=False)
+        self.v = nn.Linear(attention_dim, 1, bias=True)
+        self.location_conv = nn.Conv1d(2, n_filters, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.location_dense = nn.Linear(n_filters, attention_dim, bias=False)
+        self.padding = (kernel_size - 1) // 2
+
+    def fused_location_weight(self) -> torch.Tensor:
+        # (A, F) @ (F, 2, K) -> (A, 2, K)
+        return torch.einsum("af,fck->ack", self.location_dense.weight, self.location_conv.weight)
+
+    def energies(
+        self, query: torch.Tensor, processed_memory: torch.Tensor, attention_cat: torch.Tensor,
+        location_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """query (B, Q), processed_memory (B, N, A), attention_cat (B, 2, N) -> energies (B, N)."""
+        loc = F.conv1d(attention_cat, location_weight, padding=self.padding).transpose(1, 2)
+        q = self.query_layer(query).unsqueeze(1)
+        return self.v(torch.tanh(q + loc + processed_memory)).squeeze(-1)
+
+
+class Postnet(nn.Module):
+    """Five 1-D convolutions predicting a residual that sharpens the decoder's mel output."""
+
+    def __init__(self, n_mels: int, dim: int, kernel_size: int, n_convs: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        chans = [n_mels] + [dim] * (n_convs - 1) + [n_mels]
+        acts = ["tanh"] * (n_convs - 1) + [None]
+        self.convs = nn.ModuleList(
+            ConvBNBlock(chans[i], chans[i + 1], kernel_size, acts[i], dropout) for i in range(n_convs)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = conv(x)
+        return x
+
+
+def locked_dropout_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor | None:
+    """Variational (locked) dropout: one Bernoulli mask per sequence, reused at every time step."""
+    if p <= 0:
+        return None
+    return like.new_empty(shape).bernoulli_(1 - p) / (1 - p)
+
+
+def spectral_dropout(mels: torch.Tensor, p: float, max_width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment-style masking of teacher-forcing inputs: with probability ``p`` per utterance, zero
+    (in log-mel terms: set to the utterance minimum) one band of up to ``max_width`` mel channels and
+    one span of up to ``max_width`` frames. Makes the decoder lean on attention context instead of
+    copying the previous frame. mels: (B, n_mels, T)."""
+    if p <= 0:
+        return mels
+    b, n_mels, t = mels.shape
+    out = mels.clone()
+    floor = mels.amin(dim=(1, 2), keepdim=True)
+    dev = mels.device
+    apply = torch.rand(b, generator=generator) < p
+    for i in torch.nonzero(apply).flatten().tolist():
+        fw = int(torch.randint(1, max_width + 1, (1,), generator=generator))
+        f0 = int(torch.randint(0, max(1, n_mels - fw), (1,), generator=generator))
+        tw = int(torch.randint(1, max_width + 1, (1,), generator=generator))
+        t0 = int(torch.randint(0, max(1, t - tw), (1,), generator=generator))
+        out[i, f0:f0 + fw, :] = floor[i]
+        out[i, :, t0:t0 + tw] = floor[i]
+    return out.to(dev)
+
+
+def beta_binomial_log_prior(text_lens: torch.Tensor, steps: torch.Tensor, n_max: int, t_max: int, scaling: float) -> torch.Tensor:
+    """Log beta-binomial alignment prior (Badlani et al. 2022, "One TTS Alignment to Rule Them All").
+
+    For decoder step t (1..T) of an utterance with N tokens, P(token k) = BetaBinomial(k; N-1,
+    a*t, a*(T+1-t)): a soft diagonal band. Returns (B, t_max, n_max); padded cells are 0.
+    """
+    dev = text_lens.device
+    k = torch.arange(n_max, device=dev, dtype=torch.float32).view(1, 1, -1)
+    t = torch.arange(1, t_max + 1, device=dev, dtype=torch.float32).view(1, -1, 1)
+    n = (text_lens.float() - 1).clamp(min=0).view(-1, 1, 1)
+    big_t = steps.float().view(-1, 1, 1)
+    alpha = scaling * t
+    beta = scaling * (big_t + 1 - t).clamp(min=1e-3)
+
+    def lbeta(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+
+    kk = torch.minimum(k, n)
+    log_p = (
+        torch.lgamma(n + 1) - torch.lgamma(kk + 1) - torch.lgamma(n - kk + 1)
+        + lbeta(kk + alpha, n - kk + beta) - lbeta(alpha, beta)
+    )
+    valid = (k <= n) & (t <= big_t)
+    return torch.where(valid, log_p, torch.zeros_like(log_p))

@@ -1,0 +1,241 @@
+"""Tacotron2 (Shen et al. 2018) with the alignment aids that make it learn on a CPU in minutes.
+
+Alignment is the hard part of Tacotron2 on small data: the decoder ignores the attention context as
+long as the attention is useless, and the attention never becomes useful while it is ignored. Two
+aids break that loop (both annealed away, so the learned attention must stand on its own):
+
+* an additive log beta-binomial prior on the attention energies during training (RAD-TTS style):
+  the context is near-diagonal from step 0, so the decoder learns to read it at once;
+* a guided-attention loss (Tachibana et al. 2017) on the *prior-free* attention, normalised per
+  decoder step (not averaged over the whole text x audio grid, which dilutes it by 1/N), so the
+  learned attention is pulled onto the diagonal the prior demonstrates.
+
+At inference the prior is off; ``Decoder.infer`` adds a monotonic window around the last attended
+token as a guard against skipping and repeating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ttsops.model.layers import (
+    ConvBNBlock,
+    LocationSensitiveAttention,
+    Postnet,
+    Prenet,
+    beta_binomial_log_prior,
+    locked_dropout_mask,
+)
+from ttsops.text.symbols import SYMBOLS
+from ttsops.train.hparams import HParams
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_symbols: int
+    n_mel_channels: int
+    encoder_embedding_dim: int
+    encoder_n_convolutions: int
+    encoder_kernel_size: int
+    attention_rnn_dim: int
+    decoder_rnn_dim: int
+    prenet_dim: int
+    attention_dim: int
+    attention_location_n_filters: int
+    attention_location_kernel_size: int
+    postnet_embedding_dim: int
+    postnet_kernel_size: int
+    postnet_n_convolutions: int
+    n_frames_per_step: int
+    max_decoder_steps: int
+    gate_threshold: float
+    dropout_prenet: float
+    dropout_attention: float
+    dropout_decoder: float
+    variational_dropout: bool
+    attention_prior_scaling: float
+    gradient_checkpointing: bool = False
+
+    @classmethod
+    def from_hparams(cls, hp: HParams, gradient_checkpointing: bool = False) -> ModelConfig:
+        src = hp.to_dict()
+        names = {f.name for f in fields(cls)} - {"n_symbols", "gradient_checkpointing"}
+        return cls(n_symbols=len(SYMBOLS), gradient_checkpointing=gradient_checkpointing,
+                   **{k: src[k] for k in names})
+
+
+class Encoder(nn.Module):
+    def __init__(self, dim: int, n_convs: int, kernel_size: int, grad_ckpt: bool) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(ConvBNBlock(dim, dim, kernel_size, "relu", 0.5) for _ in range(n_convs))
+        self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.grad_ckpt = grad_ckpt
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (B, dim, N) -> (B, N, dim)."""
+        for conv in self.convs:
+            x = checkpoint(conv, x, use_reentrant=False) if self.grad_ckpt and self.training else conv(x)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x.transpose(1, 2), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(2))
+        return out
+
+
+@dataclass
+class DecoderOutput:
+    mels: torch.Tensor  # (B, n_mels, T)
+    gates: torch.Tensor  # (B, T) logits
+    alignments: torch.Tensor  # (B, T_dec, N) attention used (with prior while it is on)
+    learned_alignments: torch.Tensor  # (B, T_dec, N) prior-free attention (what inference sees)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        r, e = cfg.n_frames_per_step, cfg.encoder_embedding_dim
+        self.prenet = Prenet(cfg.n_mel_channels, cfg.prenet_dim, cfg.dropout_prenet)
+        self.attention_rnn = nn.LSTMCell(cfg.prenet_dim + e, cfg.attention_rnn_dim)
+        self.attention = LocationSensitiveAttention(
+            cfg.attention_rnn_dim, e, cfg.attention_dim, cfg.attention_location_n_filters,
+            cfg.attention_location_kernel_size,
+        )
+        self.decoder_rnn = nn.LSTMCell(cfg.attention_rnn_dim + e, cfg.decoder_rnn_dim)
+        self.projection = nn.Linear(cfg.decoder_rnn_dim + e, cfg.n_mel_channels * r)
+        self.gate = nn.Linear(cfg.decoder_rnn_dim + e, r)
+
+    def _init_state(self, memory: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, n, e = memory.shape
+        z = memory.new_zeros
+        return {
+            "ah": z(b, self.cfg.attention_rnn_dim), "ac": z(b, self.cfg.attention_rnn_dim),
+            "dh": z(b, self.cfg.decoder_rnn_dim), "dc": z(b, self.cfg.decoder_rnn_dim),
+            "w": z(b, n), "w_cum": z(b, n), "ctx": z(b, e),
+        }
+
+    def _dropout_masks(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not (self.training and self.cfg.variational_dropout):
+            return None, None
+        b = like.size(0)
+        return (locked_dropout_mask((b, self.cfg.attention_rnn_dim), self.cfg.dropout_attention, like),
+                locked_dropout_mask((b, self.cfg.decoder_rnn_dim), self.cfg.dropout_decoder, like))
+
+    def _step(self, s, prenet_out, memory, processed_memory, mask, loc_w, masks, log_prior=None, window=None):
+        """One decoder step. Returns (attention used, prior-free attention); updates state ``s``."""
+        ah, ac = self.attention_rnn(torch.cat([prenet_out, s["ctx"]], -1), (s["ah"], s["ac"]))
+        ah = ah * masks[0] if masks[0] is not None else F.dropout(ah, self.cfg.dropout_attention, self.training)
+        energies = self.attention.energies(ah, processed_memory, torch.stack([s["w"], s["w_cum"]], 1), loc_w)
+        energies = energies.masked_fill(~mask, -1e4)
+        if window is not None:
+            energies = energies.masked_fill(~window, -1e4)
+        learned = torch.softmax(energies, dim=-1)
+        w = torch.softmax(energies + log_prior, dim=-1) if log_prior is not None else learned
+        ctx = torch.bmm(w.unsqueeze(1), memory).squeeze(1)
+        dh, dc = self.decoder_rnn(torch.cat([ah, ctx], -1), (s["dh"], s["dc"]))
+        dh = dh * masks[1] if masks[1] is not None else F.dropout(dh, self.cfg.dropout_decoder, self.training)
+        s.update(ah=ah, ac=ac, dh=dh, dc=dc, w=w, w_cum=s["w_cum"] + w, ctx=ctx)
+        return w, learned
+
+    def forward(self, memory, text_lens, mels, mel_lens, prior_weight: float = 0.0) -> DecoderOutput:
+        """Teacher forcing. memory (B, N, E), mels (B, n_mels, T) with T a multiple of r."""
+        r, b = self.cfg.n_frames_per_step, memory.size(0)
+        t_dec = mels.size(2) // r
+        # input of step i is the last frame of group i-1 (a zero "go" frame for i = 0)
+        prev = mels[:, :, r - 1::r][:, :, : t_dec - 1]
+        prev = torch.cat([mels.new_zeros(b, mels.size(1), 1), prev], 2).transpose(1, 2)
+        prenet_out = self.prenet(prev)  # all steps at once: (B, T_dec, P)
+        processed = self.attention.memory_layer(memory)
+        loc_w = self.attention.fused_location_weight()
+        mask = torch.arange(memory.size(1), device=memory.device)[None] < text_lens[:, None]
+        log_prior = None
+        if prior_weight > 0:
+            steps = torch.div(mel_lens + r - 1, r, rounding_mode="floor")
+            log_prior = prior_weight * beta_binomial_log_prior(
+                text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling)
+        s, masks = self._init_state(memory), self._dropout_masks(memory)
+        outs, used, learned = [], [], []
+        for i in range(t_dec):
+            w, lw = self._step(s, prenet_out[:, i], memory, processed, mask, loc_w, masks,
+                               None if log_prior is None else log_prior[:, i])
+            outs.append(torch.cat([s["dh"], s["ctx"]], -1))
+            used.append(w)
+            learned.append(lw)
+        h = torch.stack(outs, 1)  # (B, T_dec, D+E): projections batched over all steps
+        mel_out = self.projection(h).view(b, t_dec * r, -1).transpose(1, 2)
+        gates = self.gate(h).reshape(b, t_dec * r)
+        return DecoderOutput(mel_out, gates, torch.stack(used, 1), torch.stack(learned, 1))
+
+    @torch.no_grad()
+    def infer(self, memory: torch.Tensor, text_lens: torch.Tensor, window: int = 3):
+        """Free-running synthesis for a batch of one or more texts (stops when all gates fire)."""
+        r, b = self.cfg.n_frames_per_step, memory.size(0)
+        processed = self.attention.memory_layer(memory)
+        loc_w = self.attention.fused_location_weight()
+        n = memory.size(1)
+        pos = torch.arange(n, device=memory.device)[None]
+        mask = pos < text_lens[:, None]
+        s = self._init_state(memory)
+        frame = memory.new_zeros(b, self.cfg.n_mel_channels)
+        focus = torch.zeros(b, dtype=torch.long, device=memory.device)
+        done = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        lengths = torch.full((b,), self.cfg.max_decoder_steps * r, dtype=torch.long, device=memory.device)
+        mels, gates, aligns = [], [], []
+        for i in range(self.cfg.max_decoder_steps):
+            win = (pos >= (focus[:, None] - 1)) & (pos <= focus[:, None] + window)
+            w, _ = self._step(s, self.prenet(frame), memory, processed, mask, loc_w, (None, None), window=win)
+            focus = torch.maximum(focus, w.argmax(-1))
+            h = torch.cat([s["dh"], s["ctx"]], -1)
+            out = self.projection(h).view(b, r, -1)
+            g = self.gate(h)
+            mels.append(out)
+            gates.append(g)
+            aligns.append(w)
+            frame = out[:, -1]
+            at_end = focus >= text_lens - 2
+            stop = (torch.sigmoid(g) > self.cfg.gate_threshold).any(-1) & at_end & ~done
+            lengths = torch.where(stop, torch.full_like(lengths, (i + 1) * r), lengths)
+            done |= stop
+            if bool(done.all()):
+                break
+        mel = torch.cat(mels, 1).transpose(1, 2)  # (B, n_mels, T)
+        return mel, torch.cat(gates, 1), torch.stack(aligns, 1), lengths
+
+
+class Tacotron2(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.n_symbols, cfg.encoder_embedding_dim)
+        nn.init.normal_(self.embedding.weight, 0.0, 0.3)
+        self.encoder = Encoder(cfg.encoder_embedding_dim, cfg.encoder_n_convolutions,
+                               cfg.encoder_kernel_size, cfg.gradient_checkpointing)
+        self.decoder = Decoder(cfg)
+        self.postnet = Postnet(cfg.n_mel_channels, cfg.postnet_embedding_dim, cfg.postnet_kernel_size,
+                               cfg.postnet_n_convolutions)
+
+    def encode(self, text: torch.Tensor, text_lens: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embedding(text).transpose(1, 2), text_lens)
+
+    def _postnet(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.cfg.gradient_checkpointing and self.training:
+            return mel + checkpoint(self.postnet, mel, use_reentrant=False)
+        return mel + self.postnet(mel)
+
+    def forward(self, text, text_lens, mels, mel_lens, prior_weight: float = 0.0):
+        memory = self.encode(text, text_lens)
+        out = self.decoder(memory, text_lens, mels, mel_lens, prior_weight)
+        return out, self._postnet(out.mels)
+
+    @torch.no_grad()
+    def infer(self, text: torch.Tensor, text_lens: torch.Tensor):
+        """-> (mel_postnet (B, n_mels, T), alignments (B, T_dec, N), mel lengths (B,))."""
+        memory = self.encode(text, text_lens)
+        mel, _, align, lengths = self.decoder.infer(memory, text_lens)
+        return self._postnet(mel), align, lengths

@@ -1,0 +1,308 @@
+"""The inference service: ``create_app(settings, synthesizer_loader) -> FastAPI``.
+
+Routes: ``POST /v1/tts`` ({text, model?} -> audio/wav), OpenAI-compatible ``POST /v1/audio/speech``
+({model, input, voice?, response_format "wav"}), ``GET /v1/models``, ``/healthz``, ``/readyz``,
+``/metrics`` (Prometheus, a registry per app) and a small page at ``/``.
+
+Inference runs in plain ``def`` endpoints (Starlette's threadpool) with no lock: torch modules in
+eval mode take concurrent forwards, and each request uses the model it picked from the store, so
+an alias move swaps models without stopping requests in flight. Bad input is a 4xx with a
+message, never a 500: empty text 422, wrong types 422, bad JSON 400, unknown model 404, text or
+body over the limits 413, missing or wrong bearer token 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ttsops.audio.io import wav_bytes
+from ttsops.errors import ServeError
+from ttsops.serve.loader import LoadedModel, ModelResolver, ModelSource, ModelStore, SynthesizerLoader
+
+logger = logging.getLogger(__name__)
+
+
+class ServeSettings(BaseModel):
+    """Everything the service is configured with (the CLI builds it from flags and the config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, str] = Field(min_length=1)  # public name -> source (path or models:/...)
+    tracking_uri: str | None = None
+    max_text_chars: int = Field(500, ge=1)
+    max_body_bytes: int = Field(16_384, ge=256)
+    api_token: str | None = Field(None, repr=False)
+    reload_interval_s: float | None = Field(30.0, gt=0)  # None: never poll the registry
+    cache_dir: Path | None = None  # registry downloads; None: a temp dir removed at shutdown
+
+
+# --- request models ------------------------------------------------------------------------------
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must contain some text, not only whitespace")
+    return v.strip()
+
+
+def _only_normal_speed(v: float) -> float:
+    if v != 1.0:
+        raise ValueError(f"only speed 1.0 is supported, got {v}")
+    return v
+
+
+Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
+class TtsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text
+    model: str | None = None  # a name from /v1/models; default: the first
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI ``audio.speech.create``. One speaker: ``voice`` is accepted (clients always send
+    one) and ignored; ``speed`` must be 1.0; only ``wav`` is produced."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: Text
+    voice: str | None = None
+    response_format: Literal["wav"] = "wav"
+    speed: Annotated[float, AfterValidator(_only_normal_speed)] = 1.0
+
+
+# --- metrics -------------------------------------------------------------------------------------
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("ttsops_http_requests", "HTTP requests", ["path", "status"], registry=r)
+        self.latency = Histogram("ttsops_http_request_seconds", "request latency", ["path"], registry=r)
+        self.synthesis = Histogram(
+            "ttsops_synthesis_seconds",
+            "text -> waveform time",
+            ["model"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.audio = Counter("ttsops_audio_seconds", "seconds of audio produced", ["model"], registry=r)
+        self.inflight = Gauge("ttsops_inflight_synthesis", "syntheses running now", registry=r)
+        self.model_info = Gauge(
+            "ttsops_model_info", "served model versions", ["model", "version"], registry=r
+        )
+        self.reloads = Counter("ttsops_model_reloads", "alias-move reloads", ["model", "outcome"], registry=r)
+
+    def set_models(self, models: dict[str, LoadedModel]) -> None:
+        self.model_info.clear()
+        for m in models.values():
+            self.model_info.labels(m.name, m.version or "file").set(1)
+
+
+_KNOWN_PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/tts", "/v1/audio/speech"}
+
+
+class _Edge:
+    """Pure ASGI middleware: body-size limit (413) and request metrics."""
+
+    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app, self.max, self.metrics = app, max_body_bytes, metrics
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+        started, status = time.perf_counter(), [500]
+        length = dict(scope["headers"]).get(b"content-length")
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max:  # a chunked body that outgrew the limit
+                raise HTTPException(413, f"request body over the {self.max}-byte limit")
+            return msg
+
+        async def send_status(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            if length is not None and length.isdigit() and int(length) > self.max:
+                await JSONResponse(
+                    {"detail": f"request body of {int(length)} bytes is over the {self.max}-byte limit"}, 413
+                )(scope, receive, send_status)
+            else:
+                await self.app(scope, limited_receive, send_status)
+        finally:
+            self.metrics.requests.labels(path, str(status[0])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse({"detail": "request body is not valid JSON"}, 400)
+    lines = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        msg = e.get("msg", "invalid")
+        if e.get("type") in ("model_attributes_type", "dict_type") and loc == "body":
+            msg = "must be a JSON object (send Content-Type: application/json)"
+        lines.append(f"{loc}: {msg}")
+    simple = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+    return JSONResponse({"detail": "; ".join(lines), "errors": simple}, 422)
+
+
+# --- the app -------------------------------------------------------------------------------------
+def create_app(settings: ServeSettings, synthesizer_loader: SynthesizerLoader) -> FastAPI:
+    """Build the service; models load in the lifespan (startup fails if one cannot be loaded)."""
+    sources = {name: ModelSource.parse(src) for name, src in settings.models.items()}
+    metrics = Metrics()
+    page = resources.files("ttsops.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    holder: dict[str, ModelStore] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from anyio import to_thread
+
+        cache = settings.cache_dir or Path(tempfile.mkdtemp(prefix="ttsops-serve-"))
+        resolver = ModelResolver(settings.tracking_uri, cache)
+
+        def on_reload(name: str, outcome: str) -> None:
+            metrics.reloads.labels(name, outcome).inc()
+            metrics.set_models(store.models)
+
+        store = ModelStore(sources, resolver, synthesizer_loader, on_reload)
+        try:
+            await to_thread.run_sync(store.load_all)
+        except Exception as e:  # the CLI reports it as one line after uvicorn gives up
+            app.state.startup_error = e
+            raise
+        metrics.set_models(store.models)
+        holder["store"] = store
+        if settings.reload_interval_s:
+            store.start_polling(settings.reload_interval_s)
+        try:
+            yield
+        finally:
+            holder.clear()
+            store.stop()
+            if settings.cache_dir is None:
+                shutil.rmtree(cache, ignore_errors=True)
+
+    app = FastAPI(title="ttsops inference", lifespan=lifespan, version="1")
+    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
+    app.add_middleware(_Edge, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+
+    def check_token(request: Request) -> None:
+        if settings.api_token is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.api_token.encode()
+        ):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def current_models() -> dict[str, LoadedModel]:
+        store = holder.get("store")
+        if store is None:
+            raise HTTPException(503, "models are not loaded yet")
+        return store.models
+
+    def synthesize(name: str | None, text: str) -> Response:
+        models = current_models()
+        if len(text) > settings.max_text_chars:
+            raise HTTPException(
+                413, f"text has {len(text)} characters; the limit is {settings.max_text_chars}"
+            )
+        model = models.get(name or next(iter(models)))
+        if model is None:
+            raise HTTPException(404, f"model {name!r} not found (available: {', '.join(models)})")
+        metrics.inflight.inc()
+        started = time.perf_counter()
+        try:
+            wav, sr = model.synthesizer.synthesize(text)
+        except (ValueError, ServeError) as e:  # e.g. nothing speakable left after cleaning
+            raise HTTPException(422, f"cannot synthesise this text: {e}") from None
+        finally:
+            metrics.inflight.dec()
+        took = time.perf_counter() - started
+        seconds = len(wav) / sr
+        metrics.synthesis.labels(model.name).observe(took)
+        metrics.audio.labels(model.name).inc(seconds)
+        headers = {
+            "X-Model": model.name,
+            "X-Model-Version": model.version or "file",
+            "X-Audio-Seconds": f"{seconds:.3f}",
+            "X-Synthesis-Seconds": f"{took:.3f}",
+        }
+        return Response(wav_bytes(wav, sr), media_type="audio/wav", headers=headers)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        store = holder.get("store")
+        if store is None or not store.models:
+            return JSONResponse({"status": "loading"}, 503)
+        return JSONResponse({"status": "ready", "models": list(store.models)})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", dependencies=[Depends(check_token)])
+    def list_models() -> dict[str, Any]:
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": int(m.loaded_at),
+                "owned_by": "ttsops",
+                "source": m.source.raw,
+                "version": m.version,
+                "sample_rate": m.sample_rate,
+            }
+            for m in current_models().values()
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/tts", dependencies=[Depends(check_token)], response_class=Response)
+    def tts(req: TtsRequest) -> Response:
+        return synthesize(req.model, req.text)
+
+    @app.post("/v1/audio/speech", dependencies=[Depends(check_token)], response_class=Response)
+    def speech(req: SpeechRequest) -> Response:
+        return synthesize(req.model, req.input)
+
+    return app

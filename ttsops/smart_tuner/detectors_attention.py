@@ -1,0 +1,140 @@
+"""Attention health: has the alignment formed, is it holding, is it monotonic?
+
+Input: ``attention_alignment_score`` per validation (diagonality in [0, 1]; aligned when
+>= ``alignment_threshold``, 0.8 by default), optionally ``attention_entropy`` and, when the trainer
+logs it, ``attention_monotonicity`` (share of decoder steps whose attention peak moves forward).
+
+Verdicts:
+
+- ``not_yet_aligned`` (abstains, and the controller blocks plateau stops meanwhile: a Tacotron
+  loss often flattens *before* the alignment snaps into place);
+- ``never_aligned`` (prune): past the alignment deadline (the end of the ``warmup`` curriculum stage
+  by default: attention must form while the model is warming up) the score is still below the
+  threshold and its Sen's slope, even at the favourable end of its CI, would not reach the threshold
+  within ``progress_patience`` validations; a run that is visibly climbing gets that long past the
+  deadline, no more;
+- ``alignment_collapsed`` (prune): the score reached the threshold once, and the last
+  ``consecutive`` validations are below the threshold and more than ``collapse_margin`` below the
+  peak (a wobble around 0.8 is not a collapse);
+- ``aligned`` (abstains).
+
+Monotonicity: health = smoothed score - ``monotonic_penalty`` x non-monotonicity, where
+non-monotonicity is ``1 - attention_monotonicity`` when logged, else the share of the score's
+recent movement that went downwards (a healthy alignment climbs, then holds). Health is reported
+and drives the never-aligned judgement; collapse is judged on the raw score so it is caught within
+``consecutive`` validations. NaN/inf scores are dropped; no finite score at all -> abstain.
+
+Caveat: the alignment score of teacher-forced validation can look fine while free-running
+inference still fails; it is the earliest cheap signal, not the last word.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ttsops.smart_tuner.detectors import (
+    DetectorResult,
+    Reason,
+    abstain,
+    as_array,
+    finite_points,
+    result,
+    smooth,
+)
+from ttsops.smart_tuner.detectors_stats import cusum_changepoint, mann_kendall
+
+
+def _nonmonotonicity(a: np.ndarray, monotonicity: np.ndarray, window: int) -> float:
+    m = monotonicity[np.isfinite(monotonicity)]
+    if m.size:
+        return float(min(1.0, max(0.0, 1.0 - m[-1])))
+    d = np.diff(a[-window:])
+    total = float(np.sum(np.abs(d)))
+    return float(np.sum(np.clip(-d, 0, None)) / total) if total > 0 else 0.0
+
+
+def attention_detector(
+    alignment: Sequence[float] | np.ndarray | None, *, threshold: float = 0.8,
+    monotonic_penalty: float = 0.1, epochs: Sequence[float] | np.ndarray | None = None,
+    deadline_epoch: float = 20.0, progress_patience: int = 15, collapse_margin: float = 0.1,
+    consecutive: int = 2, entropy: Sequence[float] | np.ndarray | None = None,
+    monotonicity: Sequence[float] | np.ndarray | None = None, window: int = 10, alpha: float = 0.3,
+) -> DetectorResult:
+    """Judge the alignment curve; see the module docstring for the verdicts."""
+    name = "attention"
+    raw = as_array(alignment)
+    idx, a = finite_points(raw)
+    if a.size == 0:
+        return abstain(name, Reason.MISSING_METRIC, "attention_alignment_score not logged")
+    ep = as_array(epochs)
+    epoch = float(ep[-1]) if ep.size and math.isfinite(ep[-1]) else float(raw.size)
+    s = smooth(a, alpha)
+    nonmono = _nonmonotonicity(a, as_array(monotonicity), window)
+    health = float(s[-1] - monotonic_penalty * nonmono)
+    ent = as_array(entropy)
+    info: dict[str, object] = dict(
+        current=float(a[-1]), smoothed=float(s[-1]), health=health, peak=float(a.max()),
+        nonmonotonicity=nonmono, epoch=epoch, threshold=threshold,
+        entropy=float(ent[-1]) if ent.size and math.isfinite(ent[-1]) else None,
+    )
+    reached = np.flatnonzero(a >= threshold)
+    if reached.size:
+        first = int(reached[0])
+        info["aligned_at"] = int(idx[first])
+        return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive, info)
+    return _before_alignment(name, a, idx, epoch, health, threshold, deadline_epoch,
+                             progress_patience, window, info)
+
+
+def _after_alignment(
+    name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
+    consecutive: int, info: dict[str, object],
+) -> DetectorResult:
+    peak = float(a[first:].max())
+    tail = a[-consecutive:]
+    if a.size - first > consecutive and np.all(tail < threshold) and np.all(tail < peak - margin):
+        onset, strength = cusum_changepoint(a[first:])
+        info.update(collapse_onset=int(idx[first + onset]), shift_strength=strength)
+        return result(name, 1.0, Reason.ALIGNMENT_COLLAPSED,
+                      f"alignment collapsed: {a[-1]:.2f} (peak {peak:.2f}, threshold {threshold:.2f}) "
+                      f"for {consecutive} validations, drop began near validation {int(idx[first + onset]) + 1}",
+                      prune=True, **info)
+    return abstain(name, Reason.ALIGNED,
+                   f"aligned since validation {int(idx[first]) + 1}: score {a[-1]:.2f}, "
+                   f"health {info['health']:.2f}", **info)
+
+
+def _before_alignment(
+    name: str, a: np.ndarray, idx: np.ndarray, epoch: float, health: float, threshold: float,
+    deadline: float, patience: int, window: int, info: dict[str, object],
+) -> DetectorResult:
+    info["deadline_epoch"] = deadline
+    if epoch < deadline or a.size < 3:
+        return abstain(name, Reason.NOT_YET_ALIGNED,
+                       f"not aligned yet ({a[-1]:.2f} < {threshold:.2f}); deadline epoch {deadline:g}, "
+                       f"now {epoch:g}", **info)
+    tail_i, tail = idx[-window:].astype(float), a[-window:]
+    mk = mann_kendall(tail, tail_i) if tail.size >= 3 else None
+    rate = mk.slope_high if mk is not None else 0.0  # favourable end: the fastest plausible climb
+    gap = threshold - health
+    needed = gap / rate if rate > 0 else math.inf
+    info.update(climb_per_validation=rate, validations_needed=needed if math.isfinite(needed) else None)
+    validations_past = _validations_past_deadline(epoch, deadline, idx)
+    if needed <= patience and validations_past < patience:
+        return abstain(name, Reason.NOT_YET_ALIGNED,
+                       f"past the deadline but climbing: ~{needed:.0f} validations to {threshold:.2f} "
+                       f"(score {a[-1]:.2f})", **info)
+    why = ("no longer climbing" if rate <= 0 else
+           f"~{needed:.0f} validations to go" if needed > patience else f"{validations_past} validations past the deadline")
+    return result(name, 1.0, Reason.NEVER_ALIGNED,
+                  f"never aligned: score {a[-1]:.2f} (health {health:.2f}) < {threshold:.2f} at epoch "
+                  f"{epoch:g}, deadline {deadline:g}; {why}", prune=True, **info)
+
+
+def _validations_past_deadline(epoch: float, deadline: float, idx: np.ndarray) -> int:
+    # validations are roughly evenly spaced in epochs: convert the epochs past the deadline
+    per_validation = epoch / max(1, int(idx[-1]) + 1)
+    return int(math.floor((epoch - deadline) / per_validation)) if per_validation > 0 else 0

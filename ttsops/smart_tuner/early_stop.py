@@ -1,0 +1,401 @@
+"""EarlyStopController: the final early-stopping decision, inside a generation and across them.
+
+Levels (SPEC §6):
+
+1. patience + relative ``min_delta``: curriculum patience (``adaptive_patience``) on the smoothed
+   loss inside a trial; ``tuner_patience`` generations without a ``tuner_min_delta`` improvement of
+   the objective across the study;
+2. detectors (``detectors*.py``): CUSUM, Mann-Kendall + Sen's slope, GP forecast, attention health;
+3. the weighted vote: each group's score (``statistical_consensus`` = mean of Mann-Kendall, CUSUM
+   and adaptive patience; ``bayesian_prediction`` = 1 - P(improve) from the GP; ``attention_analysis``)
+   is weighted by ``ensemble_weights`` over the groups that vote, and the run stops at >= 0.5.
+
+Rules around the vote (in this order): divergence / non-finite loss prunes at once; a failing
+alignment (never formed, or collapsed) prunes; nothing stops during the first
+``min_validations``; no plateau stop while the alignment has not yet reached
+``alignment_threshold`` (a Tacotron loss often flattens before attention snaps into place);
+``max_patience`` validations without improvement of the smoothed loss stop whatever the vote says.
+
+Every :class:`Decision` carries all detector verdicts (``to_dict()`` is JSON, ``to_tags()`` gives
+MLflow tags) so the tuner can log it and hand it to the AlertManager. ``update(history)`` is the
+in-trial call; ``decide_study(objectives)`` the study-level one. Decisions take milliseconds: the
+GP sees at most ``gp_window`` points, starts from the previous fit and is cached on its input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from ttsops.config import SmartEarlyStoppingConfig
+from ttsops.errors import ConfigError, TunerError
+from ttsops.smart_tuner.detectors import (
+    Action,
+    DetectorResult,
+    Reason,
+    abstain,
+    adaptive_patience,
+    adaptive_patience_detector,
+    as_array,
+    divergence_detector,
+    jsonable,
+    patience_detector,
+    result,
+    since_improvement,
+    smooth,
+)
+from ttsops.smart_tuner.detectors_attention import attention_detector
+from ttsops.smart_tuner.detectors_gp import forecast_detector
+from ttsops.smart_tuner.detectors_stats import cusum_detector, trend_detector
+
+History = Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]]
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "statistical_consensus": ("mann_kendall", "cusum", "adaptive_patience", "generation_patience"),
+    "bayesian_prediction": ("gp_forecast",),
+    "attention_analysis": ("attention",),
+}
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Knobs of the detectors that the YAML config does not expose (defaults are the tested ones)."""
+
+    smoothing_alpha: float = 0.3  # EMA weight after a running median of 3
+    window: int = 20  # trailing validations for Mann-Kendall
+    gp_window: int = 30  # trailing validations the GP sees
+    horizon: int | None = None  # validations to look ahead; None: adaptive_patience.max_patience
+    min_validations: int = 8  # warm-up: no stop before this many validations
+    alpha: float = 0.05  # significance of the trend tests
+    cusum_h: float = 5.0  # CUSUM alarm threshold (in noise sigmas)
+    divergence_factor: float = 1.5
+    divergence_consecutive: int = 2
+    collapse_margin: float = 0.1
+    collapse_consecutive: int = 2
+    alignment_deadline_epochs: float | None = None  # None: end of the warmup stage
+    stop_threshold: float = 0.5
+    min_delta: float | None = None  # relative; None: tuner_min_delta
+    gp_cache_size: int = 64
+    log_size: int = 200  # decisions kept in state_dict
+
+    def __post_init__(self) -> None:
+        checks = {
+            "smoothing_alpha": 0 < self.smoothing_alpha <= 1, "window": self.window >= 6,
+            "gp_window": self.gp_window >= 6, "min_validations": self.min_validations >= 1,
+            "alpha": 0 < self.alpha < 1, "cusum_h": self.cusum_h > 0,
+            "divergence_factor": self.divergence_factor > 1,
+            "stop_threshold": 0 < self.stop_threshold <= 1,
+            "horizon": self.horizon is None or self.horizon >= 1,
+            "min_delta": self.min_delta is None or self.min_delta >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"DetectorParams: invalid {bad[0]}={getattr(self, bad[0])!r}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    level: Literal["trial", "study"]
+    action: Action
+    reason: Reason
+    score: float  # weighted vote in [0, 1]; 1 = all voting evidence says end the run
+    confidence: float  # confidence in *this* action
+    message: str
+    verdicts: tuple[DetectorResult, ...]
+    groups: Mapping[str, float | None] = field(default_factory=dict)
+    n_points: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def should_end(self) -> bool:
+        return self.action is not Action.CONTINUE
+
+    def verdict(self, name: str) -> DetectorResult | None:
+        return next((v for v in self.verdicts if v.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level, "action": self.action.value, "reason": self.reason.value,
+            "score": jsonable(self.score), "confidence": jsonable(self.confidence),
+            "message": self.message, "groups": jsonable(dict(self.groups)),
+            "n_points": self.n_points, "elapsed_ms": jsonable(self.elapsed_ms),
+            "verdicts": [v.to_dict() for v in self.verdicts],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, sort_keys=True)
+
+    def to_tags(self, prefix: str = "early_stop") -> dict[str, str]:
+        """Short MLflow tags (values are strings, < 5000 chars)."""
+        tags = {f"{prefix}.{self.level}.action": self.action.value,
+                f"{prefix}.{self.level}.reason": self.reason.value,
+                f"{prefix}.{self.level}.score": f"{self.score:.3f}",
+                f"{prefix}.{self.level}.message": self.message[:4000]}
+        for v in self.verdicts:
+            tags[f"{prefix}.{self.level}.{v.name}"] = f"{v.action.value}:{v.reason.value}:{v.score:.2f}"
+        return tags
+
+
+def columns(history: History) -> dict[str, np.ndarray]:
+    """Metric name -> values per validation, from columns or from a list of per-validation rows
+    (a row missing a metric gives NaN there)."""
+    if isinstance(history, Mapping):
+        return {str(k): as_array(v) for k, v in history.items()}
+    rows = list(history)
+    keys = sorted({k for row in rows for k in row})
+    return {k: as_array(np.array([row.get(k, math.nan) for row in rows], dtype=float)) for k in keys}
+
+
+def vote(verdicts: Sequence[DetectorResult], weights: Mapping[str, float]) -> tuple[float, dict[str, float | None]]:
+    """Weighted mean of the group scores over groups with a voting member and a weight > 0."""
+    groups: dict[str, float | None] = {}
+    for group, names in GROUPS.items():
+        scores = [v.score for v in verdicts if v.name in names and v.voting]
+        groups[group] = float(np.mean(scores)) if scores else None
+    total = sum(weights[g] for g, s in groups.items() if s is not None)
+    if total <= 0:
+        return 0.0, groups
+    return sum(weights[g] * s for g, s in groups.items() if s is not None) / total, groups
+
+
+class EarlyStopController:
+    """Early-stop decisions for one study: ``decide_trial`` per validation, ``decide_study`` per
+    generation. Resumable with ``state_dict()`` / ``load_state_dict()``."""
+
+    def __init__(
+        self, cfg: SmartEarlyStoppingConfig | None = None, params: DetectorParams | None = None, *,
+        metric: str = "val_loss", clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.cfg = cfg or SmartEarlyStoppingConfig()
+        self.params = params or DetectorParams()
+        self.metric = metric
+        self._clock = clock
+        self._theta: dict[str, list[float] | None] = {"trial": None, "study": None}
+        self._gp_cache: OrderedDict[tuple[Any, ...], DetectorResult] = OrderedDict()
+        self._log: list[dict[str, Any]] = []
+        self._counts = {"trial": 0, "study": 0}
+
+    # --- public API ------------------------------------------------------------------------
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.cfg.ensemble_weights.model_dump()
+
+    @property
+    def min_delta(self) -> float:
+        return self.params.min_delta if self.params.min_delta is not None else self.cfg.tuner_min_delta
+
+    def update(self, metrics_history: History, *, budget: int | None = None) -> Decision:
+        """In-trial decision after a validation (alias of :meth:`decide_trial`)."""
+        return self.decide_trial(metrics_history, budget=budget)
+
+    def new_trial(self) -> None:
+        """Forget per-trial warm starts (call when a new generation starts)."""
+        self._theta["trial"] = None
+        self._gp_cache.clear()
+
+    def decide_trial(self, history: History, *, budget: int | None = None) -> Decision:
+        """Stop (converged/plateau/overfitting), prune (failing) or continue the running trial.
+
+        ``history``: metric -> values per validation (``self.metric`` required; ``epoch``,
+        ``attention_alignment_score``, ``attention_entropy``, ``grad_norm`` used when present).
+        ``budget``: validations the trial is configured for, if known (caps the look-ahead).
+        """
+        t0 = self._clock()
+        h = columns(history)
+        if self.metric not in h:
+            raise TunerError(f"early stop: metric {self.metric!r} missing from history (have: {', '.join(sorted(h)) or 'nothing'})")
+        verdicts = self._trial_verdicts(h, budget)
+        decision = self._trial_decision(h, verdicts)
+        return self._record(dataclasses.replace(decision, elapsed_ms=(self._clock() - t0) * 1e3))
+
+    def decide_study(
+        self, generation_objectives: Sequence[float], *, generation_alignment: Sequence[float] | None = None,
+        direction: Literal["minimize", "maximize"] = "minimize",
+    ) -> Decision:
+        """End the study? ``generation_objectives``: the objective of each finished generation in
+        order (NaN for a failed one); ``generation_alignment``: each generation's final alignment
+        score, if known (the study does not end on a plateau before some generation aligned)."""
+        t0 = self._clock()
+        y = as_array(generation_objectives) * (-1.0 if direction == "maximize" else 1.0)
+        verdicts = self._study_verdicts(y, generation_alignment)
+        decision = self._study_decision(y, verdicts)
+        return self._record(dataclasses.replace(decision, elapsed_ms=(self._clock() - t0) * 1e3))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "theta": dict(self._theta), "counts": dict(self._counts),
+                "log": list(self._log)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            got = state.get("version") if isinstance(state, Mapping) else type(state).__name__
+            raise TunerError(f"early stop state: version {got!r} not supported (expected {STATE_VERSION})")
+        self._theta = {k: (list(v) if v is not None else None) for k, v in dict(state["theta"]).items()}
+        self._counts = {k: int(v) for k, v in dict(state["counts"]).items()}
+        self._log = list(state["log"])[-self.params.log_size :]
+        self._gp_cache.clear()
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """Compact log of the latest decisions (level, action, reason, score, message)."""
+        return list(self._log)
+
+    # --- in-trial -------------------------------------------------------------------------
+    def _horizon(self, n: int, budget: int | None) -> int:
+        horizon = self.params.horizon or self.cfg.adaptive_patience.max_patience
+        return max(1, min(horizon, budget - n)) if budget else horizon
+
+    def _trial_verdicts(self, h: dict[str, np.ndarray], budget: int | None) -> list[DetectorResult]:
+        p, cfg, md = self.params, self.cfg, self.min_delta
+        y = h[self.metric]
+        epochs = h.get("epoch")
+        epoch = float(epochs[-1]) if epochs is not None and epochs.size and math.isfinite(epochs[-1]) else float(y.size)
+        _, patience = adaptive_patience(epoch, cfg.adaptive_patience)
+        horizon = self._horizon(y.size, budget)
+        verdicts = [
+            divergence_detector(y, factor=p.divergence_factor, consecutive=p.divergence_consecutive,
+                                grad_norm=h.get("grad_norm")),
+            trend_detector(y, window=p.window, horizon=horizon, min_delta=md, alpha=p.alpha),
+            cusum_detector(y, patience=patience, min_delta=md, h=p.cusum_h),
+            adaptive_patience_detector(y, epochs, cfg.adaptive_patience, md, alpha=p.smoothing_alpha),
+            self._forecast(y, horizon, "trial"),
+            self._attention(h, epochs),
+        ]
+        baseline = patience_detector(y, cfg.adaptive_patience.initial_patience, md)
+        verdicts.append(dataclasses.replace(baseline, voting=False))
+        return verdicts
+
+    def _attention(self, h: dict[str, np.ndarray], epochs: np.ndarray | None) -> DetectorResult:
+        am = self.cfg.attention_monitoring
+        if not am.enabled:
+            return abstain("attention", Reason.MISSING_METRIC, "attention monitoring disabled")
+        ap = self.cfg.adaptive_patience
+        deadline = self.params.alignment_deadline_epochs
+        if deadline is None:
+            deadline = float(ap.stages["warmup"].epochs) if "warmup" in ap.stages else 0.0
+        return attention_detector(
+            h.get("attention_alignment_score"), threshold=am.alignment_threshold,
+            monotonic_penalty=am.monotonic_penalty, epochs=epochs, deadline_epoch=deadline,
+            progress_patience=ap.max_patience, collapse_margin=self.params.collapse_margin,
+            consecutive=self.params.collapse_consecutive, entropy=h.get("attention_entropy"),
+            monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
+        )
+
+    def _forecast(self, y: np.ndarray, horizon: float, level: str) -> DetectorResult:
+        tail = y[np.isfinite(y)][-self.params.gp_window :]
+        key = (level, tail.tobytes(), float(horizon), y.size)
+        if key in self._gp_cache:
+            self._gp_cache.move_to_end(key)
+            return self._gp_cache[key]
+        got = forecast_detector(y, horizon=horizon, min_delta=self.min_delta, window=self.params.gp_window,
+                                theta=self._theta[level])
+        if "theta" in got.details:
+            self._theta[level] = list(got.details["theta"])
+        self._gp_cache[key] = got
+        while len(self._gp_cache) > self.params.gp_cache_size:
+            self._gp_cache.popitem(last=False)
+        return got
+
+    def _trial_decision(self, h: dict[str, np.ndarray], verdicts: list[DetectorResult]) -> Decision:
+        n = int(h[self.metric].size)
+        by = {v.name: v for v in verdicts}
+        score, groups = vote(verdicts, self.weights)
+        make = _maker("trial", verdicts, groups, n, score)
+        for veto in (by["divergence"], by["attention"]):
+            if veto.action is Action.PRUNE:
+                return make(Action.PRUNE, veto.reason, veto.score, f"prune: {veto.message}")
+        if n < self.params.min_validations:
+            return make(Action.CONTINUE, Reason.WARMUP, 1.0,
+                        f"warm-up: {n} of {self.params.min_validations} validations")
+        if by["attention"].reason is Reason.NOT_YET_ALIGNED:
+            return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
+                        f"no plateau stop before alignment: {by['attention'].message}")
+        wait, _, _ = since_improvement(smooth(h[self.metric], self.params.smoothing_alpha), self.min_delta)
+        if wait >= self.cfg.adaptive_patience.max_patience:
+            return make(Action.STOP, Reason.NO_IMPROVEMENT, 1.0,
+                        f"stop: smoothed {self.metric} flat for {wait} validations (max_patience)")
+        return self._by_vote(make, verdicts, score)
+
+    def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:
+        thr = self.params.stop_threshold
+        voters = sorted((v for v in verdicts if v.voting), key=lambda v: -v.score)
+        lines = "; ".join(f"{v.name}: {v.message}" for v in voters[:3])
+        if score >= thr:
+            top = voters[0].reason if voters and voters[0].score >= 0.5 else Reason.VOTE_STOP
+            return make(Action.STOP, top, score, f"stop (vote {score:.2f} >= {thr:.2f}): {lines}")
+        return make(Action.CONTINUE, Reason.VOTE_CONTINUE, 1.0 - score,
+                    f"continue (vote {score:.2f} < {thr:.2f}): {lines}")
+
+    # --- across generations ---------------------------------------------------------------
+    def _study_verdicts(self, y: np.ndarray, alignment: Sequence[float] | None) -> list[DetectorResult]:
+        cfg, md = self.cfg, self.cfg.tuner_min_delta
+        pat = patience_detector(y, cfg.tuner_patience, md, name="generation_patience")
+        if pat.reason is Reason.NON_FINITE:  # a failed generation is not a reason to end the study
+            wait, best, _ = since_improvement(y, md)
+            pat = result("generation_patience", min(1.0, wait / cfg.tuner_patience), Reason.NO_IMPROVEMENT
+                         if wait >= cfg.tuner_patience else Reason.IMPROVING,
+                         f"{wait} generations without a {md:.2%} improvement (best {best:.5g})", wait=wait)
+        best_so_far = np.fmin.accumulate(np.where(np.isfinite(y), y, np.inf))
+        best_so_far = np.where(np.isfinite(best_so_far), best_so_far, np.nan)
+        verdicts = [
+            pat,
+            trend_detector(best_so_far, window=2 * cfg.tuner_patience + 2, horizon=cfg.tuner_patience,
+                           min_delta=md, alpha=self.params.alpha, min_points=4),
+            self._forecast(y, cfg.tuner_patience, "study"),
+            self._study_attention(y, alignment),
+        ]
+        return verdicts
+
+    def _study_attention(self, y: np.ndarray, alignment: Sequence[float] | None) -> DetectorResult:
+        a = as_array(alignment)
+        thr = self.cfg.attention_monitoring.alignment_threshold
+        if not self.cfg.attention_monitoring.enabled or a.size != y.size or not np.isfinite(y).any():
+            return abstain("attention", Reason.MISSING_METRIC, "no per-generation alignment given")
+        best = int(np.nanargmin(np.where(np.isfinite(y), y, np.nan)))
+        if not (math.isfinite(a[best]) and a[best] >= thr):
+            return abstain("attention", Reason.NOT_YET_ALIGNED,
+                           f"best generation {best + 1} is not aligned ({a[best]:.2f} < {thr:.2f})")
+        return abstain("attention", Reason.ALIGNED, f"best generation {best + 1} aligned ({a[best]:.2f})")
+
+    def _study_decision(self, y: np.ndarray, verdicts: list[DetectorResult]) -> Decision:
+        by = {v.name: v for v in verdicts}
+        score, groups = vote(verdicts, self.weights)
+        make = _maker("study", verdicts, groups, int(y.size), score)
+        wait = int(by["generation_patience"].details.get("wait", 0))
+        if y.size < 2:
+            return make(Action.CONTINUE, Reason.INSUFFICIENT_DATA, 1.0, f"{y.size} generation(s) so far")
+        if by["attention"].reason is Reason.NOT_YET_ALIGNED:
+            return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0, by["attention"].message)
+        if wait >= self.cfg.tuner_patience:
+            return make(Action.STOP, Reason.STUDY_NO_IMPROVEMENT, 1.0,
+                        f"end study: {by['generation_patience'].message}")
+        early_ok = y.size >= self.cfg.tuner_patience and wait >= max(2, math.ceil(self.cfg.tuner_patience / 2))
+        if early_ok and score >= self.params.stop_threshold:
+            return self._by_vote(make, verdicts, score)
+        return make(Action.CONTINUE, Reason.VOTE_CONTINUE, 1.0 - score,
+                    f"continue study (vote {score:.2f}, {wait}/{self.cfg.tuner_patience} generations without improvement)")
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def _record(self, d: Decision) -> Decision:
+        self._counts[d.level] = self._counts.get(d.level, 0) + 1
+        self._log.append({"level": d.level, "n": d.n_points, "action": d.action.value,
+                          "reason": d.reason.value, "score": round(d.score, 4), "message": d.message})
+        del self._log[: -self.params.log_size]
+        return d
+
+
+def _maker(level: Literal["trial", "study"], verdicts: list[DetectorResult], groups: dict[str, float | None],
+           n: int, score: float) -> Callable[..., Decision]:
+    def make(action: Action, reason: Reason, confidence: float, message: str) -> Decision:
+        return Decision(level, action, reason, float(score), float(confidence), message, tuple(verdicts),
+                        groups, n)
+
+    return make

@@ -1,0 +1,309 @@
+"""One generation from launch to verdict: follow the trainer's metrics, report the objective each
+epoch, prune, detect crashes and stalls, retry.
+
+What counts as an epoch: a record of the adapter's ``epoch_metric`` (train.py logs ``epoch`` at each
+validation). It is *ready* once ``val_loss`` has arrived at the same global step, or after
+``settle_polls`` further polls (a trainer that logs validation under another step). The metrics of
+that validation are, per metric, the latest value at or before its step; ``objective_fn`` turns
+them into one number, reported to the trial at step = the number of validations *in this
+generation* (1, 2, ...). So the pruner compares generations by epochs spent in them, never by the
+trainer's global step: a generation warm-started at global step 5000 is at step 1 after its first
+epoch, like one started from scratch. A retried trainer continues the count (steps only increase).
+
+The generation's value is the objective at its last validation (the state its final checkpoint
+holds). Log-to-decision latency (trainer's timestamp of the validation -> the pruner's answer) is
+kept per report.
+
+Crash detection: a non-zero exit the tuner did not ask for, or no new metric for
+``no_metrics_timeout_s`` (the trainer is then stopped). Either is retried ``max_retries`` times from
+the generation's own newest checkpoint (exact resume) with the epochs that are left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from ttsops.config import AdapterConfig
+from ttsops.errors import TunerError
+from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore
+from ttsops.smart_tuner.trainer_wrapper import Checkpoint, LaunchSpec, TrainerProcess, TrainerWrapper
+
+logger = logging.getLogger(__name__)
+
+VALUE_METRIC = "val_loss"
+
+
+class Watcher(Protocol):
+    def poll_once(self) -> list[MetricRecord]: ...
+
+
+class Engine(Protocol):  # the part of OptimizationEngine a generation uses
+    def report(self, trial: Any, value: float, step: int) -> bool: ...
+
+    def heartbeat(self, trial: Any) -> None: ...
+
+
+class RunSink(Protocol):
+    """Where the generation's own results go besides Optuna (the MLflow child run)."""
+
+    def records(self, records: list[MetricRecord]) -> None: ...
+
+    def objective(self, value: float, global_step: int, index: int) -> None: ...
+
+
+class Notifier(Protocol):
+    def notify(self, event: str, **payload: Any) -> None: ...
+
+
+@dataclass
+class GenerationResult:
+    state: str  # "complete" | "pruned" | "failed" | "interrupted"
+    value: float | None
+    validations: int
+    checkpoint: Path | None
+    metrics: dict[str, float]
+    attempts: int
+    reason: str
+    trainer_s: float = 0.0  # trainer processes' lifetimes, summed over attempts
+    stop_s: float = 0.0  # time spent stopping trainers (SIGINT -> exit)
+    latencies: list[float] = field(default_factory=list)  # log -> decision, per report
+    first_metric_s: list[float] = field(default_factory=list)  # launch -> first record, per attempt
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    poll_s: float = 0.5
+    heartbeat_s: float = 10.0
+    settle_polls: int = 2
+
+
+class ValidationTracker:
+    """Pure bookkeeping: which epoch records became validations, in order (no I/O)."""
+
+    def __init__(self, epoch_names: set[str], settle_polls: int = 2) -> None:
+        self.epoch_names = epoch_names
+        self.settle_polls = settle_polls
+        self._pending: dict[int, tuple[int, float]] = {}  # step -> (poll seen, trainer timestamp)
+        self._value_at: dict[int, float] = {}  # val_loss step -> its timestamp
+        self._done: set[int] = set()
+
+    def feed(self, records: list[MetricRecord], poll: int) -> None:
+        for r in records:
+            if r.metric in self.epoch_names and r.step not in self._done and r.step not in self._pending:
+                self._pending[r.step] = (poll, r.timestamp)
+            elif r.metric == VALUE_METRIC:
+                self._value_at[r.step] = max(r.timestamp, self._value_at.get(r.step, 0.0))
+
+    def ready(self, poll: int, force: bool = False) -> list[tuple[int, float]]:
+        """``(global step, trainer timestamp)`` of validations that are complete, oldest first."""
+        out = []
+        for step in sorted(self._pending):
+            seen, ts = self._pending[step]
+            if step in self._value_at or force or poll - seen >= self.settle_polls:
+                out.append((step, max(ts, self._value_at.get(step, 0.0))))
+        for step, _ in out:
+            del self._pending[step]
+            self._done.add(step)
+        return out
+
+
+def metrics_at(history: Mapping[str, list[tuple[int, float]]], step: int) -> dict[str, float]:
+    """Per metric, the latest value logged at or before ``step`` (pure)."""
+    out: dict[str, float] = {}
+    for name, curve in history.items():
+        at = [v for s, v in curve if s <= step]
+        if at:
+            out[name] = at[-1]
+    return out
+
+
+class _State:
+    def __init__(self, spec: LaunchSpec, now: float) -> None:
+        self.spec = spec
+        self.poll = 0
+        self.validations = 0
+        self.value: float | None = None
+        self.metrics: dict[str, float] = {}
+        self.last_progress = now
+        self.launched_at = now
+        self.saw_metric = False
+        self.attempt = 0
+        self.rows: list[dict[str, float]] = []  # metrics of each validation, in order
+        self.prune_reason = "the pruner stopped it"
+        self.early_stop = False
+        self.result = GenerationResult("failed", None, 0, None, {}, 1, "")
+
+
+class GenerationRunner:
+    """Runs one generation; everything slow or external is passed in."""
+
+    def __init__(
+        self, wrapper: TrainerWrapper, engine: Engine, store: MetricsStore, adapter: AdapterConfig, *,
+        objective_fn: Callable[[dict[str, float]], float], sink: RunSink, notifier: Notifier,
+        cfg: RunnerConfig = RunnerConfig(), clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time, stop_event: threading.Event | None = None,
+        should_stop: Callable[[], str | None] = lambda: None,
+        trial_check: Callable[[list[dict[str, float]]], str | None] = lambda rows: None,
+    ) -> None:
+        self.wrapper, self.engine, self.store, self.adapter = wrapper, engine, store, adapter
+        self.objective_fn, self.sink, self.notifier, self.cfg = objective_fn, sink, notifier, cfg
+        self._clock, self._wall = clock, wall_clock
+        self._event = stop_event or threading.Event()
+        self.should_stop = should_stop
+        self.trial_check = trial_check  # in-trial early stop: "stop", "prune" or None per validation
+        names = {adapter.epoch_metric, adapter.metric_map.get(adapter.epoch_metric, adapter.epoch_metric)}
+        self._epoch_names = names
+
+    def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher) -> GenerationResult:
+        st = _State(spec, self._clock())
+        tracker = ValidationTracker(self._epoch_names, self.cfg.settle_polls)
+        proc = self.wrapper.launch(spec)
+        next_beat = self._clock() + self.cfg.heartbeat_s
+        while True:
+            if self._clock() >= next_beat:
+                self.engine.heartbeat(trial)
+                next_beat = self._clock() + self.cfg.heartbeat_s
+            self._poll(watcher, tracker, st, proc)
+            if self._report(trial, tracker, st):
+                return self._finish(st, proc, "pruned", st.prune_reason)
+            if st.early_stop:
+                return self._finish(st, proc, "complete", "in-trial early stop (converged or plateau)")
+            reason = self.should_stop()
+            if reason:
+                return self._interrupt(trial, st, proc, watcher, tracker, reason)
+            code = proc.returncode()
+            if code is not None or self._stalled(st):
+                nxt = self._ended(trial, st, proc, watcher, tracker, code)
+                if nxt is None:
+                    return st.result
+                proc = nxt
+                continue
+            self._event.wait(self.cfg.poll_s)
+
+    # --- metrics ----------------------------------------------------------------------------------
+    def _poll(self, watcher: Watcher, tracker: ValidationTracker, st: _State,
+              proc: TrainerProcess | None) -> None:
+        st.poll += 1
+        try:
+            records = watcher.poll_once()
+        except TunerError as e:  # a store or server briefly away: the stall timer decides
+            logger.warning("generation %d: metrics poll failed: %s", st.spec.generation, e)
+            return
+        if not records:
+            return
+        now = self._clock()
+        if not st.saw_metric and proc is not None:
+            st.saw_metric = True
+            st.result.first_metric_s.append(now - st.launched_at)
+        st.last_progress = now
+        self.store.add(records)
+        tracker.feed(records, st.poll)
+        self.sink.records(records)
+
+    def _report(self, trial: Any, tracker: ValidationTracker, st: _State, force: bool = False) -> bool:
+        """Report every ready validation; True as soon as the pruner says stop."""
+        ready = tracker.ready(st.poll, force)
+        if not ready:
+            return False
+        history = self.store.history(st.spec.generation)
+        for step, logged_at in ready:
+            metrics = metrics_at(history, step)
+            value = float(self.objective_fn(metrics))
+            st.validations += 1
+            st.value, st.metrics = value, metrics
+            st.rows.append(metrics)
+            prune = self.engine.report(trial, value, st.validations)
+            st.result.latencies.append(max(0.0, self._wall() - logged_at))
+            self.sink.objective(value, step, st.validations)
+            logger.info("generation %d epoch %d (step %d): objective %.5g%s", st.spec.generation,
+                        st.validations, step, value, " -> prune" if prune else "")
+            if prune:
+                return True
+            verdict = None if force else self.trial_check(st.rows)
+            if verdict == "prune":
+                st.prune_reason = "in-trial early stop: failing run"
+                return True
+            if verdict == "stop":
+                st.early_stop = True
+        return False
+
+    def _stalled(self, st: _State) -> bool:
+        return self._clock() - st.last_progress > self.adapter.no_metrics_timeout_s
+
+    # --- endings ----------------------------------------------------------------------------------
+    def _stop(self, st: _State, proc: TrainerProcess) -> None:
+        res = self.wrapper.stop(proc)
+        st.result.stop_s += res.seconds
+
+    def _drain(self, trial: Any, watcher: Watcher, tracker: ValidationTracker, st: _State) -> bool:
+        self._poll(watcher, tracker, st, None)
+        return self._report(trial, tracker, st, force=True)
+
+    def _finish(self, st: _State, proc: TrainerProcess, state: str, reason: str) -> GenerationResult:
+        if proc.running:
+            self._stop(st, proc)
+        st.result.trainer_s += self._clock() - st.launched_at
+        r = st.result
+        r.state, r.reason, r.value, r.validations = state, reason, st.value, st.validations
+        r.metrics, r.attempts = dict(st.metrics), st.attempt + 1
+        r.checkpoint = self.wrapper.latest_checkpoint(st.spec.gen_dir)
+        if state == "complete" and st.value is None:
+            r.state, r.reason = "failed", f"{reason}, but no validation was ever logged"
+        return r
+
+    def _interrupt(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
+                   tracker: ValidationTracker, reason: str) -> GenerationResult:
+        self._stop(st, proc)
+        self._drain(trial, watcher, tracker, st)
+        if reason == "budget" and st.value is not None:
+            return self._finish(st, proc, "complete", "stopped at the wall-clock budget")
+        return self._finish(st, proc, "interrupted", f"tuner stopping ({reason})")
+
+    def _ended(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
+               tracker: ValidationTracker, code: int | None) -> TrainerProcess | None:
+        """The trainer exited or stalled: finish the generation (None) or the retried process."""
+        if code is None:
+            self._stop(st, proc)
+            why = f"no new metrics for {self.adapter.no_metrics_timeout_s:.0f} s"
+        elif code == 0:
+            pruned = self._drain(trial, watcher, tracker, st)
+            st.result = self._finish(st, proc, "pruned" if pruned else "complete",
+                                     st.prune_reason if pruned else "trainer finished")
+            return None
+        else:
+            why = f"exit code {code}" + (" (killed by a signal)" if code < 0 else "")
+        if self._drain(trial, watcher, tracker, st):
+            st.result = self._finish(st, proc, "pruned", "pruned at its last epoch")
+            return None
+        will_retry = st.attempt < self.adapter.max_retries
+        logger.warning("generation %d: trainer crashed (%s)%s", st.spec.generation, why,
+                       ", retrying" if will_retry else "")
+        self.notifier.notify("crash", generation=st.spec.generation, error=why, will_retry=will_retry)
+        if not will_retry:
+            st.result = self._finish(st, proc, "failed", f"trainer crashed: {why}")
+            return None
+        return self._retry(st, proc)
+
+    def _retry(self, st: _State, proc: TrainerProcess) -> TrainerProcess:
+        st.result.trainer_s += self._clock() - st.launched_at
+        st.attempt += 1
+        ckpt = self.wrapper.latest_checkpoint(st.spec.gen_dir)
+        start = Checkpoint("resume", ckpt) if ckpt else st.spec.checkpoint
+        left = None if st.spec.epochs is None else max(1, st.spec.epochs - st.validations)
+        spec = replace(st.spec, checkpoint=start, attempt=st.attempt, epochs=left)
+        self.notifier.notify("retry", generation=st.spec.generation, attempt=st.attempt,
+                             max_attempts=self.adapter.max_retries)
+        st.launched_at = st.last_progress = self._clock()
+        st.saw_metric = False
+        return self.wrapper.launch(spec)
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

@@ -1,0 +1,177 @@
+"""The study in MLflow: one parent run per study, one child run per generation (MlflowClient only).
+
+* Parent: tags ``ttsops.study``, ``ttsops.role=study``; params: sampler, pruner, n_trials, the
+  search space; its id is kept in the Optuna study (user attr), so a resumed study reopens the
+  same parent run (status back to RUNNING) instead of starting a second one.
+* Child: tags ``mlflow.parentRunId``, ``ttsops.trial``, ``ttsops.restart_mode``,
+  ``ttsops.warm_start_source`` (the checkpoint and the generation it came from, or ``none``),
+  ``ttsops.plan_reason``; params ``tuner.<name>`` (prefixed so they never collide with the
+  hparams train.py logs itself). Its id reaches the trainer (``MLFLOW_RUN_ID``), so the trainer's
+  metrics land in it. The tuner adds ``objective`` (at the validation's global step) and, for a
+  trainer read from TensorBoard, mirrors the trainer's metrics too. When the generation ends the
+  child gets ``ttsops.state`` and a terminal status: FINISHED (complete), KILLED (pruned or
+  interrupted) or FAILED.
+
+Logging from inside the generation loop never raises: a tracking hiccup is a warning, not a
+lost generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ttsops.errors import TunerError
+from ttsops.smart_tuner.metrics_store import MetricRecord
+
+logger = logging.getLogger(__name__)
+
+PARENT_ATTR = "ttsops.mlflow_parent_run_id"
+STATUS = {"complete": "FINISHED", "pruned": "KILLED", "interrupted": "KILLED", "failed": "FAILED"}
+
+
+def _mlflow_error() -> type[Exception]:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def local_artifact_root(tracking_uri: str, default: Path) -> str | None:
+    """Artifact location for a new experiment: next to the study for an embedded store (MLflow
+    would otherwise write ``./mlruns`` in the working directory), the server's choice over HTTP."""
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return default.resolve().as_uri()
+
+
+class StudyTracking:
+    """Creates and closes the study's MLflow runs."""
+
+    def __init__(self, client: Any, *, experiment_name: str, study_name: str,
+                 artifact_root: str | None = None) -> None:
+        self.client = client
+        self.study_name = study_name
+        self.experiment_id = self._experiment(experiment_name, artifact_root)
+        self.parent_id: str | None = None
+
+    def _experiment(self, name: str, artifact_root: str | None) -> str:
+        err = _mlflow_error()
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return str(exp.experiment_id)
+            return str(self.client.create_experiment(name, artifact_location=artifact_root))
+        except err as e:
+            exp = self.client.get_experiment_by_name(name)  # created by a parallel worker
+            if exp is not None:
+                return str(exp.experiment_id)
+            raise TunerError(f"mlflow experiment {name!r}: {str(e).splitlines()[0]}") from None
+
+    def open_parent(self, study: Any, params: Mapping[str, Any]) -> str:
+        """The study's parent run: reopened if the Optuna study names one, else created."""
+        err = _mlflow_error()
+        known = study.user_attrs.get(PARENT_ATTR)
+        if known:
+            try:
+                self.client.update_run(known, status="RUNNING")
+                self.parent_id = str(known)
+                logger.info("study %s: resuming MLflow parent run %s", self.study_name, known)
+                return self.parent_id
+            except err as e:
+                logger.warning("parent run %s not usable (%s): starting a new one", known, e)
+        run = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                     tags={"ttsops.study": self.study_name, "ttsops.role": "study"})
+        self.parent_id = run.info.run_id
+        self._params(self.parent_id, params)
+        study.set_user_attr(PARENT_ATTR, self.parent_id)
+        return self.parent_id
+
+    def open_child(self, trial: int, params: Mapping[str, Any], *, mode: str, source: str,
+                   reason: str, attempt_of: int | None = None) -> str:
+        tags = {"mlflow.parentRunId": self.parent_id or "", "ttsops.study": self.study_name,
+                "ttsops.role": "generation", "ttsops.trial": str(trial),
+                "ttsops.restart_mode": mode, "ttsops.warm_start_source": source,
+                "ttsops.plan_reason": reason[:4000]}
+        if attempt_of is not None:
+            tags["ttsops.retry_of_trial"] = str(attempt_of)
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=f"{self.study_name}-gen{trial:03d}",
+                                         tags=tags)
+        except _mlflow_error() as e:
+            raise TunerError(f"mlflow: cannot create the run of generation {trial}: {e}") from None
+        self._params(run.info.run_id, {f"tuner.{k}": v for k, v in params.items()})
+        return str(run.info.run_id)
+
+    def finish_child(self, run_id: str, state: str, tags: Mapping[str, Any]) -> None:
+        self._safe(self._finish, run_id, STATUS.get(state, "FAILED"),
+                   {"ttsops.state": state, **{k: str(v)[:4000] for k, v in tags.items()}})
+
+    def finish_parent(self, status: str, tags: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        if self.parent_id is None:
+            return
+        from mlflow.entities import Metric, RunTag
+
+        def do() -> None:
+            self.client.log_batch(
+                self.parent_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
+                tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()])
+            self.client.set_terminated(self.parent_id, status=status)
+
+        self._safe(do)
+
+    def sink(self, run_id: str, mirror: bool) -> MlflowRunSink:
+        return MlflowRunSink(self.client, run_id, mirror)
+
+    def _finish(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status=status)
+
+    def _params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v if isinstance(v, str) else json.dumps(v, default=str)[:6000])
+                 for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._safe(self.client.log_batch, run_id, params=items[i:i + 100])
+
+    @staticmethod
+    def _safe(fn: Any, *args: Any, **kw: Any) -> None:
+        try:
+            fn(*args, **kw)
+        except _mlflow_error() as e:
+            logger.warning("mlflow: %s failed: %s", getattr(fn, "__name__", fn), str(e).splitlines()[0])
+
+
+class MlflowRunSink:
+    """The generation runner's RunSink: objective (and mirrored metrics) into the child run."""
+
+    def __init__(self, client: Any, run_id: str, mirror: bool) -> None:
+        self.client, self.run_id, self.mirror = client, run_id, mirror
+
+    def records(self, records: list[MetricRecord]) -> None:
+        if not self.mirror or not records:
+            return
+        from mlflow.entities import Metric
+
+        metrics = [Metric(r.metric, float(r.value), int(r.timestamp * 1000), int(r.step)) for r in records]
+        for i in range(0, len(metrics), 1000):
+            StudyTracking._safe(self.client.log_batch, self.run_id, metrics=metrics[i:i + 1000])
+
+    def objective(self, value: float, global_step: int, index: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        StudyTracking._safe(self.client.log_batch, self.run_id, metrics=[
+            Metric("objective", float(value), ts, int(global_step)),
+            Metric("tuner_epoch", float(index), ts, int(global_step))])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,370 @@
+"""TrainerWrapper: starts, watches and stops the trainer process of one generation.
+
+The trainer is whatever ``AdapterConfig.command`` names (our ``python -m ttsops.train`` by
+default, any other script through the adapter). Each launch:
+
+* runs in its own session and process group (``start_new_session=True``): a Ctrl-C in the tuner's
+  terminal never reaches it, and a stop signal reaches its data-loader workers too;
+* appends stdout and stderr to ``<gen_dir>/train.log`` (one header line per attempt);
+* writes ``<gen_dir>/trainer.pid`` (JSON: pid, process start time, command), so a tuner restarted
+  after its own ``kill -9`` can find the orphan and stop it. The start time guards against a
+  recycled pid.
+
+Stopping escalates: SIGINT to the group (the contract: finish the step, write a checkpoint,
+exit 0) -> ``stop_grace_s`` -> SIGTERM (the second signal: exit at once) -> ``kill_grace_s`` ->
+SIGKILL. Every wait is ``threading.Event.wait(poll_s)`` on an injectable event and clock, so tests
+never sleep and the tuner can be interrupted while it waits.
+
+Hyperparameters reach the trainer in the adapter's ``hparams_style``: ``hparams_flag`` (one
+``--hparams "k=v,k=v"``), ``cli_flags`` (``--k v`` per parameter) or ``env_json`` (JSON in
+``TTSOPS_HPARAMS``). The MLflow child run reaches it as ``MLFLOW_TRACKING_URI``/``MLFLOW_RUN_ID``
+(any MLflow trainer honours them) and, where the command template asks, as ``{run_id}`` and
+``{tracking_uri}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttsops.config import AdapterConfig
+from ttsops.errors import ConfigError, TrainerError
+
+logger = logging.getLogger(__name__)
+
+PID_FILE = "trainer.pid"
+LOG_FILE = "train.log"
+STATE_FILE = "train_state.json"  # train.py's own state file (train contract)
+HPARAMS_ENV = "TTSOPS_HPARAMS"
+PLACEHOLDERS = ("python", "output_dir", "log_dir", "config", "dataset", "run_id", "tracking_uri",
+                "generation", "epochs")
+
+Clock = Callable[[], float]
+Signaller = Callable[[int, int], None]  # (pgid, signal) -> None; os.killpg by default
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a launch starts from: ``mode`` is ``resume`` (exact, ``checkpoint_flag``),
+    ``warm_start`` (weights only, plus ``warm_start_flag``) or ``fresh`` (no checkpoint)."""
+
+    mode: str
+    path: Path | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Any | None) -> Checkpoint:
+        """From a ``param_scheduler.RestartPlan`` (or None: fresh)."""
+        if plan is None or plan.mode == "fresh" or plan.checkpoint is None:
+            return cls("fresh")
+        return cls(str(plan.mode), Path(plan.checkpoint))
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything one trainer launch needs; ``gen_dir`` is the trainer's output directory."""
+
+    generation: int
+    gen_dir: Path
+    hparams: Mapping[str, Any] = field(default_factory=dict)  # what the trainer gets (searched params)
+    checkpoint: Checkpoint = Checkpoint("fresh")
+    run_id: str | None = None
+    tracking_uri: str | None = None
+    config_path: Path | None = None
+    dataset: str | None = None
+    epochs: int | None = None
+    attempt: int = 0
+
+    @property
+    def log_dir(self) -> Path:
+        return self.gen_dir / "logs"
+
+
+def join_hparams(hparams: Mapping[str, Any]) -> str:
+    """``"k=v,k=v"`` (None -> null); ParamScheduler.hparams_string is the tuner's own."""
+    return ",".join(f"{k}={_render(v)}" for k, v in hparams.items())
+
+
+def build_command(adapter: AdapterConfig, spec: LaunchSpec, python: str = sys.executable,
+                  hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The argv and the extra environment for one launch (pure; no files touched).
+
+    With ``hparams_flag`` style and a command template without ``{epochs}``, ``spec.epochs`` is
+    passed as the ``epochs`` hparam (train.py's way of bounding a generation)."""
+    values = {
+        "python": python, "output_dir": str(spec.gen_dir), "log_dir": str(spec.log_dir),
+        "config": str(spec.config_path or ""), "dataset": spec.dataset or "",
+        "run_id": spec.run_id or "", "tracking_uri": spec.tracking_uri or "",
+        "generation": str(spec.generation), "epochs": str(spec.epochs or ""),
+    }
+    argv = [_substitute(part, values) for part in adapter.command]
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1", "TTSOPS_GENERATION": str(spec.generation)}
+    if spec.tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = spec.tracking_uri
+    if spec.run_id:
+        env["MLFLOW_RUN_ID"] = spec.run_id
+    hparams = dict(spec.hparams)
+    if spec.epochs and not any("{epochs}" in part for part in adapter.command):
+        hparams["epochs"] = spec.epochs
+    argv += _hparams_args(adapter, hparams if adapter.hparams_style == "hparams_flag"
+                          else dict(spec.hparams), env, hparams_string)
+    argv += _checkpoint_args(adapter, spec.checkpoint)
+    return argv, env
+
+
+def _substitute(part: str, values: dict[str, str]) -> str:
+    try:
+        out = part.format_map(values)
+    except (KeyError, ValueError, IndexError) as e:
+        raise ConfigError(
+            f"adapter.command: {part!r}: bad placeholder {e} (valid: {', '.join(PLACEHOLDERS)})"
+        ) from None
+    for name in ("config", "dataset"):
+        if "{" + name + "}" in part and not values[name]:
+            raise ConfigError(f"adapter.command uses {{{name}}} but no {name} is set")
+    return out
+
+
+def _render(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _hparams_args(adapter: AdapterConfig, hparams: dict[str, Any], env: dict[str, str],
+                  to_string: Callable[[Mapping[str, Any]], str]) -> list[str]:
+    if adapter.hparams_style == "hparams_flag":
+        return [adapter.hparams_flag, to_string(hparams)] if hparams else []
+    if adapter.hparams_style == "cli_flags":
+        out: list[str] = []
+        for key, value in hparams.items():
+            out += [f"--{key}", _render(value)]
+        return out
+    env[HPARAMS_ENV] = json.dumps(hparams, sort_keys=True)
+    return []
+
+
+def _checkpoint_args(adapter: AdapterConfig, ckpt: Checkpoint) -> list[str]:
+    if ckpt.mode == "fresh" or ckpt.path is None:
+        return []
+    args = [adapter.checkpoint_flag, str(ckpt.path)]
+    if ckpt.mode == "warm_start":
+        if adapter.warm_start_flag:
+            args.append(adapter.warm_start_flag)
+        else:  # the trainer has one way to reuse a checkpoint; it must cope with the change itself
+            logger.warning("adapter has no warm_start_flag: warm start passes %s %s only",
+                           adapter.checkpoint_flag, ckpt.path)
+    return args
+
+
+# --- processes ------------------------------------------------------------------------------------
+def proc_start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), or None if gone.
+
+    A zombie counts as gone: it has exited and only waits to be reaped.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields_ = raw[raw.rfind(")") + 2:].split()  # the command name may contain spaces
+    if fields_[0] in ("Z", "X"):
+        return None
+    return fields_[19]
+
+
+def pid_alive(pid: int, start_ticks: str | None) -> bool:
+    """True while ``pid`` runs and is the same process (same start time) as recorded."""
+    ticks = proc_start_ticks(pid)
+    if ticks is None:
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+@dataclass
+class TrainerProcess:
+    """One running (or finished) trainer; ``popen`` is None for an orphan found by pid file."""
+
+    pid: int
+    start_ticks: str | None
+    gen_dir: Path
+    started_at: float
+    popen: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)
+    stop_requested: bool = False
+
+    def returncode(self) -> int | None:
+        """Exit code once it has exited (None while running; -1 for an orphan that is gone)."""
+        if self.popen is not None:
+            return self.popen.poll()
+        return None if pid_alive(self.pid, self.start_ticks) else -1
+
+    @property
+    def running(self) -> bool:
+        return self.returncode() is None
+
+
+@dataclass(frozen=True)
+class StopResult:
+    returncode: int | None
+    escalation: str  # "exited" (already gone), "SIGINT", "SIGTERM", "SIGKILL"
+    seconds: float
+
+
+class TrainerWrapper:
+    """Launches and stops trainer processes as the adapter says."""
+
+    def __init__(
+        self, adapter: AdapterConfig, *, python: str = sys.executable, clock: Clock = time.monotonic,
+        stop_event: threading.Event | None = None, poll_s: float = 0.05,
+        signaller: Signaller = os.killpg,
+        hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
+    ) -> None:
+        self.adapter = adapter
+        self.python = python
+        self.hparams_string = hparams_string
+        self._clock = clock
+        self._event = stop_event or threading.Event()  # only ever waited on, never set here
+        self.poll_s = poll_s
+        self._signal = signaller
+
+    # --- start ------------------------------------------------------------------------------------
+    def launch(self, spec: LaunchSpec) -> TrainerProcess:
+        argv, extra_env = build_command(self.adapter, spec, self.python, self.hparams_string)
+        spec.gen_dir.mkdir(parents=True, exist_ok=True)
+        spec.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **extra_env}
+        if self.adapter.hparams_style != "env_json":
+            env.pop(HPARAMS_ENV, None)
+        log_path = spec.gen_dir / LOG_FILE
+        with open(log_path, "ab") as log:
+            log.write(f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
+                      f"{shlex.join(argv)}\n".encode())
+            log.flush()
+            try:
+                popen = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True, cwd=os.getcwd(),
+                )
+            except OSError as e:
+                raise TrainerError(f"cannot start trainer {argv[0]!r}: {e.strerror or e}") from None
+        proc = TrainerProcess(popen.pid, proc_start_ticks(popen.pid), spec.gen_dir, self._clock(),
+                              popen, argv)
+        write_pid_file(proc, spec)
+        logger.info("generation %d: trainer started (pid %d, attempt %d, %s), log %s",
+                    spec.generation, proc.pid, spec.attempt, spec.checkpoint.mode, log_path)
+        return proc
+
+    # --- stop -------------------------------------------------------------------------------------
+    def stop(self, proc: TrainerProcess) -> StopResult:
+        """SIGINT -> stop_grace_s -> SIGTERM -> kill_grace_s -> SIGKILL; returns how it ended."""
+        proc.stop_requested = True
+        t0 = self._clock()
+        if not proc.running:
+            return StopResult(proc.returncode(), "exited", 0.0)
+        steps = ((signal.SIGINT, self.adapter.stop_grace_s), (signal.SIGTERM, self.adapter.kill_grace_s),
+                 (signal.SIGKILL, self.adapter.kill_grace_s))
+        for sig, grace in steps:
+            self._send(proc, sig)
+            if self.wait_exit(proc, grace):
+                code = proc.returncode()
+                logger.info("trainer pid %d ended after %s (exit %s, %.1f s)",
+                            proc.pid, sig.name, code, self._clock() - t0)
+                return StopResult(code, sig.name, self._clock() - t0)
+            logger.warning("trainer pid %d still running %.0f s after %s", proc.pid, grace, sig.name)
+        raise TrainerError(f"trainer pid {proc.pid} survived SIGKILL (gen dir {proc.gen_dir})")
+
+    def wait_exit(self, proc: TrainerProcess, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the process to exit; True if it did."""
+        deadline = self._clock() + timeout_s
+        while proc.running:
+            if self._clock() >= deadline:
+                return False
+            self._event.wait(self.poll_s)
+        return True
+
+    def _send(self, proc: TrainerProcess, sig: signal.Signals) -> None:
+        if proc.popen is None and not pid_alive(proc.pid, proc.start_ticks):
+            return  # an orphan whose pid may already belong to someone else
+        try:
+            self._signal(proc.pid, sig)  # pgid == pid: the trainer leads its own session
+        except ProcessLookupError:
+            pass
+        except PermissionError as e:
+            raise TrainerError(f"cannot signal trainer pid {proc.pid}: {e}") from None
+
+    # --- after a tuner crash ----------------------------------------------------------------------
+    def find_orphan(self, gen_dir: str | Path) -> TrainerProcess | None:
+        """The trainer a dead tuner left running in ``gen_dir`` (None if none is alive)."""
+        info = read_pid_file(Path(gen_dir))
+        if info is None or info.get("host") != socket.gethostname():
+            return None
+        pid, ticks = int(info["pid"]), info.get("start_ticks")
+        if not pid_alive(pid, ticks):
+            return None
+        return TrainerProcess(pid, ticks, Path(gen_dir), self._clock(), None, list(info.get("argv", [])))
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def latest_checkpoint(self, gen_dir: str | Path) -> Path | None:
+        """The newest checkpoint the trainer left in ``gen_dir``.
+
+        train.py names it in ``train_state.json`` (``last_checkpoint``); other trainers: the newest
+        file matching ``adapter.checkpoint_glob`` (half-written temp files never match a glob
+        ending in the checkpoint's suffix).
+        """
+        return latest_checkpoint(Path(gen_dir), self.adapter.checkpoint_glob)
+
+
+def latest_checkpoint(gen_dir: Path, pattern: str) -> Path | None:
+    state = read_train_state(gen_dir)
+    if state and state.get("last_checkpoint"):
+        p = Path(state["last_checkpoint"])
+        p = p if p.is_absolute() else gen_dir / p
+        if p.is_file():
+            return p
+    found = []
+    for p in gen_dir.glob(pattern):
+        try:
+            found.append((p.stat().st_mtime_ns, p.name, p))
+        except OSError:  # rotated away while we looked
+            continue
+    return max(found)[2] if found else None
+
+
+def read_train_state(gen_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((gen_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_pid_file(proc: TrainerProcess, spec: LaunchSpec) -> None:
+    info = {"pid": proc.pid, "start_ticks": proc.start_ticks, "host": socket.gethostname(),
+            "generation": spec.generation, "attempt": spec.attempt, "run_id": spec.run_id,
+            "argv": proc.argv}
+    tmp = spec.gen_dir / (PID_FILE + ".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, spec.gen_dir / PID_FILE)
+
+
+def read_pid_file(gen_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((gen_dir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "pid" in data else None

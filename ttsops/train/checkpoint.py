@@ -1,0 +1,112 @@
+"""Checkpoints: atomic writes, rotation (keep N newest + the best), exact resume, warm start.
+
+A checkpoint is never half-written: it is saved to a temp file in the same directory, fsynced and
+renamed over the target (rename is atomic on POSIX), so a SIGKILL at any moment leaves either the
+old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttsops.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+CKPT_RE = re.compile(r"checkpoint_(\d{8})\.pt$")
+BEST = "checkpoint_best.pt"
+STATE = "train_state.json"
+
+
+def _atomic(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    return _atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Atomically replace ``dst`` with a copy of ``src`` (how best_model.pt is kept current)."""
+    return _atomic(Path(dst), lambda f: shutil.copyfileobj(Path(src).open("rb"), f))
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+    return _atomic(Path(path), lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}".splitlines()[0]) from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a ttsops checkpoint (no 'model' entry)")
+    return state
+
+
+def warm_start(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Load the tensors that fit; return the names skipped (shape changed, missing, or unexpected)."""
+    own = model.state_dict()
+    fit = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(
+        [f"{k} {tuple(v.shape)}->{tuple(own[k].shape)}" for k, v in weights.items() if k in own and k not in fit]
+        + [f"{k} (not in model)" for k in weights if k not in own]
+        + [f"{k} (not in checkpoint)" for k in own if k not in weights]
+    )
+    own.update(fit)
+    model.load_state_dict(own)
+    return skipped
+
+
+class CheckpointManager:
+    """Writes ``checkpoint_<step>.pt``, keeps the ``keep_n`` newest plus ``checkpoint_best.pt``."""
+
+    def __init__(self, out_dir: str | Path, keep_n: int) -> None:
+        self.dir = Path(out_dir)
+        self.keep_n = keep_n
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def save(self, step: int, state: dict[str, Any], is_best: bool) -> Path:
+        path = save_checkpoint(self.dir / f"checkpoint_{step:08d}.pt", state)
+        if is_best:
+            copy_atomic(path, self.dir / BEST)
+        self._rotate()
+        return path
+
+    def _rotate(self) -> None:
+        ckpts = sorted(p for p in self.dir.glob("checkpoint_*.pt") if CKPT_RE.search(p.name))
+        for old in ckpts[: -self.keep_n]:
+            old.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        ckpts = sorted(p for p in self.dir.glob("checkpoint_*.pt") if CKPT_RE.search(p.name))
+        return ckpts[-1] if ckpts else None
+
+    @property
+    def best(self) -> Path | None:
+        p = self.dir / BEST
+        return p if p.exists() else None

@@ -1,0 +1,170 @@
+"""Where train.py's metrics, images, audio and params go: MLflow, TensorBoard, optionally W&B.
+
+Uses ``MlflowClient`` with an explicit run id, never MLflow's fluent global state (several runs may
+live in one process in tests). When the tuner starts train.py it creates the child run and passes
+its id (``--run_id`` or ``MLFLOW_RUN_ID``); train.py then logs into it and leaves closing it to the
+tuner. Otherwise train.py creates (and finishes) its own run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def embedded_tracking_uri(work_dir: str | Path) -> str:
+    return f"sqlite:///{(Path(work_dir).resolve() / 'mlflow.db')}"
+
+
+def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        artifact_location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # another process created it between our get and create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_alignment(alignment: np.ndarray, title: str = "") -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    im = ax.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none")
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel("decoder step")
+    ax.set_ylabel("text token")
+    ax.set_title(title)
+    return figure_png(fig)
+
+
+def plot_mels(target: np.ndarray, predicted: np.ndarray) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for ax, m, title in zip(axes, (target, predicted), ("target", "predicted (postnet)"), strict=True):
+        ax.imshow(m, aspect="auto", origin="lower", interpolation="none")
+        ax.set_title(title)
+    return figure_png(fig)
+
+
+class Tracker:
+    """Fan-out of one run's records to every enabled sink. Only rank 0 creates one."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_id: str | None, log_dir: Path,
+                 samples_dir: Path, tensorboard: bool = True, wandb_cfg: Any = None,
+                 run_name: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.owns_run = run_id is None
+        if run_id is None:
+            exp_id = get_or_create_experiment(self.client, experiment, tracking_uri)
+            run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        self.run_id = run_id
+        self.samples_dir = samples_dir
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(log_dir))
+        self.wandb = _start_wandb(wandb_cfg, run_id) if wandb_cfg is not None and wandb_cfg.enabled else None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        import time
+
+        now = int(time.time() * 1000)
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in finite.items()])
+        if self.tb is not None:
+            for k, v in finite.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(finite, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        if self.wandb is not None:
+            self.wandb.config.update(params, allow_val_change=True)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_samples(self, step: int, name: str, png_alignment: bytes, png_mel: bytes,
+                    wav: np.ndarray | None, sample_rate: int) -> None:
+        from ttsops.audio.io import save_wav
+
+        d = self.samples_dir / f"step_{step:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}_alignment.png").write_bytes(png_alignment)
+        (d / f"{name}_mel.png").write_bytes(png_mel)
+        if wav is not None:
+            save_wav(d / f"{name}.wav", wav, sample_rate)
+        self.client.log_artifacts(self.run_id, str(d), f"samples/step_{step:08d}")
+        if self.tb is not None:
+            from PIL import Image
+
+            for tag, png in ((f"alignment/{name}", png_alignment), (f"mel/{name}", png_mel)):
+                img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+                self.tb.add_image(tag, img, step, dataformats="HWC")
+            if wav is not None:
+                self.tb.add_audio(f"audio/{name}", wav[None], step, sample_rate=sample_rate)
+            self.tb.flush()
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.owns_run:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _start_wandb(cfg: Any, run_id: str):
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError("W&B logging is enabled but wandb is not installed: pip install 'ttsops[wandb]'") from e
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, id=run_id, resume="allow",
+                      reinit="finish_previous")

@@ -1,0 +1,235 @@
+"""train.py: train Tacotron2 under the contract in docs/train_contract.md.
+
+    ttsops train -o runs/demo -l runs/demo/logs --dataset data/demo --config configs/demo.yaml
+    python -m ttsops.train ... -c runs/demo/checkpoint_00000400.pt            # exact resume
+    python -m ttsops.train ... -c best.pt --warm_start --hparams "encoder_embedding_dim=256"
+
+SIGINT/SIGTERM finish the current step, write a checkpoint atomically and exit 0; a second signal
+exits at once (130).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from ttsops.config import dump_config
+from ttsops.data.dataset import BucketBatchSampler, MelDataset, collate, dataset_fingerprint, load_utterances, split
+from ttsops.train.checkpoint import STATE, CheckpointManager, load_checkpoint, warm_start, write_json_atomic
+from ttsops.train.distributed import DistInfo, init_distributed, resolve_device, shutdown
+from ttsops.train.setup import RunSetup, resolve_setup
+from ttsops.train.trainer import Trainer
+from ttsops.train.tracking import Tracker
+from ttsops.train.validate import log_samples, validate
+
+logger = logging.getLogger("ttsops.train")
+
+
+class StopFlag:
+    """First SIGINT/SIGTERM asks for a graceful stop; the second exits at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.event.is_set():
+            os._exit(130)
+        self.signal = signum
+        self.event.set()
+        logger.info("received %s: stopping after this step", signal.Signals(signum).name)
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dataset_version(dataset: Path) -> str | None:
+    try:
+        from ttsops.data.versioning import dataset_version as dvc_version
+    except ImportError:
+        return None
+    try:
+        return dvc_version(dataset)
+    except Exception as e:  # versioning is informative; never fatal to training
+        logger.warning("could not read the DVC version of %s: %s", dataset, e)
+        return None
+
+
+def build_data(s: RunSetup, dist: DistInfo) -> tuple[MelDataset, MelDataset, BucketBatchSampler]:
+    hp = s.hp
+    utts = load_utterances(s.dataset, hp.min_wav_seconds, hp.max_wav_seconds)
+    train_u, val_u = split(utts, hp.val_fraction)
+    cache = s.dataset / ".mel_cache"
+    train_set = MelDataset(train_u, hp.mel, cache, progress=dist.is_main)
+    val_set = MelDataset(val_u, hp.mel, cache)
+    sampler = BucketBatchSampler([train_set.frames(i) for i in range(len(train_set))], hp.batch_size, hp.seed,
+                                 dist.rank, dist.world_size)
+    logger.info("data: %d train, %d val clips, %d batches/epoch", len(train_set), len(val_set), len(sampler))
+    return train_set, val_set, sampler
+
+
+def restore(trainer: Trainer, s: RunSetup) -> None:
+    if s.checkpoint is None:
+        return
+    state = load_checkpoint(s.checkpoint, trainer.device)
+    if s.warm_start:
+        skipped = warm_start(trainer.model, state["model"])
+        trainer.progress.step = int(state.get("step", 0))
+        logger.info("warm start from %s at step %d; skipped %d tensors%s", s.checkpoint, trainer.progress.step,
+                    len(skipped), (": " + ", ".join(skipped)) if skipped else "")
+    else:
+        trainer.load_state_dict(state)
+        logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
+
+
+def start_tracking(s: RunSetup, trainer: Trainer) -> Tracker:
+    cfg = s.cfg.monitoring.platforms
+    tracker = Tracker(s.tracking_uri, s.experiment, s.run_id, s.log_dir, s.out_dir / "samples",
+                      cfg.tensorboard.enabled, cfg.wandb, s.run_name)
+    tracker.log_params(trainer.hp.to_dict())
+    tracker.set_tags({"git_commit": git_commit(), "dataset": str(s.dataset.resolve()),
+                      "dataset_fingerprint": dataset_fingerprint(s.dataset),
+                      "dataset_version": dataset_version(s.dataset) or "unversioned",
+                      "warm_start_source": str(s.checkpoint) if s.checkpoint else "none",
+                      "restart_mode": "warm_start" if s.warm_start else ("resume" if s.checkpoint else "fresh")})
+    tracker.log_text(dump_config(s.cfg), "config.yaml")
+    return tracker
+
+
+class Run:
+    """Ties trainer, data, checkpoints, tracking and the stop flag together for one process."""
+
+    def __init__(self, s: RunSetup, trainer: Trainer, dist: DistInfo, stop: StopFlag) -> None:
+        self.s, self.trainer, self.dist, self.stop = s, trainer, dist, stop
+        ck = s.cfg.resources.checkpointing
+        self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)
+        self.save_every = ck.save_frequency_steps
+        self.train_set, self.val_set, self.sampler = build_data(s, dist)
+        self.tracker = start_tracking(s, trainer) if dist.is_main else None
+        self.config_yaml = dump_config(s.cfg)
+        self.last_ckpt: Path | None = None
+
+    def write_state(self, status: str) -> None:
+        if not self.dist.is_main:
+            return
+        p = self.trainer.progress
+        write_json_atomic(self.s.out_dir / STATE, {
+            "step": p.step, "epoch": p.epoch, "best_val_loss": None if math.isinf(p.best_val_loss) else p.best_val_loss,
+            "best_checkpoint": str(self.ckpts.best) if self.ckpts.best else None,
+            "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "status": status,
+            "mlflow_run_id": self.tracker.run_id if self.tracker else None, "pid": os.getpid(),
+        })
+
+    def save(self, is_best: bool = False) -> None:
+        if self.dist.is_main:
+            self.last_ckpt = self.ckpts.save(self.trainer.progress.step, self.trainer.state_dict(self.config_yaml), is_best)
+
+    def validate_and_log(self) -> None:
+        t = self.trainer
+        metrics, samples = validate(t, self.val_set, t.hp.batch_size)
+        metrics["epoch"] = t.progress.epochs_this_process
+        is_best = metrics["val_loss"] < t.progress.best_val_loss
+        if is_best:
+            t.progress.best_val_loss = metrics["val_loss"]
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, t.progress.step)
+            log_samples(t, self.tracker, self.val_set, samples["first"], t.progress.step)
+        logger.info("validation step %d epoch %d: %s", t.progress.step, t.progress.epoch,
+                    ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        self.save(is_best)
+        self.write_state("running")
+
+    def train_epoch(self, bar, task) -> bool:
+        """Train the rest of the current epoch; False when stopped early."""
+        t = self.trainer
+        self.sampler.set_epoch(t.progress.epoch)
+        for i, idx in enumerate(self.sampler):
+            if i < t.progress.batch_in_epoch:
+                continue  # mid-epoch resume: these batches were trained before the checkpoint
+            stats = t.train_step(collate([self.train_set[j] for j in idx], t.hp.n_frames_per_step))
+            bar.advance(task)
+            if self.tracker is not None and t.progress.step % t.hp.log_every_steps == 0:
+                self.tracker.log_metrics(stats, t.progress.step)
+                bar.update(task, description=f"step {t.progress.step} loss {stats['train_loss']:.3f}")
+            if t.progress.step % self.save_every == 0:
+                self.save()
+            if self.stop.requested or (self.s.max_steps and t.progress.step >= self.s.max_steps):
+                return False
+        t.progress.epoch += 1
+        t.progress.epochs_this_process += 1
+        t.progress.batch_in_epoch = 0
+        return True
+
+    def loop(self) -> str:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        hp, t = self.trainer.hp, self.trainer
+        epochs_left = max(0, hp.epochs - t.progress.epoch)
+        cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*cols, disable=not self.dist.is_main or not sys.stderr.isatty()) as bar:
+            task = bar.add_task("training", total=epochs_left * len(self.sampler) - t.progress.batch_in_epoch)
+            self.write_state("running")
+            while t.progress.epoch < hp.epochs:
+                if not self.train_epoch(bar, task):
+                    self.save()
+                    return "stopped"
+                if t.progress.epochs_this_process % hp.val_every_epochs == 0:
+                    self.validate_and_log()
+                if self.stop.requested:
+                    self.save()
+                    return "stopped"
+        self.save()
+        return "finished"
+
+
+def train(s: RunSetup, stop: StopFlag) -> int:
+    if s.cfg.resources.num_threads:
+        torch.set_num_threads(s.cfg.resources.num_threads)
+    device = resolve_device(s.cfg.resources.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = init_distributed(device)
+    trainer = Trainer(s.hp, device, dist, s.cfg.resources.mixed_precision, s.cfg.resources.gradient_checkpointing)
+    restore(trainer, s)
+    run = Run(s, trainer, dist, stop)
+    status = "failed"
+    try:
+        started = time.time()
+        status = run.loop()
+        logger.info("%s at step %d after %.1f min", status, trainer.progress.step, (time.time() - started) / 60)
+        return 0
+    finally:
+        run.write_state(status)
+        if run.tracker is not None:
+            run.tracker.close("FINISHED" if status != "failed" else "FAILED")
+        shutdown(dist)
+
+
+def main(argv: list[str] | None = None) -> int:
+    stop = StopFlag()
+    stop.install()  # before the slow imports and set-up, so an early SIGINT is still graceful
+    setup = resolve_setup(argv)
+    setup.out_dir.mkdir(parents=True, exist_ok=True)
+    return train(setup, stop)
