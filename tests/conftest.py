@@ -10,3 +10,18 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Twelve flite clips in LJSpeech layout, made once per test session."""
+    if shutil.which("flite") is None:
+        pytest.fail("flite is not installed: run scripts/setup.sh (apt-get install flite)")
+    from ttsops.data.corpus import synth_corpus
+
+    return synth_corpus(tmp_path_factory.mktemp("tiny_dataset"), n=12, seed=3, progress=False)

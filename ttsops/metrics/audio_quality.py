@@ -49,6 +49,8 @@ def pesq_wb(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> float:
     if sample_rate != 16000:
         ref, deg = soxr.resample(ref, sample_rate, 16000), soxr.resample(deg, sample_rate, 16000)
     ref, deg = _crop(ref, deg)
+    if not (np.abs(ref).max(initial=0) > 0 and np.abs(deg).max(initial=0) > 0):
+        return float("nan")  # PESQ is undefined for silence
     try:
         return float(pesq(16000, ref, deg, "wb"))
     except (PesqError, ValueError) as e:

@@ -4,8 +4,12 @@ Alignment is the hard part of Tacotron2 on small data: the decoder ignores the a
 long as the attention is useless, and the attention never becomes useful while it is ignored. Two
 aids break that loop (both annealed away, so the learned attention must stand on its own):
 
-* an additive log beta-binomial prior on the attention energies during training (RAD-TTS style):
-  the context is near-diagonal from step 0, so the decoder learns to read it at once;
+* a beta-binomial alignment prior (RAD-TTS's static prior) mixed into the attention weights during
+  training, ``w = (1 - lam) * learned + lam * prior`` with ``lam`` annealed from
+  ``attention_prior_weight`` to 0: the context is near-diagonal from step 0, so the decoder learns to
+  read it at once, and (unlike adding the log prior to the energies, which we tried first: the
+  learned energies became mere corrections to the prior and the prior-free attention degraded after
+  ~15 min) the decoder loss trains the learned attention directly all along;
 * a guided-attention loss (Tachibana et al. 2017) on the *prior-free* attention, normalised per
   decoder step (not averaged over the whole text x audio grid, which dilutes it by 1/N), so the
   learned attention is pulled onto the diagonal the prior demonstrates.
@@ -127,7 +131,7 @@ class Decoder(nn.Module):
         return (locked_dropout_mask((b, self.cfg.attention_rnn_dim), self.cfg.dropout_attention, like),
                 locked_dropout_mask((b, self.cfg.decoder_rnn_dim), self.cfg.dropout_decoder, like))
 
-    def _step(self, s, prenet_out, memory, processed_memory, mask, loc_w, masks, log_prior=None, window=None):
+    def _step(self, s, prenet_out, memory, processed_memory, mask, loc_w, masks, prior=None, window=None):
         """One decoder step. Returns (attention used, prior-free attention); updates state ``s``."""
         ah, ac = self.attention_rnn(torch.cat([prenet_out, s["ctx"]], -1), (s["ah"], s["ac"]))
         ah = ah * masks[0] if masks[0] is not None else F.dropout(ah, self.cfg.dropout_attention, self.training)
@@ -136,7 +140,9 @@ class Decoder(nn.Module):
         if window is not None:
             energies = energies.masked_fill(~window, -1e4)
         learned = torch.softmax(energies, dim=-1)
-        w = torch.softmax(energies + log_prior, dim=-1) if log_prior is not None else learned
+        w = learned
+        if prior is not None:  # (prior probabilities, weight): mix, so the decoder trains ``learned`` too
+            w = (1.0 - prior[1]) * learned + prior[1] * prior[0]
         ctx = torch.bmm(w.unsqueeze(1), memory).squeeze(1)
         dh, dc = self.decoder_rnn(torch.cat([ah, ctx], -1), (s["dh"], s["dc"]))
         dh = dh * masks[1] if masks[1] is not None else F.dropout(dh, self.cfg.dropout_decoder, self.training)
@@ -154,16 +160,16 @@ class Decoder(nn.Module):
         processed = self.attention.memory_layer(memory)
         loc_w = self.attention.fused_location_weight()
         mask = torch.arange(memory.size(1), device=memory.device)[None] < text_lens[:, None]
-        log_prior = None
+        prior = None
         if prior_weight > 0:
             steps = torch.div(mel_lens + r - 1, r, rounding_mode="floor")
-            log_prior = prior_weight * beta_binomial_log_prior(
-                text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling)
+            prior = beta_binomial_log_prior(
+                text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling).exp() * mask[:, None]
         s, masks = self._init_state(memory), self._dropout_masks(memory)
         outs, used, learned = [], [], []
         for i in range(t_dec):
             w, lw = self._step(s, prenet_out[:, i], memory, processed, mask, loc_w, masks,
-                               None if log_prior is None else log_prior[:, i])
+                               None if prior is None else (prior[:, i], prior_weight))
             outs.append(torch.cat([s["dh"], s["ctx"]], -1))
             used.append(w)
             learned.append(lw)

@@ -53,3 +53,21 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def weights_checksum(model: torch.nn.Module) -> float:
+    """Cheap fingerprint of all parameters (sum of |w| in float64)."""
+    return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+
+
+def verify_replicas(model: torch.nn.Module, info: DistInfo) -> list[float]:
+    """All ranks must hold identical weights after DDP training; raise if they drifted apart."""
+    local = torch.tensor([weights_checksum(model)], dtype=torch.float64)
+    if not info.enabled:
+        return [float(local)]
+    gathered = [torch.zeros_like(local) for _ in range(info.world_size)]
+    dist.all_gather(gathered, local)
+    sums = [float(g) for g in gathered]
+    if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {sums}")
+    return sums

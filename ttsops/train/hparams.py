@@ -66,7 +66,7 @@ class HParams:
     guided_attention_weight: float = 10.0
     guided_attention_sigma: float = 0.2
     guided_attention_decay_steps: int = 4000  # weight halves every this many steps
-    attention_prior_weight: float = 1.0  # log beta-binomial prior added to attention energies
+    attention_prior_weight: float = 0.8  # share of the beta-binomial prior mixed into the attention
     attention_prior_steps: int = 1500  # prior annealed linearly to 0 over these steps
     attention_prior_scaling: float = 1.0  # beta-binomial concentration (larger = sharper)
     # --- optimisation ---

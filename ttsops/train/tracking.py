@@ -82,11 +82,14 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, run_id: str | None, log_dir: Path,
                  samples_dir: Path, tensorboard: bool = True, wandb_cfg: Any = None,
-                 run_name: str | None = None) -> None:
+                 run_name: str | None = None, resume_run_id: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.owns_run = run_id is None
+        if run_id is None and resume_run_id is not None and self._exists(resume_run_id):
+            run_id = resume_run_id  # an exact resume continues the run it interrupted: one curve
+            self.client.update_run(run_id, status="RUNNING")
         if run_id is None:
             exp_id = get_or_create_experiment(self.client, experiment, tracking_uri)
             run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
@@ -98,6 +101,15 @@ class Tracker:
 
             self.tb = SummaryWriter(str(log_dir))
         self.wandb = _start_wandb(wandb_cfg, run_id) if wandb_cfg is not None and wandb_cfg.enabled else None
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -117,9 +129,19 @@ class Tracker:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        from mlflow.exceptions import MlflowException
+
+        logged = self.client.get_run(self.run_id).data.params
+        changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)[:6000]}
+        if changed:  # MLflow params are immutable: a resumed run with new values records them as a tag
+            logger.warning("hparams changed on resume (kept as tag resumed_hparams): %s", changed)
+            self.client.set_tag(self.run_id, "resumed_hparams", str(changed)[:5000])
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+        try:
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+        except MlflowException as e:
+            logger.warning("could not log params: %s", str(e).splitlines()[0])
         if self.wandb is not None:
             self.wandb.config.update(params, allow_val_change=True)
 

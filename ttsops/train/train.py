@@ -25,7 +25,7 @@ import torch
 from ttsops.config import dump_config
 from ttsops.data.dataset import BucketBatchSampler, MelDataset, collate, dataset_fingerprint, load_utterances, split
 from ttsops.train.checkpoint import STATE, CheckpointManager, load_checkpoint, warm_start, write_json_atomic
-from ttsops.train.distributed import DistInfo, init_distributed, resolve_device, shutdown
+from ttsops.train.distributed import DistInfo, init_distributed, resolve_device, shutdown, verify_replicas
 from ttsops.train.setup import RunSetup, resolve_setup
 from ttsops.train.trainer import Trainer
 from ttsops.train.tracking import Tracker
@@ -91,9 +91,10 @@ def build_data(s: RunSetup, dist: DistInfo) -> tuple[MelDataset, MelDataset, Buc
     return train_set, val_set, sampler
 
 
-def restore(trainer: Trainer, s: RunSetup) -> None:
+def restore(trainer: Trainer, s: RunSetup) -> str | None:
+    """Load the checkpoint; returns the MLflow run id it was logging to (exact resume only)."""
     if s.checkpoint is None:
-        return
+        return None
     state = load_checkpoint(s.checkpoint, trainer.device)
     if s.warm_start:
         skipped = warm_start(trainer.model, state["model"])
@@ -103,12 +104,14 @@ def restore(trainer: Trainer, s: RunSetup) -> None:
     else:
         trainer.load_state_dict(state)
         logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
+        return state.get("mlflow_run_id")
+    return None
 
 
-def start_tracking(s: RunSetup, trainer: Trainer) -> Tracker:
+def start_tracking(s: RunSetup, trainer: Trainer, resumed_run_id: str | None) -> Tracker:
     cfg = s.cfg.monitoring.platforms
     tracker = Tracker(s.tracking_uri, s.experiment, s.run_id, s.log_dir, s.out_dir / "samples",
-                      cfg.tensorboard.enabled, cfg.wandb, s.run_name)
+                      cfg.tensorboard.enabled, cfg.wandb, s.run_name, resume_run_id=resumed_run_id)
     tracker.log_params(trainer.hp.to_dict())
     tracker.set_tags({"git_commit": git_commit(), "dataset": str(s.dataset.resolve()),
                       "dataset_fingerprint": dataset_fingerprint(s.dataset),
@@ -122,13 +125,14 @@ def start_tracking(s: RunSetup, trainer: Trainer) -> Tracker:
 class Run:
     """Ties trainer, data, checkpoints, tracking and the stop flag together for one process."""
 
-    def __init__(self, s: RunSetup, trainer: Trainer, dist: DistInfo, stop: StopFlag) -> None:
+    def __init__(self, s: RunSetup, trainer: Trainer, dist: DistInfo, stop: StopFlag,
+                 resumed_run_id: str | None = None) -> None:
         self.s, self.trainer, self.dist, self.stop = s, trainer, dist, stop
         ck = s.cfg.resources.checkpointing
         self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)
         self.save_every = ck.save_frequency_steps
         self.train_set, self.val_set, self.sampler = build_data(s, dist)
-        self.tracker = start_tracking(s, trainer) if dist.is_main else None
+        self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
         self.config_yaml = dump_config(s.cfg)
         self.last_ckpt: Path | None = None
 
@@ -145,7 +149,9 @@ class Run:
 
     def save(self, is_best: bool = False) -> None:
         if self.dist.is_main:
-            self.last_ckpt = self.ckpts.save(self.trainer.progress.step, self.trainer.state_dict(self.config_yaml), is_best)
+            state = self.trainer.state_dict(self.config_yaml)
+            state["mlflow_run_id"] = self.tracker.run_id if self.tracker else None
+            self.last_ckpt = self.ckpts.save(self.trainer.progress.step, state, is_best)
 
     def validate_and_log(self) -> None:
         t = self.trainer
@@ -212,12 +218,15 @@ def train(s: RunSetup, stop: StopFlag) -> int:
     device = resolve_device(s.cfg.resources.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = init_distributed(device)
     trainer = Trainer(s.hp, device, dist, s.cfg.resources.mixed_precision, s.cfg.resources.gradient_checkpointing)
-    restore(trainer, s)
-    run = Run(s, trainer, dist, stop)
+    resumed_run_id = restore(trainer, s)
+    run = Run(s, trainer, dist, stop, resumed_run_id)
     status = "failed"
     try:
         started = time.time()
         status = run.loop()
+        if dist.enabled:
+            sums = verify_replicas(trainer.model, dist)
+            logger.info("rank %d: weights identical on all %d ranks (checksums %s)", dist.rank, dist.world_size, sums)
         logger.info("%s at step %d after %.1f min", status, trainer.progress.step, (time.time() - started) / 60)
         return 0
     finally:

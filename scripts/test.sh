@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): install what is needed, then run every test, heavy ones included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 WANDB_MODE=offline RAY_USAGE_STATS_ENABLED=0
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -1,0 +1,138 @@
+"""train.py as users and the tuner run it: real subprocesses, real MLflow SQLite, real TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import REPO, TINY_HPARAMS, run_train, train_cmd
+
+METRICS = ["train_loss", "val_loss", "mel_loss", "gate_loss", "attention_alignment_score", "attention_entropy",
+           "mcd", "pesq", "stoi", "grad_norm", "learning_rate"]
+
+
+def common(tiny_dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["-o", str(out), "--dataset", str(tiny_dataset), "resources.num_threads=1", *extra]
+
+
+def metric_history(out: Path, name: str) -> dict[int, float]:
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((out / "train_state.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    return {m.step: m.value for m in client.get_metric_history(state["mlflow_run_id"], name)}
+
+
+@pytest.mark.slow
+def test_every_metric_reaches_mlflow_and_tensorboard(tiny_dataset, tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = run_train(*common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["status"] == "finished"
+    run = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}").get_run(state["mlflow_run_id"])
+    assert set(METRICS) <= set(run.data.metrics), set(METRICS) - set(run.data.metrics)
+    assert run.data.params["encoder_embedding_dim"] == "32"
+    assert len(run.data.tags["dataset_fingerprint"]) == 16 and "git_commit" in run.data.tags
+    acc = EventAccumulator(str(out / "logs"), size_guidance={"images": 0, "audio": 0}).Reload()
+    assert set(METRICS) <= set(acc.Tags()["scalars"])
+    assert any(t.startswith("alignment/") for t in acc.Tags()["images"])
+    assert any(t.startswith("audio/") for t in acc.Tags()["audio"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_leaves_a_loadable_checkpoint_and_exits_zero(tiny_dataset, tmp_path, sig) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(*common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=500")),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    state_file = out / "train_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state_file.exists() and json.loads(state_file.read_text())["step"] >= 2):
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-2000:]
+    state = json.loads(state_file.read_text())
+    assert state["status"] == "stopped"
+    ckpt = torch.load(state["last_checkpoint"], weights_only=False)
+    assert ckpt["step"] == state["step"] >= 2 and "optimizer" in ckpt and "rng" in ckpt
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_curve(tiny_dataset, tmp_path) -> None:
+    hp = TINY_HPARAMS + ",epochs=3"
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run_train(*common(tiny_dataset, full, "--hparams", hp, "--max_steps", "6")).returncode == 0
+    assert run_train(*common(tiny_dataset, part, "--hparams", hp, "--max_steps", "3")).returncode == 0
+    ckpt = json.loads((part / "train_state.json").read_text())["last_checkpoint"]
+    proc = run_train(*common(tiny_dataset, part, "--hparams", hp, "--max_steps", "6", "-c", ckpt))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = metric_history(full, "train_loss"), metric_history(part, "train_loss")
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]  # the same MLflow run, its step count continued
+    for step in (4, 5, 6):
+        assert b[step] == pytest.approx(a[step], rel=1e-5), (step, a, b)
+
+
+@pytest.mark.slow
+def test_warm_start_after_architecture_change_names_skipped_tensors(tiny_dataset, tmp_path) -> None:
+    first = tmp_path / "a"
+    assert run_train(*common(tiny_dataset, first, "--hparams", TINY_HPARAMS, "--max_steps", "2")).returncode == 0
+    ckpt = json.loads((first / "train_state.json").read_text())["last_checkpoint"]
+    proc = run_train(*common(tiny_dataset, tmp_path / "b", "--hparams",
+                             TINY_HPARAMS + ",encoder_embedding_dim=48", "--max_steps", "3", "-c", ckpt,
+                             "--warm_start"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = " ".join(proc.stderr.split())
+    assert "warm start from" in log and "embedding.weight (40, 32)->(40, 48)" in log
+    state = torch.load(tmp_path / "b" / "checkpoint_00000003.pt", weights_only=False)
+    assert state["hparams"]["encoder_embedding_dim"] == 48
+    # tensors whose shape did not change were loaded: the postnet's last conv is untouched by the change
+    old = torch.load(ckpt, weights_only=False)["model"]
+    assert old["decoder.prenet.layers.0.weight"].shape == state["model"]["decoder.prenet.layers.0.weight"].shape
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--hparams", "batch_sise=3"], "unknown hparam 'batch_sise'"),
+        (["--hparams", "batch_size=x"], "hparam batch_size='x': expected int"),
+        (["--dataset", "/nonexistent/ds"], "dataset directory not found: /nonexistent/ds"),
+        (["optimization.samplr=tpe"], "optimization.samplr: unknown key"),
+    ],
+)
+def test_bad_input_fails_in_one_line_before_training(tiny_dataset, tmp_path, args, fragment) -> None:
+    base = ["-o", str(tmp_path / "o"), "--dataset", str(tiny_dataset)]
+    if args[0] == "--dataset":
+        base = ["-o", str(tmp_path / "o")]
+    proc = run_train(*base, *args, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [f"ttsops: error: {lines[0].split('error: ', 1)[1]}"] and fragment in lines[0]
+    assert not (tmp_path / "o" / "train_state.json").exists()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_keep_identical_weights(tiny_dataset, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           "-m", "ttsops.train", *common(tiny_dataset, out, "--hparams", TINY_HPARAMS, "--max_steps", "2")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = " ".join(proc.stderr.split())
+    assert "weights identical on all 2 ranks" in log
+    assert json.loads((out / "train_state.json").read_text())["step"] == 2

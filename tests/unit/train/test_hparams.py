@@ -1,0 +1,32 @@
+import pytest
+
+from ttsops.errors import ConfigError
+from ttsops.train.hparams import ARCHITECTURE_KEYS, FEATURE_KEYS, HParams, parse_hparams_string
+
+
+def test_string_overrides_are_typed() -> None:
+    hp = HParams().with_string("batch_size=16, learning_rate=3e-4,mel_fmax=null,variational_dropout=true")
+    assert (hp.batch_size, hp.learning_rate, hp.mel_fmax, hp.variational_dropout) == (16, 3e-4, None, True)
+    assert hp.mel.fmax is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("batch_sise=8", "unknown hparam 'batch_sise' (did you mean batch_size"),
+        ("batch_size=eight", "hparam batch_size='eight': expected int"),
+        ("batch_size=1.5", "expected int"),
+        ("variational_dropout=maybe", "expected bool"),
+        ("learning_rate", "expected key=value"),
+    ],
+)
+def test_bad_hparams_fail_with_one_line(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        HParams().with_string(spec)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_empty_string_changes_nothing_and_key_sets_are_fields() -> None:
+    assert parse_hparams_string("") == {} and HParams().with_string(" ") == HParams()
+    fields = set(HParams().to_dict())
+    assert ARCHITECTURE_KEYS <= fields and FEATURE_KEYS <= fields
