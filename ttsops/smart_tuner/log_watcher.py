@@ -65,7 +65,11 @@ class _LatencyMeter:
         self.recent.extend(lat)
         logger.debug(
             "%s: %d new records, latency max %.3f s min %.3f s, poll took %.3f s",
-            self.name, len(records), max(lat), min(lat), poll_s,
+            self.name,
+            len(records),
+            max(lat),
+            min(lat),
+            poll_s,
         )
 
     def stats(self) -> dict[str, float]:
@@ -77,8 +81,13 @@ class MlflowWatcher:
     """New metric values of one MLflow run, any tracking URI (sqlite, postgresql, http)."""
 
     def __init__(
-        self, tracking_uri: str, run_id: str, generation: int, *,
-        metric_map: dict[str, str] | None = None, clock: Clock = time.time,
+        self,
+        tracking_uri: str,
+        run_id: str,
+        generation: int,
+        *,
+        metric_map: dict[str, str] | None = None,
+        clock: Clock = time.time,
         client: Any | None = None,
     ) -> None:
         from mlflow.tracking import MlflowClient  # heavy import, only when MLflow is watched
@@ -152,14 +161,22 @@ class MlflowWatcher:
         self._mark[key] = (mark_ts, at_mark)
         name = self.metric_map.get(key, key)
         return [
-            MetricRecord(self.run_id, self.generation, int(m.step), name, float(m.value),
-                         int(m.timestamp) / 1000.0, received)
+            MetricRecord(
+                self.run_id,
+                self.generation,
+                int(m.step),
+                name,
+                float(m.value),
+                int(m.timestamp) / 1000.0,
+                received,
+            )
             for m in fresh
         ]
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "source": "mlflow", "run_id": self.run_id,
+            "source": "mlflow",
+            "run_id": self.run_id,
             "mark": {k: [ts, sorted(items, key=str)] for k, (ts, items) in self._mark.items()},
         }
 
@@ -169,8 +186,9 @@ class MlflowWatcher:
                 f"watcher state is for {state.get('source')} run {state.get('run_id')}, "
                 f"not mlflow run {self.run_id}"
             )
-        self._mark = {k: (int(ts), {(int(s), _vkey(v)) for s, v in items})
-                      for k, (ts, items) in state["mark"].items()}
+        self._mark = {
+            k: (int(ts), {(int(s), _vkey(v)) for s, v in items}) for k, (ts, items) in state["mark"].items()
+        }
         self._latest = {}  # re-read every key's history once, the marks filter what was seen
 
     def latency_stats(self) -> dict[str, float]:
@@ -211,8 +229,13 @@ class TensorboardWatcher:
     """New scalars from every event file under ``log_dir`` (recursively)."""
 
     def __init__(
-        self, log_dir: str | Path, generation: int, *, metric_map: dict[str, str] | None = None,
-        clock: Clock = time.time, run_id: str | None = None,
+        self,
+        log_dir: str | Path,
+        generation: int,
+        *,
+        metric_map: dict[str, str] | None = None,
+        clock: Clock = time.time,
+        run_id: str | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.generation = generation
@@ -247,9 +270,17 @@ class TensorboardWatcher:
             value = _scalar_value(v)
             if value is None:
                 continue
-            out.append(MetricRecord(self.run_id, self.generation, int(event.step),
-                                    self.metric_map.get(v.tag, v.tag), value,
-                                    float(event.wall_time), received))
+            out.append(
+                MetricRecord(
+                    self.run_id,
+                    self.generation,
+                    int(event.step),
+                    self.metric_map.get(v.tag, v.tag),
+                    value,
+                    float(event.wall_time),
+                    received,
+                )
+            )
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -283,9 +314,14 @@ def _scalar_value(v: Any) -> float | None:
 
 # --- factory and loop ----------------------------------------------------------------------------
 def make_watcher(
-    source: Literal["mlflow", "tensorboard"], *, generation: int, tracking_uri: str | None = None,
-    run_id: str | None = None, log_dir: str | Path | None = None,
-    metric_map: dict[str, str] | None = None, clock: Clock = time.time,
+    source: Literal["mlflow", "tensorboard"],
+    *,
+    generation: int,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    log_dir: str | Path | None = None,
+    metric_map: dict[str, str] | None = None,
+    clock: Clock = time.time,
 ) -> MlflowWatcher | TensorboardWatcher:
     """The watcher the adapter's ``metrics_source`` names, with its required arguments checked."""
     if source == "mlflow":
@@ -297,14 +333,15 @@ def make_watcher(
     if source == "tensorboard":
         if log_dir is None:
             raise ConfigError("metrics_source tensorboard needs log_dir")
-        return TensorboardWatcher(log_dir, generation, metric_map=metric_map, clock=clock,
-                                  run_id=run_id)
+        return TensorboardWatcher(log_dir, generation, metric_map=metric_map, clock=clock, run_id=run_id)
     raise ConfigError(f"metrics_source {source!r}: unknown (valid: mlflow, tensorboard)")
 
 
 def follow(
-    watcher: LogWatcher, on_records: Callable[[list[MetricRecord]], None],
-    stop: threading.Event, interval_s: float = 1.0,
+    watcher: LogWatcher,
+    on_records: Callable[[list[MetricRecord]], None],
+    stop: threading.Event,
+    interval_s: float = 1.0,
 ) -> None:
     """Poll until ``stop`` is set, handing every non-empty batch to ``on_records``.
 

@@ -92,8 +92,15 @@ class MetricsStore:
     def add(self, records: Iterable[MetricRecord]) -> int:
         """Insert records; returns how many rows were new or updated (0 for pure duplicates)."""
         rows = [
-            (r.run_id, int(r.generation), int(r.step), r.metric, _encode(r.value),
-             float(r.timestamp), float(r.received))
+            (
+                r.run_id,
+                int(r.generation),
+                int(r.step),
+                r.metric,
+                _encode(r.value),
+                float(r.timestamp),
+                float(r.received),
+            )
             for r in records
         ]
         if not rows:
@@ -107,8 +114,7 @@ class MetricsStore:
     def curve(self, generation: int, metric: str) -> list[tuple[int, float]]:
         """``(step, value)`` sorted by step; where several runs logged a step the newest wins."""
         rows = self._query(
-            "SELECT step, value FROM metrics WHERE generation = ? AND metric = ? "
-            "ORDER BY step, timestamp",
+            "SELECT step, value FROM metrics WHERE generation = ? AND metric = ? ORDER BY step, timestamp",
             (generation, metric),
         )
         merged: dict[int, float] = {}
@@ -128,15 +134,16 @@ class MetricsStore:
         return {name: self.curve(generation, name) for (name,) in names}
 
     def generations(self) -> list[int]:
-        return [int(g) for (g,) in self._query(
-            "SELECT DISTINCT generation FROM metrics ORDER BY generation", ()
-        )]
+        return [
+            int(g) for (g,) in self._query("SELECT DISTINCT generation FROM metrics ORDER BY generation", ())
+        ]
 
     def runs(self, generation: int) -> list[str]:
         """MLflow run ids (or log dirs) that delivered metrics for a generation, oldest first."""
         rows = self._query(
             "SELECT run_id, MIN(received) AS first FROM metrics WHERE generation = ? "
-            "GROUP BY run_id ORDER BY first", (generation,),
+            "GROUP BY run_id ORDER BY first",
+            (generation,),
         )
         return [r for (r, _) in rows]
 

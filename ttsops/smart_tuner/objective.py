@@ -55,9 +55,7 @@ class ObjectiveWeights:
             if not (math.isfinite(w) and w >= 0):
                 raise ValueError(f"ObjectiveWeights.{name} must be finite and >= 0, got {w!r}")
         if not 0.0 <= self.alignment_threshold <= 1.0:
-            raise ValueError(
-                f"alignment_threshold must be in [0, 1], got {self.alignment_threshold!r}"
-            )
+            raise ValueError(f"alignment_threshold must be in [0, 1], got {self.alignment_threshold!r}")
 
 
 DEFAULT_WEIGHTS = ObjectiveWeights()

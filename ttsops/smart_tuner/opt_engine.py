@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +52,7 @@ from ttsops.errors import ConfigError, TunerError
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_ATTR = "heartbeat"
+WORKER_ATTR = "worker"  # host:pid of the tuner that asked the trial (who to blame for a stale one)
 RETRY_OF_ATTR = "retry_of"
 _CHOICE_TYPES = (type(None), bool, int, float, str)
 
@@ -70,10 +74,13 @@ def _cma_es(cfg: OptimizationConfig, space: dict[str, ParamSpec]) -> BaseSampler
     if categorical:
         logger.warning(
             "cma_es cannot model categorical params %s: they are sampled independently by TPE "
-            "(CMA-ES models the numeric ones)", ", ".join(categorical),
+            "(CMA-ES models the numeric ones)",
+            ", ".join(categorical),
         )
     return CmaEsSampler(
-        seed=cfg.seed, independent_sampler=_tpe(cfg, space), warn_independent_sampling=False,
+        seed=cfg.seed,
+        independent_sampler=_tpe(cfg, space),
+        warn_independent_sampling=False,
     )
 
 
@@ -96,7 +103,10 @@ def natural_n_brackets(min_resource: int, max_resource: int, reduction_factor: i
 
 
 def default_n_brackets(
-    n_trials: int | None, n_startup_trials: int, min_resource: int, max_resource: int,
+    n_trials: int | None,
+    n_startup_trials: int,
+    min_resource: int,
+    max_resource: int,
     reduction_factor: int,
 ) -> int:
     """Brackets that fit the trial budget: each should see ``2 * n_startup_trials`` trials.
@@ -128,16 +138,16 @@ class BracketedHyperbandPruner(HyperbandPruner):
     pruning call).
     """
 
-    def __init__(self, min_resource: int, max_resource: int, reduction_factor: int,
-                 n_brackets: int) -> None:
+    def __init__(self, min_resource: int, max_resource: int, reduction_factor: int, n_brackets: int) -> None:
         natural = natural_n_brackets(min_resource, max_resource, reduction_factor)
         if not 1 <= n_brackets <= natural:
             raise ConfigError(
                 f"n_brackets={n_brackets}: must be 1..{natural} for hyperband "
                 f"(min_resource={min_resource}, max_resource={max_resource}, eta={reduction_factor})"
             )
-        super().__init__(min_resource=min_resource, max_resource=max_resource,
-                         reduction_factor=reduction_factor)
+        super().__init__(
+            min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction_factor
+        )
         self._n_brackets = n_brackets  # read by HyperbandPruner._try_initialization
         self._try_initialization(None)  # type: ignore[arg-type]  # study is only used for "auto"
 
@@ -167,9 +177,15 @@ PRUNERS: dict[str, Callable[[OptimizationConfig, int], BasePruner]] = {
 
 
 # --- storage -----------------------------------------------------------------------------------
-def make_storage(storage: str) -> optuna.storages.BaseStorage:
+def make_storage(
+    storage: str, *, sleep: Callable[[float], None] = time.sleep, attempts: int = 3
+) -> optuna.storages.BaseStorage:
     """``journal:PATH`` -> JournalFileBackend; ``scheme://...`` -> RDBStorage; ``memory`` ->
-    InMemoryStorage (one process, nothing kept: tests and benchmarks)."""
+    InMemoryStorage (one process, nothing kept: tests and benchmarks).
+
+    Workers started together on an empty database race to create Optuna's tables (PostgreSQL:
+    "duplicate key ... pg_type_typname_nsp_index"); the loser retries and finds them there.
+    """
     if storage == "memory":
         return optuna.storages.InMemoryStorage()
     if storage.startswith("journal:"):
@@ -186,10 +202,22 @@ def make_storage(storage: str) -> optuna.storages.BaseStorage:
     kwargs: dict[str, Any] = {}
     if not storage.startswith("sqlite"):
         kwargs = {"pool_pre_ping": True}  # a worker survives a restarted database server
-    try:
-        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-    except Exception as e:  # sqlalchemy raises many types, all meaning "cannot use this URL"
-        raise TunerError(f"optuna storage {_redact(storage)}: {str(e).splitlines()[0]}") from None
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+        except ImportError as e:  # no driver for the URL's scheme: retrying will not help
+            raise TunerError(f"optuna storage {_redact(storage)}: {e}") from None
+        except Exception as e:  # sqlalchemy raises many types, all meaning "cannot use this URL"
+            if attempt == attempts:
+                raise TunerError(f"optuna storage {_redact(storage)}: {str(e).splitlines()[0]}") from None
+            logger.info(
+                "optuna storage %s: attempt %d failed (%s), retrying",
+                _redact(storage),
+                attempt,
+                str(e).splitlines()[0],
+            )
+            sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _redact(url: str) -> str:
@@ -206,9 +234,7 @@ def validate_space(space: dict[str, ParamSpec]) -> None:
         if spec.type == "choice":
             bad = [c for c in spec.choices or [] if not isinstance(c, _CHOICE_TYPES)]
             if bad:
-                raise ConfigError(
-                    f"search_space.{name}: choice {bad[0]!r} is not None/bool/int/float/str"
-                )
+                raise ConfigError(f"search_space.{name}: choice {bad[0]!r} is not None/bool/int/float/str")
         elif spec.type == "int" and (spec.low != int(spec.low or 0) or spec.high != int(spec.high or 0)):
             raise ConfigError(f"search_space.{name}: int needs whole low/high, got {spec.low}..{spec.high}")
         elif spec.type == "loguniform" and spec.step is not None:
@@ -231,15 +257,26 @@ class OptimizationEngine:
     """One Optuna study driven by ask-and-tell; several processes may share it (RDB/journal)."""
 
     def __init__(
-        self, cfg: OptimizationConfig, search_space: dict[str, ParamSpec], *, storage: str,
-        study_name: str, direction: str = "minimize", n_brackets: int | None = None,
-        n_trials: int | None = None, clock: Callable[[], float] = time.time,
+        self,
+        cfg: OptimizationConfig,
+        search_space: dict[str, ParamSpec],
+        *,
+        storage: str,
+        study_name: str,
+        direction: str = "minimize",
+        n_brackets: int | None = None,
+        n_trials: int | None = None,
+        clock: Callable[[], float] = time.time,
+        worker_id: str | None = None,
     ) -> None:
         if direction not in ("minimize", "maximize"):
             raise ConfigError(f"direction {direction!r}: expected minimize or maximize")
         if not search_space:
             raise ConfigError("search_space is empty: nothing to tune")
         validate_space(search_space)
+        if worker_id is not None and cfg.seed is not None:
+            # workers sharing a study with one seed would sample the same start-up points
+            cfg = cfg.model_copy(update={"seed": (cfg.seed + zlib.crc32(worker_id.encode())) % 2**31})
         self.cfg = cfg
         self.search_space = dict(search_space)
         self.direction = direction
@@ -247,35 +284,51 @@ class OptimizationEngine:
         sampler_name = _enum_value(cfg.sampler)
         pruner_name = "hyperband" if sampler_name == "bohb" else _enum_value(cfg.pruner)
         if sampler_name == "bohb" and _enum_value(cfg.pruner) != "hyperband":
-            logger.warning("sampler bohb uses the hyperband pruner; optimization.pruner=%s ignored",
-                           _enum_value(cfg.pruner))
+            logger.warning(
+                "sampler bohb uses the hyperband pruner; optimization.pruner=%s ignored",
+                _enum_value(cfg.pruner),
+            )
         hb = cfg.hyperband
         self.n_brackets = n_brackets or default_n_brackets(
-            n_trials, cfg.tpe.n_startup_trials, hb.min_resource, hb.max_resource, hb.reduction_factor)
+            n_trials, cfg.tpe.n_startup_trials, hb.min_resource, hb.max_resource, hb.reduction_factor
+        )
         self.sampler_name, self.pruner_name = sampler_name, pruner_name
         sampler = SAMPLERS[sampler_name](cfg, self.search_space)
         pruner = PRUNERS[pruner_name](cfg, self.n_brackets)
-        self.study = self._open_study(storage, study_name, sampler, pruner)
+        self.study = self._open_study(storage, study_name, sampler, pruner, explicit=n_brackets is not None)
         self._live: dict[int, Trial] = {}
         self._last_step: dict[int, int] = {}
         logger.info(
-            "study %s: sampler %s, pruner %s%s, %d trials so far", study_name, sampler_name,
-            pruner_name, f" ({self.n_brackets} brackets)" if pruner_name == "hyperband" else "",
+            "study %s: sampler %s, pruner %s%s, %d trials so far",
+            study_name,
+            sampler_name,
+            pruner_name,
+            f" ({self.n_brackets} brackets)" if pruner_name == "hyperband" else "",
             len(self.study.get_trials(deepcopy=False)),
         )
 
-    def _open_study(self, storage: str, name: str, sampler: BaseSampler,
-                    pruner: BasePruner) -> optuna.Study:
+    def _open_study(
+        self, storage: str, name: str, sampler: BaseSampler, pruner: BasePruner, explicit: bool
+    ) -> optuna.Study:
         study = optuna.create_study(
-            storage=make_storage(storage), study_name=name, sampler=sampler, pruner=pruner,
-            direction=self.direction, load_if_exists=True,
+            storage=make_storage(storage),
+            study_name=name,
+            sampler=sampler,
+            pruner=pruner,
+            direction=self.direction,
+            load_if_exists=True,
         )
         stored = study.direction.name.lower()
         if stored != self.direction:
             raise TunerError(f"study {name}: stored direction is {stored}, not {self.direction}")
-        setup = {"sampler": self.sampler_name, "pruner": self.pruner_name,
-                 "n_brackets": self.n_brackets}
+        setup = {"sampler": self.sampler_name, "pruner": self.pruner_name, "n_brackets": self.n_brackets}
         previous = study.user_attrs.get("engine")
+        kept = (previous or {}).get("n_brackets")
+        if self.pruner_name == "hyperband" and not explicit and kept and kept != self.n_brackets:
+            # A different budget would derive another count and move old trials to other brackets.
+            logger.info("study %s: keeping its %d hyperband brackets", name, kept)
+            self.n_brackets = setup["n_brackets"] = int(kept)
+            study.pruner = PRUNERS["hyperband"](self.cfg, self.n_brackets)
         if previous is None:
             study.set_user_attr("engine", setup)
         elif previous != setup:
@@ -289,6 +342,7 @@ class OptimizationEngine:
         for name, spec in self.search_space.items():
             suggest(trial, name, spec)
         self._live[trial.number] = trial
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         self.heartbeat(trial)
         return trial
 
@@ -302,13 +356,16 @@ class OptimizationEngine:
         t = self._trial(trial)
         last = self.last_step(t.number)
         if last is not None and step <= last:
-            logger.warning("trial %d: step %d refused, last reported step is %d (steps must increase)",
-                           t.number, step, last)
+            logger.warning(
+                "trial %d: step %d refused, last reported step is %d (steps must increase)",
+                t.number,
+                step,
+                last,
+            )
             return bool(t.should_prune())
         value = float(value)
         if math.isnan(value):
-            logger.warning("trial %d step %d: objective is NaN, reported as the worst value",
-                           t.number, step)
+            logger.warning("trial %d step %d: objective is NaN, reported as the worst value", t.number, step)
             value = math.inf if self.direction == "minimize" else -math.inf
         t.report(value, step)
         self._last_step[t.number] = int(step)
@@ -333,8 +390,10 @@ class OptimizationEngine:
         if state != TrialState.COMPLETE:
             value = None
         if not self._finish(number, value, state):
-            raise TunerError(f"trial {number}: already finished "
-                             f"({self._frozen(number).state.name}), cannot tell {state.name}")
+            raise TunerError(
+                f"trial {number}: already finished "
+                f"({self._frozen(number).state.name}), cannot tell {state.name}"
+            )
         self._live.pop(number, None)
         self._last_step.pop(number, None)
 
@@ -365,8 +424,14 @@ class OptimizationEngine:
                 stale.append(t)
         return stale
 
-    def recover_stale(self, older_than_s: float, *, state: TrialState = TrialState.FAIL,
-                      requeue: bool = True, max_retry: int | None = 1) -> list[int]:
+    def recover_stale(
+        self,
+        older_than_s: float,
+        *,
+        state: TrialState = TrialState.FAIL,
+        requeue: bool = True,
+        max_retry: int | None = 1,
+    ) -> list[int]:
         """Finish stale trials (FAIL or PRUNED) and re-queue their params as WAITING trials.
 
         Returns the numbers this process finished. A trial another worker finished first is
@@ -380,11 +445,13 @@ class OptimizationEngine:
                 continue  # another worker got there first
             done.append(t.number)
             history = [*t.user_attrs.get("retry_history", []), t.number]
-            logger.warning("trial %d: no heartbeat for > %.0f s, marked %s", t.number,
-                           older_than_s, state.name)
+            logger.warning(
+                "trial %d: no heartbeat for > %.0f s, marked %s", t.number, older_than_s, state.name
+            )
             if requeue and (max_retry is None or len(history) <= max_retry):
                 self.study.enqueue_trial(
-                    t.params, user_attrs={RETRY_OF_ATTR: history[0], "retry_history": history},
+                    t.params,
+                    user_attrs={RETRY_OF_ATTR: history[0], "retry_history": history},
                     skip_if_exists=False,
                 )
         return done

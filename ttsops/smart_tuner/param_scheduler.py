@@ -28,18 +28,42 @@ from ttsops.train.hparams import ARCHITECTURE_KEYS, FEATURE_KEYS, HParams
 logger = logging.getLogger(__name__)
 
 Mode = Literal["resume", "warm_start", "fresh"]
-SAFE_KEYS = frozenset({
-    "learning_rate", "weight_decay", "grad_clip_thresh", "batch_size",
-    "dropout_prenet", "dropout_attention", "dropout_decoder", "variational_dropout",
-    "spectral_dropout", "spectral_mask_width",
-    "lr_warmup_steps", "lr_decay_start", "lr_decay_rate", "lr_decay_steps", "gate_pos_weight",
-    "guided_attention_weight", "guided_attention_sigma", "guided_attention_decay_steps",
-    "attention_prior_weight", "attention_prior_steps", "attention_prior_scaling",
-    "gate_threshold", "max_decoder_steps",
-})
-RUN_KEYS = frozenset({
-    "epochs", "val_every_epochs", "n_audio_metric_clips", "num_workers", "log_every_steps",
-})
+SAFE_KEYS = frozenset(
+    {
+        "learning_rate",
+        "weight_decay",
+        "grad_clip_thresh",
+        "batch_size",
+        "dropout_prenet",
+        "dropout_attention",
+        "dropout_decoder",
+        "variational_dropout",
+        "spectral_dropout",
+        "spectral_mask_width",
+        "lr_warmup_steps",
+        "lr_decay_start",
+        "lr_decay_rate",
+        "lr_decay_steps",
+        "gate_pos_weight",
+        "guided_attention_weight",
+        "guided_attention_sigma",
+        "guided_attention_decay_steps",
+        "attention_prior_weight",
+        "attention_prior_steps",
+        "attention_prior_scaling",
+        "gate_threshold",
+        "max_decoder_steps",
+    }
+)
+RUN_KEYS = frozenset(
+    {
+        "epochs",
+        "val_every_epochs",
+        "n_audio_metric_clips",
+        "num_workers",
+        "log_every_steps",
+    }
+)
 DATA_KEYS = frozenset({"seed", "val_fraction", "min_wav_seconds", "max_wav_seconds"})
 WARM_RESTART_CLASS: dict[str, str] = {
     **{k: "run" for k in RUN_KEYS},
@@ -67,7 +91,9 @@ class ParamScheduler:
     """
 
     def __init__(
-        self, base_hparams: dict[str, Any] | None = None, *,
+        self,
+        base_hparams: dict[str, Any] | None = None,
+        *,
         on_architecture_change: Literal["warm_start", "fresh"] = "warm_start",
         on_feature_change: Literal["warm_start", "fresh"] = "fresh",
     ) -> None:
@@ -82,22 +108,28 @@ class ParamScheduler:
         """``"k=v,k=v"`` of base hparams + params, sorted by key; None -> ``null``."""
         return ",".join(f"{k}={format_value(k, v)}" for k, v in sorted(self.merged(params).items()))
 
-    def plan(self, new_params: dict[str, Any], checkpoint: Path | None,
-             checkpoint_hparams: dict[str, Any] | None) -> RestartPlan:
+    def plan(
+        self, new_params: dict[str, Any], checkpoint: Path | None, checkpoint_hparams: dict[str, Any] | None
+    ) -> RestartPlan:
         if checkpoint is None:
             return RestartPlan("fresh", None, (), "no checkpoint yet: train from scratch")
         checkpoint = Path(checkpoint)
         if checkpoint_hparams is None:
-            return RestartPlan("warm_start", checkpoint, (),
-                               "checkpoint hparams unknown: warm start, tensors that do not fit are skipped")
+            return RestartPlan(
+                "warm_start",
+                checkpoint,
+                (),
+                "checkpoint hparams unknown: warm start, tensors that do not fit are skipped",
+            )
         changed = changed_keys(self.merged(new_params), checkpoint_hparams)
         by_class: dict[str, list[str]] = {}
         for key in changed:
             by_class.setdefault(WARM_RESTART_CLASS.get(key, "unknown"), []).append(key)
         if set(by_class) <= {"run"}:
             note = f" (run length changed: {', '.join(changed)})" if changed else ""
-            return RestartPlan("resume", checkpoint, changed,
-                               f"same hparams as the checkpoint: exact resume{note}")
+            return RestartPlan(
+                "resume", checkpoint, changed, f"same hparams as the checkpoint: exact resume{note}"
+            )
         mode, reason = self._decide(by_class)
         return RestartPlan(mode, None if mode == "fresh" else checkpoint, changed, reason)
 
@@ -106,18 +138,27 @@ class ParamScheduler:
         if "feature" in by_class:
             keys = ", ".join(by_class["feature"])
             if self.on_feature_change == "fresh":
-                return "fresh", f"feature hparams changed ({keys}): the mels change meaning, train from scratch"
-            notes.append(f"RISKY: feature hparams changed ({keys}), the weights were trained on "
-                         "different mels; warm start as configured")
+                return (
+                    "fresh",
+                    f"feature hparams changed ({keys}): the mels change meaning, train from scratch",
+                )
+            notes.append(
+                f"RISKY: feature hparams changed ({keys}), the weights were trained on "
+                "different mels; warm start as configured"
+            )
         if "architecture" in by_class:
             keys = ", ".join(by_class["architecture"])
             if self.on_architecture_change == "fresh":
                 return "fresh", f"architecture hparams changed ({keys}): train from scratch as configured"
-            notes.append(f"architecture hparams changed ({keys}): tensors whose shape changed "
-                         "are skipped and re-initialised")
+            notes.append(
+                f"architecture hparams changed ({keys}): tensors whose shape changed "
+                "are skipped and re-initialised"
+            )
         if "data" in by_class:
-            notes.append(f"data hparams changed ({', '.join(by_class['data'])}): the validation "
-                         "set changes, objectives are not comparable with earlier generations")
+            notes.append(
+                f"data hparams changed ({', '.join(by_class['data'])}): the validation "
+                "set changes, objectives are not comparable with earlier generations"
+            )
         if "unknown" in by_class:
             notes.append(f"hparams not in the warm-restart table ({', '.join(by_class['unknown'])})")
         if "safe" in by_class:

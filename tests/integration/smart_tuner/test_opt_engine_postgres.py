@@ -19,8 +19,10 @@ from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.smart_tuner.opt_engine import OptimizationEngine
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SKIP = ("PostgreSQL not reachable at 127.0.0.1:5432 (start it, e.g. `service postgresql start`, "
-           "trust auth, database 'test') to run the shared-study test on PostgreSQL")
+PG_SKIP = (
+    "PostgreSQL not reachable at 127.0.0.1:5432 (start it, e.g. `service postgresql start`, "
+    "trust auth, database 'test') to run the shared-study test on PostgreSQL"
+)
 N_PER_WORKER = 6
 
 WORKER = textwrap.dedent("""
@@ -31,13 +33,14 @@ WORKER = textwrap.dedent("""
     from ttsops.smart_tuner.opt_engine import OptimizationEngine
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, name, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    storage, name, n, worker = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     cfg = OptimizationConfig(sampler="bohb", tpe={"n_startup_trials": 3},
                              hyperband={"min_resource": 1, "max_resource": 4, "reduction_factor": 2},
-                             seed=seed)
+                             seed=0)  # one config for every worker, as on real hosts
     space = {"x": ParamSpec(type="uniform", low=-2, high=2),
              "c": ParamSpec(type="choice", choices=[None, 1, 2])}
-    eng = OptimizationEngine(cfg, space, storage=storage, study_name=name, n_trials=2 * n)
+    eng = OptimizationEngine(cfg, space, storage=storage, study_name=name, n_trials=2 * n,
+                             worker_id=worker)
     got = []
     for _ in range(n):
         t = eng.ask()
@@ -56,9 +59,15 @@ WORKER = textwrap.dedent("""
 
 
 def run_two_workers(storage: str, name: str) -> list[list[int]]:
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, storage, name, str(N_PER_WORKER), str(i)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, storage, name, str(N_PER_WORKER), f"host{i}:1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=240)
@@ -71,14 +80,19 @@ def check_shared_study(storage: str, name: str, per_worker: list[list[int]]) -> 
     a, b = per_worker
     assert len(a) == len(b) == N_PER_WORKER
     assert not set(a) & set(b), f"both workers got trial numbers {set(a) & set(b)}"
-    eng = OptimizationEngine(OptimizationConfig(sampler="random", pruner="none"),
-                             {"x": ParamSpec(type="uniform", low=-2, high=2),
-                              "c": ParamSpec(type="choice", choices=[None, 1, 2])},
-                             storage=storage, study_name=name)
+    eng = OptimizationEngine(
+        OptimizationConfig(sampler="random", pruner="none"),
+        {"x": ParamSpec(type="uniform", low=-2, high=2), "c": ParamSpec(type="choice", choices=[None, 1, 2])},
+        storage=storage,
+        study_name=name,
+    )
     trials = eng.study.get_trials()
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(2 * N_PER_WORKER)) == sorted(a + b)
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # host:pid of each worker process
+    xs = [t.params["x"] for t in trials]
+    assert len(set(xs)) == len(xs), "workers sampled identical points (shared seed not salted)"
     assert eng.stale_running_trials(0.0) == []
 
 
@@ -112,12 +126,21 @@ def test_two_workers_share_a_postgresql_study(pg_url):
     check_shared_study(pg_url, "shared", run_two_workers(pg_url, "shared"))
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_stale_trial_of_a_killed_worker_is_recovered_once_on_postgresql(pg_url):
     space = {"x": ParamSpec(type="uniform", low=-2, high=2)}
     clock = [1000.0]
-    mk = lambda: OptimizationEngine(OptimizationConfig(pruner="none"), space,  # noqa: E731
-                                    storage=pg_url, study_name="stale", clock=lambda: clock[0])
+
+    def mk() -> OptimizationEngine:
+        return OptimizationEngine(
+            OptimizationConfig(pruner="none"),
+            space,
+            storage=pg_url,
+            study_name="stale",
+            clock=lambda: clock[0],
+        )
+
     dead_worker, w1, w2 = mk(), mk(), mk()
     lost = dead_worker.ask()  # its process "dies": no more heartbeats
     clock[0] += 600

@@ -30,8 +30,10 @@ from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore, latency
 
 logger = logging.getLogger(__name__)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SKIP = ("PostgreSQL not reachable at 127.0.0.1:5432 (start it, e.g. `service postgresql start`, "
-           "trust auth, database 'test') to run the PostgreSQL-backed MLflow contract")
+PG_SKIP = (
+    "PostgreSQL not reachable at 127.0.0.1:5432 (start it, e.g. `service postgresql start`, "
+    "trust auth, database 'test') to run the PostgreSQL-backed MLflow contract"
+)
 
 
 # --- writers ---------------------------------------------------------------------------------
@@ -103,8 +105,14 @@ class WatcherContract:
         backend.log("attention_alignment_score", 0.5, 30)
         backend.flush()
         got = backend.watcher(generation=3).poll_once()
-        assert triples(got) == approx([("attention_alignment_score", 30, 0.5), ("val_loss", 10, 1.5),
-                                       ("val_loss", 20, 1.25), ("val_loss", 30, 1.0)])
+        assert triples(got) == approx(
+            [
+                ("attention_alignment_score", 30, 0.5),
+                ("val_loss", 10, 1.5),
+                ("val_loss", 20, 1.25),
+                ("val_loss", 30, 1.0),
+            ]
+        )
         assert {r.generation for r in got} == {3} and all(r.run_id for r in got)
 
     def test_later_polls_deliver_only_what_is_new(self, backend):
@@ -175,8 +183,7 @@ class WatcherContract:
     def test_follow_in_real_time_into_the_store(self, backend, tmp_path):
         store = MetricsStore(tmp_path / "metrics.db")
         stop = threading.Event()
-        thread = threading.Thread(target=follow, args=(backend.watcher(generation=2), store.add,
-                                                       stop, 0.05))
+        thread = threading.Thread(target=follow, args=(backend.watcher(generation=2), store.add, stop, 0.05))
         thread.start()
         try:
             for step in range(1, 7):
@@ -192,8 +199,13 @@ class WatcherContract:
         curve = store.curve(2, "val_loss")
         stats = store.latency_stats()
         store.close()
-        logger.info("%s: watcher latency p50 %.3f s p95 %.3f s max %.3f s", type(self).__name__,
-                    stats["p50"], stats["p95"], stats["max"])
+        logger.info(
+            "%s: watcher latency p50 %.3f s p95 %.3f s max %.3f s",
+            type(self).__name__,
+            stats["p50"],
+            stats["p95"],
+            stats["max"],
+        )
         assert [s for s, _ in curve] == [1, 2, 3, 4, 5, 6]
         assert [v for _, v in curve] == pytest.approx([1.0 / s for s in range(1, 7)], rel=1e-6)
         assert stats["max"] < 2.0  # the issue's goal for log-to-decision
@@ -226,25 +238,45 @@ def mlflow_http_uri(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 (one worker), stopped with its process group."""
     d = tmp_path_factory.mktemp("mlflow_http")
     port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-           f"sqlite:///{d / 'mlflow.db'}", "--default-artifact-root", str(d / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{d / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(d / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = open(d / "server.log", "wb")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     uri = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited {proc.returncode}: {(d / 'server.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"mlflow server exited {proc.returncode}: {(d / 'server.log').read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() - started > 180:
-                pytest.fail(f"mlflow server not healthy after 180 s: {(d / 'server.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"mlflow server not healthy after 180 s: {(d / 'server.log').read_text()[-2000:]}"
+                )
             time.sleep(0.25)
         logger.info("mlflow server healthy after %.1f s", time.monotonic() - started)
         yield uri

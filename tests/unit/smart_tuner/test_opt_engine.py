@@ -243,7 +243,9 @@ def test_heartbeat_stale_detection_and_requeue(tmp_path):
 
 
 def test_resume_continues_the_study_and_reports_by_number(tmp_path):
-    storage = f"journal:{tmp_path / 'optuna.log'}"  # SQLite: tests/integration/.../test_opt_engine_postgres.py
+    storage = (
+        f"journal:{tmp_path / 'optuna.log'}"  # SQLite: tests/integration/.../test_opt_engine_postgres.py
+    )
     first = OptimizationEngine(cfg(), SPACE, storage=storage, study_name="res")
     run_study(first, 3, epochs=2)
     orphan = first.ask()
@@ -272,3 +274,40 @@ def test_resume_with_other_direction_is_refused(tmp_path):
 def test_bad_storage_is_refused(storage, match):
     with pytest.raises(ConfigError, match=match):
         OptimizationEngine(cfg(), SPACE, storage=storage, study_name="x")
+
+
+def test_unreachable_database_retries_then_one_line_without_password():
+    from ttsops.smart_tuner.opt_engine import make_storage
+
+    sleeps: list[float] = []
+    with pytest.raises(TunerError) as err:
+        make_storage("postgresql://ttsops:s3cret@127.0.0.1:1/none", sleep=sleeps.append)
+    assert sleeps == [0.5, 1.0]
+    assert "s3cret" not in str(err.value) and "postgresql://***@127.0.0.1:1/none" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_resume_keeps_the_studys_bracket_count(tmp_path, caplog):
+    storage = f"journal:{tmp_path / 'b.log'}"
+    c = cfg(pruner="hyperband", hb=(1, 27, 3))
+    assert OptimizationEngine(c, SPACE, storage=storage, study_name="b", n_trials=8).n_brackets == 1
+    again = OptimizationEngine(c, SPACE, storage=storage, study_name="b", n_trials=100)
+    assert again.n_brackets == again.study.pruner.n_brackets == 1  # 100 trials alone would give 4
+    forced = OptimizationEngine(c, SPACE, storage=storage, study_name="b", n_brackets=2)
+    assert forced.study.pruner.n_brackets == 2 and "resumed with" in caplog.text
+
+
+def test_workers_with_one_seed_sample_differently_when_given_ids(tmp_path):
+    storage = f"journal:{tmp_path / 'w.log'}"
+    same = [
+        OptimizationEngine(cfg("random"), SPACE, storage=storage, study_name=f"s{i}").ask().params
+        for i in range(2)
+    ]
+    assert same[0] == same[1]  # the trap: one config, one seed, same start-up points
+    ids = [
+        OptimizationEngine(cfg("random"), SPACE, storage=storage, study_name=f"w{i}", worker_id=f"host{i}:1")
+        .ask()
+        .params
+        for i in range(2)
+    ]
+    assert ids[0] != ids[1]
