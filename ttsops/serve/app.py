@@ -178,82 +178,77 @@ def _validation_handler(request: Request, exc: RequestValidationError) -> JSONRe
 
 
 # --- the app -------------------------------------------------------------------------------------
-def create_app(settings: ServeSettings, synthesizer_loader: SynthesizerLoader) -> FastAPI:
-    """Build the service; models load in the lifespan (startup fails if one cannot be loaded)."""
-    sources = {name: ModelSource.parse(src) for name, src in settings.models.items()}
-    metrics = Metrics()
-    page = resources.files("ttsops.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-    holder: dict[str, ModelStore] = {}
+class _Service:
+    """What the routes share: settings, metrics and the model store (set while the app runs)."""
+
+    def __init__(self, settings: ServeSettings, loader: SynthesizerLoader) -> None:
+        self.settings, self.loader = settings, loader
+        self.sources = {name: ModelSource.parse(src) for name, src in settings.models.items()}
+        self.metrics = Metrics()
+        self.store: ModelStore | None = None
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         from anyio import to_thread
 
-        cache = settings.cache_dir or Path(tempfile.mkdtemp(prefix="ttsops-serve-"))
-        resolver = ModelResolver(settings.tracking_uri, cache)
-
-        def on_reload(name: str, outcome: str) -> None:
-            metrics.reloads.labels(name, outcome).inc()
-            metrics.set_models(store.models)
-
-        store = ModelStore(sources, resolver, synthesizer_loader, on_reload)
+        cache = self.settings.cache_dir or Path(tempfile.mkdtemp(prefix="ttsops-serve-"))
+        store = ModelStore(
+            self.sources, ModelResolver(self.settings.tracking_uri, cache), self.loader, self._on_reload
+        )
         try:
             await to_thread.run_sync(store.load_all)
         except Exception as e:  # the CLI reports it as one line after uvicorn gives up
             app.state.startup_error = e
             raise
-        metrics.set_models(store.models)
-        holder["store"] = store
-        if settings.reload_interval_s:
-            store.start_polling(settings.reload_interval_s)
+        self.metrics.set_models(store.models)
+        self.store = store
+        if self.settings.reload_interval_s:
+            store.start_polling(self.settings.reload_interval_s)
         try:
             yield
         finally:
-            holder.clear()
+            self.store = None
             store.stop()
-            if settings.cache_dir is None:
+            if self.settings.cache_dir is None:
                 shutil.rmtree(cache, ignore_errors=True)
 
-    app = FastAPI(title="ttsops inference", lifespan=lifespan, version="1")
-    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
-    app.add_middleware(_Edge, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    def _on_reload(self, name: str, outcome: str) -> None:
+        self.metrics.reloads.labels(name, outcome).inc()
+        if self.store is not None:
+            self.metrics.set_models(self.store.models)
 
-    def check_token(request: Request) -> None:
-        if settings.api_token is None:
+    def check_token(self, request: Request) -> None:
+        token = self.settings.api_token
+        if token is None:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), settings.api_token.encode()
-        ):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    def current_models() -> dict[str, LoadedModel]:
-        store = holder.get("store")
-        if store is None:
+    def models(self) -> dict[str, LoadedModel]:
+        if self.store is None:
             raise HTTPException(503, "models are not loaded yet")
-        return store.models
+        return self.store.models  # one read: a concurrent swap cannot change what this request uses
 
-    def synthesize(name: str | None, text: str) -> Response:
-        models = current_models()
-        if len(text) > settings.max_text_chars:
-            raise HTTPException(
-                413, f"text has {len(text)} characters; the limit is {settings.max_text_chars}"
-            )
+    def synthesize(self, name: str | None, text: str) -> Response:
+        models = self.models()
         model = models.get(name or next(iter(models)))
         if model is None:
             raise HTTPException(404, f"model {name!r} not found (available: {', '.join(models)})")
-        metrics.inflight.inc()
+        limit = self.settings.max_text_chars
+        if len(text) > limit:
+            raise HTTPException(413, f"text has {len(text)} characters; the limit is {limit}")
+        self.metrics.inflight.inc()
         started = time.perf_counter()
         try:
             wav, sr = model.synthesizer.synthesize(text)
         except (ValueError, ServeError) as e:  # e.g. nothing speakable left after cleaning
             raise HTTPException(422, f"cannot synthesise this text: {e}") from None
         finally:
-            metrics.inflight.dec()
-        took = time.perf_counter() - started
-        seconds = len(wav) / sr
-        metrics.synthesis.labels(model.name).observe(took)
-        metrics.audio.labels(model.name).inc(seconds)
+            self.metrics.inflight.dec()
+        took, seconds = time.perf_counter() - started, len(wav) / sr
+        self.metrics.synthesis.labels(model.name).observe(took)
+        self.metrics.audio.labels(model.name).inc(seconds)
         headers = {
             "X-Model": model.name,
             "X-Model-Version": model.version or "file",
@@ -261,6 +256,31 @@ def create_app(settings: ServeSettings, synthesizer_loader: SynthesizerLoader) -
             "X-Synthesis-Seconds": f"{took:.3f}",
         }
         return Response(wav_bytes(wav, sr), media_type="audio/wav", headers=headers)
+
+    def model_list(self) -> dict[str, Any]:
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": int(m.loaded_at),
+                "owned_by": "ttsops",
+                "source": m.source.raw,
+                "version": m.version,
+                "sample_rate": m.sample_rate,
+            }
+            for m in self.models().values()
+        ]
+        return {"object": "list", "data": data}
+
+
+def create_app(settings: ServeSettings, synthesizer_loader: SynthesizerLoader) -> FastAPI:
+    """Build the service; models load in the lifespan (startup fails if one cannot be loaded)."""
+    svc = _Service(settings, synthesizer_loader)
+    page = resources.files("ttsops.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    app = FastAPI(title="ttsops inference", lifespan=svc.lifespan, version="1")
+    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
+    app.add_middleware(_Edge, max_body_bytes=settings.max_body_bytes, metrics=svc.metrics)
+    guarded = [Depends(svc.check_token)]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -272,37 +292,24 @@ def create_app(settings: ServeSettings, synthesizer_loader: SynthesizerLoader) -
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        store = holder.get("store")
-        if store is None or not store.models:
+        if svc.store is None or not svc.store.models:
             return JSONResponse({"status": "loading"}, 503)
-        return JSONResponse({"status": "ready", "models": list(store.models)})
+        return JSONResponse({"status": "ready", "models": list(svc.store.models)})
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    def metrics() -> Response:
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", dependencies=[Depends(check_token)])
+    @app.get("/v1/models", dependencies=guarded)
     def list_models() -> dict[str, Any]:
-        data = [
-            {
-                "id": m.name,
-                "object": "model",
-                "created": int(m.loaded_at),
-                "owned_by": "ttsops",
-                "source": m.source.raw,
-                "version": m.version,
-                "sample_rate": m.sample_rate,
-            }
-            for m in current_models().values()
-        ]
-        return {"object": "list", "data": data}
+        return svc.model_list()
 
-    @app.post("/v1/tts", dependencies=[Depends(check_token)], response_class=Response)
+    @app.post("/v1/tts", dependencies=guarded, response_class=Response)
     def tts(req: TtsRequest) -> Response:
-        return synthesize(req.model, req.text)
+        return svc.synthesize(req.model, req.text)
 
-    @app.post("/v1/audio/speech", dependencies=[Depends(check_token)], response_class=Response)
+    @app.post("/v1/audio/speech", dependencies=guarded, response_class=Response)
     def speech(req: SpeechRequest) -> Response:
-        return synthesize(req.model, req.input)
+        return svc.synthesize(req.model, req.input)
 
     return app

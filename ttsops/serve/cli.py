@@ -37,7 +37,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="MLflow tracking/registry URI (default: the config's, else $MLFLOW_TRACKING_URI)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (serve: default 1, as requests already run in parallel)",
+    )
 
 
 def _resolve_models(args: argparse.Namespace) -> tuple[dict[str, str], str | None]:
@@ -106,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     from ttsops.serve.loader import default_synthesizer_loader
 
     models, tracking_uri = _resolve_models(args)
-    _set_threads(args.threads)
+    # one thread per request: on a busy CPU, OpenMP teams of 2+ threads per request stall each
+    # other (benchmarks/README.md: RTF 1.5 with 2 threads vs 0.14 with 1 on the shared 2-core box)
+    _set_threads(args.threads or 1)
     try:
         settings = ServeSettings(
             models=models,
@@ -122,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     app = create_app(settings, default_synthesizer_loader(args.device))
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits (code 3) when the lifespan start-up failed
+        if server.started:
+            raise
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it drained on: a clean stop
+        if server.started:
+            return 0
+        raise
     if not server.started:
         error = getattr(app.state, "startup_error", None)
         raise ServeError(str(error) if error else f"the service did not start on {args.host}:{args.port}")
@@ -166,6 +181,7 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     seconds = len(wav) / sr
     console.print(
         f"wrote {args.output} ({seconds:.2f} s at {sr} Hz) with {name}"
-        f"{' version ' + version if version else ''} in {took:.2f} s (RTF {took / max(seconds, 1e-9):.2f})"
+        f"{' version ' + version if version else ''} in {took:.2f} s (RTF {took / max(seconds, 1e-9):.2f})",
+        soft_wrap=True,
     )
     return 0

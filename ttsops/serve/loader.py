@@ -6,8 +6,9 @@ Sources:
   * ``models:/NAME@ALIAS`` (follows the alias: the service reloads when it moves) or
     ``models:/NAME/VERSION`` (pinned).
 
-A registry version is downloaded with ``mlflow.artifacts.download_artifacts`` into a cache
-directory; its tree holds a ``best_model.pt`` somewhere (the contract with ``registry.py``).
+A registry version is downloaded (``get_model_version_download_uri`` on our own MlflowClient,
+then ``mlflow.artifacts.download_artifacts``) into a cache directory; its tree holds a
+``best_model.pt`` somewhere (the contract with ``registry.py``).
 MLflow is imported lazily: a path-only service never pays its import time.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +26,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ttsops.errors import ServeError
+from ttsops.errors import ServeError, TtsopsError
 
 logger = logging.getLogger(__name__)
 
 BEST_MODEL = "best_model.pt"
+RETRY_FAILED_S = 300.0  # a registry version that failed to load is retried after this long
 _REGISTRY_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))/?")
 
 
@@ -161,17 +164,21 @@ class ModelResolver:
             from mlflow.artifacts import download_artifacts
 
             try:
-                download_artifacts(
-                    artifact_uri=uri,
-                    dst_path=str(dst),
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.registry_uri,
-                )
+                # models:/ URIs are resolved by MLflow 3.17 against the *global* registry URI
+                # (ModelsArtifactRepository._get_model_uri_infos ignores registry_uri; mlflow PR
+                # #18313), so resolve the version's artifact location with our own client.
+                where = self._mlflow_client().get_model_version_download_uri(src.registry_name, version)
+                download_artifacts(artifact_uri=where, dst_path=str(dst), tracking_uri=self.tracking_uri)
             except Exception as e:
                 raise ServeError(
                     f"{uri}: download from {self.registry_uri} failed: {_first_line(e)}"
                 ) from None
         return find_best_model(dst, uri)
+
+    def discard(self, src: ModelSource, version: str | None) -> None:
+        """Delete a replaced version's download (requests still using it hold it in memory)."""
+        if src.registry_name is not None and version is not None:
+            shutil.rmtree(self.cache_dir / _safe(src.registry_name) / version, ignore_errors=True)
 
 
 def _safe(name: str) -> str:
@@ -219,14 +226,15 @@ class ModelStore:
         self.models: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed: dict[str, tuple[str | None, float]] = {}  # name -> (version, when)
 
     def _load(self, name: str, src: ModelSource, version: str | None) -> LoadedModel:
         path = self._resolver.fetch(src, version)
         try:
             synth = self._loader(path)
-        except ServeError:
-            raise
-        except Exception as e:  # CheckpointError and friends: one line naming the file
+        except TtsopsError as e:  # CheckpointError names the file already
+            raise ServeError(str(e)) from e
+        except Exception as e:
             raise ServeError(f"{src.raw}: cannot load {path}: {_first_line(e)}") from e
         logger.info("model %s loaded from %s (version %s)", name, path, version or "-")
         return LoadedModel(name, src, version, path, synth, self._clock())
@@ -238,25 +246,33 @@ class ModelStore:
         }
 
     def poll_once(self) -> list[str]:
-        """Reload the models whose alias moved; returns their names. Failures keep the old model."""
+        """Reload the models whose alias moved; returns their names. A failure keeps the old model
+        and that version is not tried again for ``RETRY_FAILED_S`` (the alias moving again is)."""
         reloaded = []
         for name, current in list(self.models.items()):
             if not current.source.follows_alias:
                 continue
             try:
                 version = self._resolver.current_version(current.source)
-                if version == current.version:
+                if version == current.version or self._recently_failed(name, version):
                     continue
                 logger.info("%s moved: version %s -> %s", current.source.raw, current.version, version)
                 new = self._load(name, current.source, version)
             except ServeError as e:
                 logger.warning("reload of %s failed, still serving version %s: %s", name, current.version, e)
+                self._failed[name] = (version, self._clock())
                 self._on_reload(name, "failed")
                 continue
             self.models = {**self.models, name: new}
+            self._failed.pop(name, None)
+            self._resolver.discard(current.source, current.version)
             self._on_reload(name, "ok")
             reloaded.append(name)
         return reloaded
+
+    def _recently_failed(self, name: str, version: str | None) -> bool:
+        failed = self._failed.get(name)
+        return failed is not None and failed[0] == version and self._clock() - failed[1] < RETRY_FAILED_S
 
     def start_polling(self, interval_s: float) -> None:
         if not any(s.follows_alias for s in self.sources.values()):

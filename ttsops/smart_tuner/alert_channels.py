@@ -56,15 +56,15 @@ class Alert:
 
     def body(self) -> str:
         lines = [self.title] + ([self.text] if self.text else [])
-        lines += [f"{k}: {_fmt(v)}" for k, v in self.fields.items()]
+        lines += [f"{k}: {fmt_value(v)}" for k, v in self.fields.items()]
         return "\n".join(lines)
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.5g}"
     if isinstance(v, Mapping):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+        return ", ".join(f"{k}={fmt_value(x)}" for k, x in v.items())
     return str(v)
 
 
@@ -193,7 +193,7 @@ class SlackChannel:
         return "SlackChannel(webhook_url=***)"
 
     def send(self, alert: Alert) -> None:
-        fields = "\n".join(f"*{k}*: {_fmt(v)}" for k, v in alert.fields.items())
+        fields = "\n".join(f"*{k}*: {fmt_value(v)}" for k, v in alert.fields.items())
         text = (
             f"*{alert.title}*" + (f"\n{alert.text}" if alert.text else "") + (f"\n{fields}" if fields else "")
         )

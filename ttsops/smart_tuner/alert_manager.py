@@ -32,6 +32,7 @@ from ttsops.smart_tuner.alert_channels import (
     RedactingFilter,
     Redactor,
     build_channels,
+    fmt_value,
 )
 
 __all__ = ["Alert", "AlertManager", "Event", "NullNotifier", "Notifier", "build_notifier"]
@@ -152,7 +153,7 @@ class Notifier:
         self.notify(
             Alert(
                 Event.new_best,
-                f"{study}: new best {value:.5g} (generation {generation})",
+                f"{study}: new best {fmt_value(value)} (generation {generation})",
                 fields=dict(metrics or {}),
                 image_png=alignment_png,
                 audio_wav=audio_wav,

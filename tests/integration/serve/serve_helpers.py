@@ -87,13 +87,21 @@ def running_server(app: Any) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as e:  # a failed lifespan start-up surfaces here; re-raised below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive():
             sock.close()
-            raise RuntimeError("uvicorn exited during start-up")
+            raise RuntimeError(f"uvicorn exited during start-up: {errors[0] if errors else '?'}")
         if time.monotonic() > deadline:
             raise TimeoutError("uvicorn did not start in 60 s")
         time.sleep(0.01)

@@ -14,7 +14,7 @@ import soundfile as sf
 from serve_helpers import SineLoader, write_sine_checkpoint
 
 from ttsops.errors import ServeError
-from ttsops.serve.loader import ModelResolver, ModelSource
+from ttsops.serve.loader import ModelResolver, ModelSource, default_synthesizer_loader
 
 pytestmark = pytest.mark.slow  # creating an MLflow SQLite store takes ~10 s here
 
@@ -44,13 +44,15 @@ def _exists(client, name: str) -> bool:
         return False
 
 
-@pytest.fixture
-def registry(tmp_path):
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """One SQLite registry for the module (creating its tables is the slow part)."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.create_experiment("serve", artifact_location=str(tmp_path / "artifacts"))
+    experiment = client.create_experiment("serve", artifact_location=str(root / "artifacts"))
     return uri, client, experiment
 
 
@@ -109,7 +111,8 @@ def test_alias_move_serves_the_new_model_and_a_broken_version_keeps_the_old(
     assert still.status_code == 200 and still.headers["x-model-version"] == v2
     assert 'ttsops_model_reloads_total{model="tts",outcome="ok"} 1.0' in metrics
     assert f'ttsops_model_info{{model="tts",version="{v2}"}} 1.0' in metrics
-    assert "no best_model.pt in its files (found: README.txt)" in caplog.text
+    assert caplog.text.count("no best_model.pt in its files (found: model/README.txt)") == 1  # not retried
+    assert not (tmp_path / "cache" / "tts" / v1).exists()  # the replaced download was removed
     assert len(loader.loaded) == 2
 
 
@@ -128,3 +131,16 @@ def _text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def test_pinned_registry_version_with_a_real_checkpoint(registry, serve, tiny_checkpoint):
+    uri, client, experiment = registry
+    version = register(client, experiment, "tts-real", {"best_model.pt": tiny_checkpoint})
+    models = {"real": f"models:/tts-real/{version}"}
+    with serve(models, default_synthesizer_loader("cpu"), tracking_uri=uri) as url:
+        resp = httpx.post(f"{url}/v1/tts", json={"text": "From the registry."}, timeout=60)
+        listed = httpx.get(f"{url}/v1/models").json()["data"][0]
+    assert resp.status_code == 200 and resp.headers["x-model-version"] == version
+    wav, sr = sf.read(io.BytesIO(resp.content))
+    assert sr == 22050 and 0 < len(wav) <= 60 * 2 * 256
+    assert listed["source"] == f"models:/tts-real/{version}" and listed["version"] == version
