@@ -52,7 +52,7 @@ class RunSetup:
 
 
 def resolve_setup(argv: list[str] | None) -> RunSetup:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     hp = HParams().replace(**cfg.training.hparams).with_string(args.hparams)
     dataset = args.dataset or cfg.training.dataset

@@ -100,7 +100,7 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(log_dir))
-        self.wandb = _start_wandb(wandb_cfg, run_id) if wandb_cfg is not None and wandb_cfg.enabled else None
+        self.wandb = _start_wandb(wandb_cfg, run_id, log_dir.parent) if wandb_cfg is not None and wandb_cfg.enabled else None
 
     def _exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -182,11 +182,12 @@ class Tracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def _start_wandb(cfg: Any, run_id: str):
+def _start_wandb(cfg: Any, run_id: str, directory: Path):
     try:
         import wandb
     except ImportError as e:
         raise ImportError("W&B logging is enabled but wandb is not installed: pip install 'ttsops[wandb]'") from e
     os.environ.setdefault("WANDB_SILENT", "true")
+    directory.mkdir(parents=True, exist_ok=True)
     return wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, id=run_id, resume="allow",
-                      reinit="finish_previous")
+                      reinit="finish_previous", dir=str(directory))

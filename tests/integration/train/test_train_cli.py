@@ -32,9 +32,10 @@ def metric_history(out: Path, name: str) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_every_metric_reaches_mlflow_and_tensorboard(tiny_dataset, tmp_path) -> None:
+def test_every_metric_reaches_mlflow_tensorboard_and_wandb(tiny_dataset, tmp_path) -> None:
     out = tmp_path / "run"
-    proc = run_train(*common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=1"))
+    proc = run_train(*common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=1",
+                             "monitoring.platforms.wandb.enabled=true"), env={"WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -49,6 +50,8 @@ def test_every_metric_reaches_mlflow_and_tensorboard(tiny_dataset, tmp_path) -> 
     assert set(METRICS) <= set(acc.Tags()["scalars"])
     assert any(t.startswith("alignment/") for t in acc.Tags()["images"])
     assert any(t.startswith("audio/") for t in acc.Tags()["audio"])
+    offline = list((out / "wandb").glob(f"offline-run-*-{state['mlflow_run_id']}"))
+    assert offline and list(offline[0].glob("*.wandb")), list((out / "wandb").iterdir())
 
 
 @pytest.mark.slow
