@@ -33,7 +33,7 @@ from ttsops.model.layers import (
     Postnet,
     Prenet,
     beta_binomial_log_prior,
-    locked_dropout_mask,
+    dropout_masks,
 )
 from ttsops.text.symbols import SYMBOLS
 from ttsops.train.hparams import HParams
@@ -124,17 +124,18 @@ class Decoder(nn.Module):
             "w": z(b, n), "w_cum": z(b, n), "ctx": z(b, e),
         }
 
-    def _dropout_masks(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if not (self.training and self.cfg.variational_dropout):
+    def _dropout_masks(self, like: torch.Tensor, steps: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.training:
             return None, None
-        b = like.size(0)
-        return (locked_dropout_mask((b, self.cfg.attention_rnn_dim), self.cfg.dropout_attention, like),
-                locked_dropout_mask((b, self.cfg.decoder_rnn_dim), self.cfg.dropout_decoder, like))
+        b, locked = like.size(0), self.cfg.variational_dropout
+        return (dropout_masks(steps, (b, self.cfg.attention_rnn_dim), self.cfg.dropout_attention, locked, like),
+                dropout_masks(steps, (b, self.cfg.decoder_rnn_dim), self.cfg.dropout_decoder, locked, like))
 
     def _step(self, s, prenet_out, memory, processed_memory, mask, loc_w, masks, prior=None, window=None):
         """One decoder step. Returns (attention used, prior-free attention); updates state ``s``."""
         ah, ac = self.attention_rnn(torch.cat([prenet_out, s["ctx"]], -1), (s["ah"], s["ac"]))
-        ah = ah * masks[0] if masks[0] is not None else F.dropout(ah, self.cfg.dropout_attention, self.training)
+        if masks[0] is not None:
+            ah = ah * masks[0]
         energies = self.attention.energies(ah, processed_memory, torch.stack([s["w"], s["w_cum"]], 1), loc_w)
         energies = energies.masked_fill(~mask, -1e4)
         if window is not None:
@@ -145,7 +146,8 @@ class Decoder(nn.Module):
             w = (1.0 - prior[1]) * learned + prior[1] * prior[0]
         ctx = torch.bmm(w.unsqueeze(1), memory).squeeze(1)
         dh, dc = self.decoder_rnn(torch.cat([ah, ctx], -1), (s["dh"], s["dc"]))
-        dh = dh * masks[1] if masks[1] is not None else F.dropout(dh, self.cfg.dropout_decoder, self.training)
+        if masks[1] is not None:
+            dh = dh * masks[1]
         s.update(ah=ah, ac=ac, dh=dh, dc=dc, w=w, w_cum=s["w_cum"] + w, ctx=ctx)
         return w, learned
 
@@ -165,9 +167,10 @@ class Decoder(nn.Module):
             steps = torch.div(mel_lens + r - 1, r, rounding_mode="floor")
             prior = beta_binomial_log_prior(
                 text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling).exp() * mask[:, None]
-        s, masks = self._init_state(memory), self._dropout_masks(memory)
+        s, (mask_a, mask_d) = self._init_state(memory), self._dropout_masks(memory, t_dec)
         outs, used, learned = [], [], []
         for i in range(t_dec):
+            masks = (None if mask_a is None else mask_a[i], None if mask_d is None else mask_d[i])
             w, lw = self._step(s, prenet_out[:, i], memory, processed, mask, loc_w, masks,
                                None if prior is None else (prior[:, i], prior_weight))
             outs.append(torch.cat([s["dh"], s["ctx"]], -1))
