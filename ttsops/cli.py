@@ -51,13 +51,16 @@ def run_main(fn: Callable[[list[str]], int], argv: Sequence[str], debug: bool = 
 
 
 def configure_logging(debug: bool = False) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # logs written to a file (the tuner's per-generation logs, CI) get long lines, not 80-column wraps
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=debug)],
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=debug)],
     )
 
 
