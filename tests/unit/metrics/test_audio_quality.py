@@ -14,7 +14,9 @@ def test_mcd_matches_a_hand_computed_case() -> None:
     assert mcd(ref, test) == 0.0
     test = np.zeros((80, 4))
     test[0, :] = 1.0  # a single band raised by 1.0 (log-magnitude) -> log-power +2
-    c = dct(np.eye(80)[:, 0] * 2.0, type=2, norm="ortho")[1:25]
+    # c_k = (2/M) sum_m L_m cos(pi k (m + 1/2) / M) with L = 2 on band 0 only
+    c = np.array([(2 / 80) * 2.0 * math.cos(math.pi * k * 0.5 / 80) for k in range(1, 25)])
+    assert np.allclose(c, np.sqrt(2 / 80) * dct(np.eye(80)[:, 0] * 2.0, type=2, norm="ortho")[1:25])
     expected = (10 / math.log(10)) * math.sqrt(2 * float((c**2).sum()))
     assert math.isclose(mcd(ref, test), expected, rel_tol=1e-9)
     assert math.isclose(MCD_K, 10 / math.log(10) * math.sqrt(2))
