@@ -239,11 +239,12 @@ class TrainingConfig(_Section):
 
 class AdapterConfig(_Section):
     """How the tuner drives a trainer. ``{python}``, ``{output_dir}``, ``{log_dir}``,
-    ``{config}``, ``{dataset}`` are substituted in ``command``."""
+    ``{config}``, ``{dataset}``, ``{run_id}``, ``{tracking_uri}``, ``{generation}``, ``{epochs}``
+    are substituted in ``command`` (the run id also reaches any trainer as ``MLFLOW_RUN_ID``)."""
 
     command: list[str] = [
         "{python}", "-m", "ttsops.train", "-o", "{output_dir}", "-l", "{log_dir}",
-        "--config", "{config}",
+        "--config", "{config}", "--tracking_uri", "{tracking_uri}", "--run_id", "{run_id}",
     ]
     hparams_style: Literal["hparams_flag", "cli_flags", "env_json"] = "hparams_flag"
     hparams_flag: str = "--hparams"

@@ -14,15 +14,19 @@ The generation's value is the objective at its last validation (the state its fi
 holds). Log-to-decision latency (trainer's timestamp of the validation -> the pruner's answer) is
 kept per report.
 
+After each report the pruner (``engine.report``) and the in-trial early stop (``trial_check``:
+"stop" ends the generation as complete, "prune" as pruned) may end the generation: the trainer
+gets SIGINT and keeps its checkpoint.
+
 Crash detection: a non-zero exit the tuner did not ask for, or no new metric for
 ``no_metrics_timeout_s`` (the trainer is then stopped). Either is retried ``max_retries`` times from
-the generation's own newest checkpoint (exact resume) with the epochs that are left.
+the generation's own newest checkpoint (exact resume): train.py (it keeps ``train_state.json``)
+restores its epoch counter and gets the same ``epochs``; another trainer gets the epochs left.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +37,18 @@ from typing import Any, Protocol
 from ttsops.config import AdapterConfig
 from ttsops.errors import TunerError
 from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore
-from ttsops.smart_tuner.trainer_wrapper import Checkpoint, LaunchSpec, TrainerProcess, TrainerWrapper
+from ttsops.smart_tuner.trainer_wrapper import (
+    Checkpoint,
+    LaunchSpec,
+    TrainerProcess,
+    TrainerWrapper,
+    read_train_state,
+)
 
 logger = logging.getLogger(__name__)
 
 VALUE_METRIC = "val_loss"
+OWN_METRICS = frozenset({"objective", "tuner_epoch"})  # what the tuner logs into the child run itself
 
 
 class Watcher(Protocol):
@@ -75,6 +86,12 @@ class GenerationResult:
     stop_s: float = 0.0  # time spent stopping trainers (SIGINT -> exit)
     latencies: list[float] = field(default_factory=list)  # log -> decision, per report
     first_metric_s: list[float] = field(default_factory=list)  # launch -> first record, per attempt
+    exit_codes: list[int] = field(default_factory=list)  # of the attempts that crashed
+
+    @property
+    def refused_input(self) -> bool:
+        """Every attempt exited 2 before logging anything: the contract's "bad input" exit."""
+        return bool(self.exit_codes) and set(self.exit_codes) == {2} and not self.first_metric_s
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,9 @@ class RunnerConfig:
     poll_s: float = 0.5
     heartbeat_s: float = 10.0
     settle_polls: int = 2
+
+
+DEFAULT_RUNNER = RunnerConfig()
 
 
 class ValidationTracker:
@@ -118,6 +138,8 @@ def metrics_at(history: Mapping[str, list[tuple[int, float]]], step: int) -> dic
     """Per metric, the latest value logged at or before ``step`` (pure)."""
     out: dict[str, float] = {}
     for name, curve in history.items():
+        if name in OWN_METRICS:  # read back from the child run: not the trainer's
+            continue
         at = [v for s, v in curve if s <= step]
         if at:
             out[name] = at[-1]
@@ -138,6 +160,7 @@ class _State:
         self.rows: list[dict[str, float]] = []  # metrics of each validation, in order
         self.prune_reason = "the pruner stopped it"
         self.early_stop = False
+        self.proc: TrainerProcess | None = None
         self.result = GenerationResult("failed", None, 0, None, {}, 1, "")
 
 
@@ -145,10 +168,19 @@ class GenerationRunner:
     """Runs one generation; everything slow or external is passed in."""
 
     def __init__(
-        self, wrapper: TrainerWrapper, engine: Engine, store: MetricsStore, adapter: AdapterConfig, *,
-        objective_fn: Callable[[dict[str, float]], float], sink: RunSink, notifier: Notifier,
-        cfg: RunnerConfig = RunnerConfig(), clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time, stop_event: threading.Event | None = None,
+        self,
+        wrapper: TrainerWrapper,
+        engine: Engine,
+        store: MetricsStore,
+        adapter: AdapterConfig,
+        *,
+        objective_fn: Callable[[dict[str, float]], float],
+        sink: RunSink,
+        notifier: Notifier,
+        cfg: RunnerConfig = DEFAULT_RUNNER,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        stop_event: threading.Event | None = None,
         should_stop: Callable[[], str | None] = lambda: None,
         trial_check: Callable[[list[dict[str, float]]], str | None] = lambda rows: None,
     ) -> None:
@@ -165,8 +197,20 @@ class GenerationRunner:
         st = _State(spec, self._clock())
         tracker = ValidationTracker(self._epoch_names, self.cfg.settle_polls)
         proc = self.wrapper.launch(spec)
+        try:
+            return self._loop(trial, st, tracker, proc, watcher)
+        except Exception:
+            current = st.proc or proc
+            if current.running:  # never leave a trainer behind on a tuner error
+                self.wrapper.stop(current)
+            raise
+
+    def _loop(
+        self, trial: Any, st: _State, tracker: ValidationTracker, proc: TrainerProcess, watcher: Watcher
+    ) -> GenerationResult:
         next_beat = self._clock() + self.cfg.heartbeat_s
         while True:
+            st.proc = proc
             if self._clock() >= next_beat:
                 self.engine.heartbeat(trial)
                 next_beat = self._clock() + self.cfg.heartbeat_s
@@ -188,8 +232,9 @@ class GenerationRunner:
             self._event.wait(self.cfg.poll_s)
 
     # --- metrics ----------------------------------------------------------------------------------
-    def _poll(self, watcher: Watcher, tracker: ValidationTracker, st: _State,
-              proc: TrainerProcess | None) -> None:
+    def _poll(
+        self, watcher: Watcher, tracker: ValidationTracker, st: _State, proc: TrainerProcess | None
+    ) -> None:
         st.poll += 1
         try:
             records = watcher.poll_once()
@@ -222,8 +267,14 @@ class GenerationRunner:
             prune = self.engine.report(trial, value, st.validations)
             st.result.latencies.append(max(0.0, self._wall() - logged_at))
             self.sink.objective(value, step, st.validations)
-            logger.info("generation %d epoch %d (step %d): objective %.5g%s", st.spec.generation,
-                        st.validations, step, value, " -> prune" if prune else "")
+            logger.info(
+                "generation %d epoch %d (step %d): objective %.5g%s",
+                st.spec.generation,
+                st.validations,
+                step,
+                value,
+                " -> prune" if prune else "",
+            )
             if prune:
                 return True
             verdict = None if force else self.trial_check(st.rows)
@@ -258,33 +309,56 @@ class GenerationRunner:
             r.state, r.reason = "failed", f"{reason}, but no validation was ever logged"
         return r
 
-    def _interrupt(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
-                   tracker: ValidationTracker, reason: str) -> GenerationResult:
+    def _interrupt(
+        self,
+        trial: Any,
+        st: _State,
+        proc: TrainerProcess,
+        watcher: Watcher,
+        tracker: ValidationTracker,
+        reason: str,
+    ) -> GenerationResult:
         self._stop(st, proc)
         self._drain(trial, watcher, tracker, st)
         if reason == "budget" and st.value is not None:
             return self._finish(st, proc, "complete", "stopped at the wall-clock budget")
         return self._finish(st, proc, "interrupted", f"tuner stopping ({reason})")
 
-    def _ended(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
-               tracker: ValidationTracker, code: int | None) -> TrainerProcess | None:
+    def _ended(
+        self,
+        trial: Any,
+        st: _State,
+        proc: TrainerProcess,
+        watcher: Watcher,
+        tracker: ValidationTracker,
+        code: int | None,
+    ) -> TrainerProcess | None:
         """The trainer exited or stalled: finish the generation (None) or the retried process."""
         if code is None:
             self._stop(st, proc)
             why = f"no new metrics for {self.adapter.no_metrics_timeout_s:.0f} s"
         elif code == 0:
             pruned = self._drain(trial, watcher, tracker, st)
-            st.result = self._finish(st, proc, "pruned" if pruned else "complete",
-                                     st.prune_reason if pruned else "trainer finished")
+            st.result = self._finish(
+                st,
+                proc,
+                "pruned" if pruned else "complete",
+                st.prune_reason if pruned else "trainer finished",
+            )
             return None
         else:
             why = f"exit code {code}" + (" (killed by a signal)" if code < 0 else "")
+            st.result.exit_codes.append(code)
         if self._drain(trial, watcher, tracker, st):
             st.result = self._finish(st, proc, "pruned", "pruned at its last epoch")
             return None
         will_retry = st.attempt < self.adapter.max_retries
-        logger.warning("generation %d: trainer crashed (%s)%s", st.spec.generation, why,
-                       ", retrying" if will_retry else "")
+        logger.warning(
+            "generation %d: trainer crashed (%s)%s",
+            st.spec.generation,
+            why,
+            ", retrying" if will_retry else "",
+        )
         self.notifier.notify("crash", generation=st.spec.generation, error=why, will_retry=will_retry)
         if not will_retry:
             st.result = self._finish(st, proc, "failed", f"trainer crashed: {why}")
@@ -296,14 +370,14 @@ class GenerationRunner:
         st.attempt += 1
         ckpt = self.wrapper.latest_checkpoint(st.spec.gen_dir)
         start = Checkpoint("resume", ckpt) if ckpt else st.spec.checkpoint
-        left = None if st.spec.epochs is None else max(1, st.spec.epochs - st.validations)
+        # train.py (it keeps train_state.json) restores its epoch counter on resume and counts to
+        # ``epochs`` in total; another trainer counts per process and gets what is left
+        total = read_train_state(st.spec.gen_dir) is not None
+        left = st.spec.epochs if st.spec.epochs is None or total else max(1, st.spec.epochs - st.validations)
         spec = replace(st.spec, checkpoint=start, attempt=st.attempt, epochs=left)
-        self.notifier.notify("retry", generation=st.spec.generation, attempt=st.attempt,
-                             max_attempts=self.adapter.max_retries)
+        self.notifier.notify(
+            "retry", generation=st.spec.generation, attempt=st.attempt, max_attempts=self.adapter.max_retries
+        )
         st.launched_at = st.last_progress = self._clock()
         st.saw_metric = False
         return self.wrapper.launch(spec)
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -25,6 +25,7 @@ checked against the version's ``metric.*`` tags unless ``--force``).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import math
@@ -87,8 +88,11 @@ class RegistryDecision:
 
 def gate_check(gate: PromotionGate, metrics: Mapping[str, float]) -> tuple[bool, list[str]]:
     """Pure: does a model with these metrics pass the gate? Returns (passed, reasons it failed)."""
-    rules = [("attention_alignment_score", gate.min_attention_alignment_score, ">="),
-             ("val_loss", gate.max_val_loss, "<="), ("stoi", gate.min_stoi, ">=")]
+    rules = [
+        ("attention_alignment_score", gate.min_attention_alignment_score, ">="),
+        ("val_loss", gate.max_val_loss, "<="),
+        ("stoi", gate.min_stoi, ">="),
+    ]
     failed = []
     for name, bound, op in rules:
         if bound is None:
@@ -124,8 +128,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
 class ModelRegistry:
     """Keeps ``best_model.pt`` and the MLflow Model Registry in step for one study."""
 
-    def __init__(self, cfg: RegistryConfig, study_dir: str | Path, *, client: Any | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: RegistryConfig,
+        study_dir: str | Path,
+        *,
+        client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg = cfg
         self.study_dir = Path(study_dir)
         self.study_dir.mkdir(parents=True, exist_ok=True)
@@ -144,9 +154,18 @@ class ModelRegistry:
             return None
 
     def consider(self, c: Candidate, *, force: bool = False) -> RegistryDecision:
-        """Make ``c`` the best if it beats the current one (``force``: even if it does not)."""
+        """Make ``c`` the best if it beats the current one (``force``: even if it does not).
+
+        Holds an exclusive lock on ``<study_dir>/.registry.lock`` throughout, so workers sharing
+        the study directory (one host or a shared POSIX file system) compare and replace in turn.
+        """
         if not math.isfinite(c.objective):
             return RegistryDecision(False)
+        with open(self.study_dir / ".registry.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._consider(c, force)
+
+    def _consider(self, c: Candidate, force: bool) -> RegistryDecision:
         current = self.best()
         if not force and current is not None and not c.objective < current.objective:
             return RegistryDecision(False)
@@ -155,16 +174,32 @@ class ModelRegistry:
         passed, reasons = gate_check(self.cfg.promotion_gate, c.metrics)
         version = self._register(c, passed, reasons) if self.client is not None else None
         atomic_copy(c.checkpoint, self.best_path)
-        record = BestRecord(c.generation, float(c.objective), str(c.checkpoint), c.run_id, version,
-                            passed and version is not None, dict(c.params), dict(c.hparams),
-                            {k: float(v) for k, v in c.metrics.items()}, c.dataset_version, self._clock())
+        record = BestRecord(
+            c.generation,
+            float(c.objective),
+            str(c.checkpoint),
+            c.run_id,
+            version,
+            passed and version is not None,
+            dict(c.params),
+            dict(c.hparams),
+            {k: float(v) for k, v in c.metrics.items()},
+            c.dataset_version,
+            self._clock(),
+        )
         _atomic_write_text(self.study_dir / BEST_META, json.dumps(asdict(record), indent=1, default=str))
         if version is not None and passed:
             self.client.set_registered_model_alias(self.cfg.model_name, self.cfg.alias, version)
-        logger.info("new best: generation %d, objective %.5g -> %s%s%s", c.generation, c.objective,
-                    self.best_path, f", {self.cfg.model_name} v{version}" if version else "",
-                    f", alias {self.cfg.alias}" if version and passed else
-                    (f", gate failed: {'; '.join(reasons)}" if not passed else ""))
+        logger.info(
+            "new best: generation %d, objective %.5g -> %s%s%s",
+            c.generation,
+            c.objective,
+            self.best_path,
+            f", {self.cfg.model_name} v{version}" if version else "",
+            f", alias {self.cfg.alias}"
+            if version and passed
+            else (f", gate failed: {'; '.join(reasons)}" if not passed else ""),
+        )
         return RegistryDecision(True, version, passed and version is not None, tuple(reasons))
 
     def ensure_best(self, c: Candidate) -> RegistryDecision:
@@ -172,8 +207,11 @@ class ModelRegistry:
         current = self.best()
         if current is not None and current.generation == c.generation:
             return RegistryDecision(False, current.version, current.promoted)
-        logger.info("best_model.pt is behind the study (generation %s, study best %d): repairing",
-                    current.generation if current else None, c.generation)
+        logger.info(
+            "best_model.pt is behind the study (generation %s, study best %d): repairing",
+            current.generation if current else None,
+            c.generation,
+        )
         return self.consider(c, force=True)
 
     # --- MLflow -----------------------------------------------------------------------------------
@@ -191,13 +229,21 @@ class ModelRegistry:
             run = self.client.get_run(c.run_id)
             with tempfile.TemporaryDirectory(prefix="ttsops-model-") as tmp:
                 shutil.copyfile(c.checkpoint, Path(tmp) / BEST_FILE)
-                meta = {"study": c.study, "generation": c.generation, "objective": c.objective,
-                        "params": dict(c.params), "hparams": dict(c.hparams),
-                        "metrics": dict(c.metrics), "dataset_version": c.dataset_version}
+                meta = {
+                    "study": c.study,
+                    "generation": c.generation,
+                    "objective": c.objective,
+                    "params": dict(c.params),
+                    "hparams": dict(c.hparams),
+                    "metrics": dict(c.metrics),
+                    "dataset_version": c.dataset_version,
+                }
                 (Path(tmp) / "ttsops_model.json").write_text(json.dumps(meta, indent=1, default=str))
                 self.client.log_artifacts(c.run_id, tmp, artifact_path=ARTIFACT_DIR)
             mv = self.client.create_model_version(
-                name, source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}", run_id=c.run_id,
+                name,
+                source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}",
+                run_id=c.run_id,
                 tags=self._tags(c, passed, reasons),
                 description=f"study {c.study}, generation {c.generation}, objective {c.objective:.5g}",
             )
@@ -218,9 +264,13 @@ class ModelRegistry:
 
     @staticmethod
     def _tags(c: Candidate, passed: bool, reasons: list[str]) -> dict[str, str]:
-        tags = {"ttsops.study": c.study, "ttsops.generation": str(c.generation),
-                "objective": repr(float(c.objective)), "dataset_version": c.dataset_version or "unknown",
-                "gate": "pass" if passed else "fail: " + "; ".join(reasons)}
+        tags = {
+            "ttsops.study": c.study,
+            "ttsops.generation": str(c.generation),
+            "objective": repr(float(c.objective)),
+            "dataset_version": c.dataset_version or "unknown",
+            "gate": "pass" if passed else "fail: " + "; ".join(reasons),
+        }
         tags.update({f"param.{k}": str(v) for k, v in c.params.items()})
         tags.update({f"metric.{k}": repr(float(v)) for k, v in c.metrics.items()})
         return {k: v[:5000] for k, v in tags.items()}
@@ -233,8 +283,13 @@ def _client_from_args(args: argparse.Namespace) -> tuple[Any, RegistryConfig]:
     from ttsops.config import load_config
 
     cfg = load_config(args.config) if args.config else None
-    uri = args.tracking_uri or (cfg.monitoring.platforms.mlflow.tracking_uri if cfg else None) \
-        or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = args.tracking_uri
+    if not uri and cfg is not None:  # the tuner's own choice: the config's, else the embedded store
+        uri = (
+            cfg.monitoring.platforms.mlflow.tracking_uri
+            or f"sqlite:///{Path(cfg.core_engine.work_dir).resolve() / 'mlflow.db'}"
+        )
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise RegistryError("no tracking URI: pass --tracking_uri or --config (or set MLFLOW_TRACKING_URI)")
     reg = cfg.registry if cfg else RegistryConfig()
@@ -275,9 +330,15 @@ def _cmd_list(client: Any, reg: RegistryConfig, console: Any) -> int:
         table.add_column(col)
     for mv in sorted(versions, key=lambda m: int(m.version)):
         t = mv.tags
-        table.add_row(str(mv.version), ",".join(by_version.get(str(mv.version), [])),
-                      t.get("objective", ""), t.get("ttsops.study", ""), t.get("ttsops.generation", ""),
-                      t.get("gate", "")[:40], mv.run_id or "")
+        table.add_row(
+            str(mv.version),
+            ",".join(by_version.get(str(mv.version), [])),
+            t.get("objective", ""),
+            t.get("ttsops.study", ""),
+            t.get("ttsops.generation", ""),
+            t.get("gate", "")[:40],
+            mv.run_id or "",
+        )
     console.print(table)
     return 0
 
@@ -295,10 +356,14 @@ def _cmd_promote(client: Any, reg: RegistryConfig, ref: str, alias: str, force: 
     mv = _version(client, reg.model_name, ref)
     passed, reasons = gate_check(reg.promotion_gate, _metrics_from_tags(mv.tags))
     if not passed and not force:
-        raise RegistryError(f"{reg.model_name} v{mv.version} fails the promotion gate: "
-                            f"{'; '.join(reasons)} (use --force to promote anyway)")
+        raise RegistryError(
+            f"{reg.model_name} v{mv.version} fails the promotion gate: "
+            f"{'; '.join(reasons)} (use --force to promote anyway)"
+        )
     client.set_registered_model_alias(reg.model_name, alias, mv.version)
-    console.print(f"{reg.model_name}@{alias} -> version {mv.version}" + (" (gate overridden)" if not passed else ""))
+    console.print(
+        f"{reg.model_name}@{alias} -> version {mv.version}" + (" (gate overridden)" if not passed else "")
+    )
     return 0
 
 

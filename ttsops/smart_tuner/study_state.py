@@ -16,18 +16,24 @@ study sees it:
 * the wall-clock budget is the tuner time summed over sessions and workers (``ttsops.elapsed.<worker>``
   per worker, so no two processes write the same attr): a resumed study continues its budget.
 
-Alerts go through a tiny ``Notifier`` protocol (``notify(event, **payload)``), log-only by default;
+Also here: the generation table, atomic writes and file locks for workers sharing a study
+directory, and the CLI's signal handling. Alerts go through a tiny ``Notifier`` protocol (``notify(event, **payload)``), log-only by default;
 ``alert_notifier`` adapts ``alert_manager.AlertManager`` to it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import os
+import signal
 import socket
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from optuna.exceptions import UpdateFinishedTrialError
@@ -75,8 +81,13 @@ class Interrupted:
 
 
 def recover_interrupted(
-    study: Any, wrapper: TrainerWrapper, stale: Iterable[FrozenTrial], *, me: str,
-    max_requeue: int = 1, on_recovered: Callable[[Interrupted], None] = lambda _: None,
+    study: Any,
+    wrapper: TrainerWrapper,
+    stale: Iterable[FrozenTrial],
+    *,
+    me: str,
+    max_requeue: int = 1,
+    on_recovered: Callable[[Interrupted], None] = lambda _: None,
 ) -> list[Interrupted]:
     """Finish the RUNNING trials nobody runs any more (see the module docstring)."""
     stale_numbers = {t.number for t in stale}
@@ -88,8 +99,9 @@ def recover_interrupted(
         gen_dir = t.user_attrs.get(GEN_DIR_ATTR)
         orphan = wrapper.find_orphan(gen_dir) if gen_dir else None
         if orphan is not None:
-            logger.warning("trial %d: stopping the trainer its dead tuner left running (pid %d)",
-                           t.number, orphan.pid)
+            logger.warning(
+                "trial %d: stopping the trainer its dead tuner left running (pid %d)", t.number, orphan.pid
+            )
             wrapper.stop(orphan)
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -98,12 +110,18 @@ def recover_interrupted(
         history = [*t.user_attrs.get(RETRY_HISTORY_ATTR, []), t.number]
         requeue = len(history) <= max_requeue
         if requeue:
-            study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: history[0],
-                                                      RETRY_HISTORY_ATTR: history},
-                                skip_if_exists=False)
+            study.enqueue_trial(
+                t.params,
+                user_attrs={RETRY_OF_ATTR: history[0], RETRY_HISTORY_ATTR: history},
+                skip_if_exists=False,
+            )
         item = Interrupted(t.number, t.user_attrs.get(RUN_ID_ATTR), orphan.pid if orphan else None, requeue)
-        logger.warning("trial %d was interrupted (tuner %s gone): marked FAIL%s", t.number, worker,
-                       ", params re-queued" if requeue else "")
+        logger.warning(
+            "trial %d was interrupted (tuner %s gone): marked FAIL%s",
+            t.number,
+            worker,
+            ", params re-queued" if requeue else "",
+        )
         on_recovered(item)
         out.append(item)
     return out
@@ -119,8 +137,9 @@ def requeued_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
 def generations_used(trials: list[FrozenTrial]) -> int:
     """What counts against ``n_trials``: finished minus re-queued FAILs, plus RUNNING ones."""
     again = requeued_numbers(trials)
-    done = sum(1 for t in trials if t.state in FINISHED
-               and not (t.state == TrialState.FAIL and t.number in again))
+    done = sum(
+        1 for t in trials if t.state in FINISHED and not (t.state == TrialState.FAIL and t.number in again)
+    )
     return done + sum(1 for t in trials if t.state == TrialState.RUNNING)
 
 
@@ -143,6 +162,128 @@ def generation_objectives(trials: list[FrozenTrial]) -> tuple[list[float], list[
     return values, align
 
 
+# --- reporting ----------------------------------------------------------------------------------
+def generation_rows(trials: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        plan, res = t.user_attrs.get(PLAN_ATTR, {}), t.user_attrs.get(RESULT_ATTR, {})
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "epochs": len(t.intermediate_values),
+                "start": plan.get("mode", ""),
+                "warm_start_source": plan.get("source", ""),
+                "retry_of": t.user_attrs.get(RETRY_OF_ATTR),
+                "reason": res.get("reason", ""),
+                "params": dict(t.params),
+                "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+            }
+        )
+    return rows
+
+
+def dataset_version(dataset: str | None) -> str | None:
+    if not dataset:
+        return None
+    try:  # the DVC version when the dataset is versioned, else a content fingerprint
+        from ttsops.data.dataset import dataset_fingerprint
+        from ttsops.data.versioning import dataset_version as dvc_version
+
+        return dvc_version(dataset) or f"sha256:{dataset_fingerprint(dataset)}"
+    except (OSError, ImportError) as e:
+        logger.warning("dataset %s: no version fingerprint (%s)", dataset, e)
+        return None
+
+
+# --- files, signals and the CLI's table ------------------------------------------------------------
+@dataclass
+class StudySummary:
+    study: str
+    status: str  # "finished" | "interrupted"
+    stop_reason: str
+    study_dir: Path
+    best_trial: int | None
+    best_value: float | None
+    rows: list[dict[str, Any]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"(no log at {path})"
+    return f"{lines[-1]} (log: {path})" if lines else f"(empty log {path})"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+@contextmanager
+def graceful_signals(stop: threading.Event) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop cleanly; the second: the default action (exit at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        logger.warning("signal %d: stopping the study after the running generation is stopped", signum)
+        stop.set()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def print_summary(s: StudySummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"study {s.study}: {s.status} ({s.stop_reason})")
+    for col in ("trial", "state", "value", "epochs", "start", "warm-start source", "params", "s"):
+        table.add_column(col)
+    for r in s.rows:
+        value = "" if r["value"] is None else f"{r['value']:.5g}"
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()
+        )
+        table.add_row(
+            str(r["trial"]),
+            r["state"],
+            value,
+            str(r["epochs"]),
+            r["start"],
+            r["warm_start_source"].split(":")[0],
+            params,
+            str(r["seconds"] or ""),
+        )
+    Console().print(table)
+    if s.best_trial is not None:
+        Console().print(
+            f"best: trial {s.best_trial}, objective {s.best_value:.5g}; {s.study_dir / 'best_model.pt'}"
+        )
+
+
 # --- alerts -------------------------------------------------------------------------------------
 class Notifier(Protocol):
     def notify(self, event: str, **payload: Any) -> None: ...
@@ -155,8 +296,7 @@ class LogNotifier:
         self.study = study
 
     def notify(self, event: str, **payload: Any) -> None:
-        logger.info("study %s: %s %s", self.study, event,
-                    ", ".join(f"{k}={v}" for k, v in payload.items()))
+        logger.info("study %s: %s %s", self.study, event, ", ".join(f"{k}={v}" for k, v in payload.items()))
 
     def close(self) -> None:
         return None

@@ -50,8 +50,9 @@ def local_artifact_root(tracking_uri: str, default: Path) -> str | None:
 class StudyTracking:
     """Creates and closes the study's MLflow runs."""
 
-    def __init__(self, client: Any, *, experiment_name: str, study_name: str,
-                 artifact_root: str | None = None) -> None:
+    def __init__(
+        self, client: Any, *, experiment_name: str, study_name: str, artifact_root: str | None = None
+    ) -> None:
         self.client = client
         self.study_name = study_name
         self.experiment_id = self._experiment(experiment_name, artifact_root)
@@ -82,32 +83,58 @@ class StudyTracking:
                 return self.parent_id
             except err as e:
                 logger.warning("parent run %s not usable (%s): starting a new one", known, e)
-        run = self.client.create_run(self.experiment_id, run_name=self.study_name,
-                                     tags={"ttsops.study": self.study_name, "ttsops.role": "study"})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.study_name,
+            tags={"ttsops.study": self.study_name, "ttsops.role": "study"},
+        )
+        study.set_user_attr(PARENT_ATTR, run.info.run_id)
+        stored = study.user_attrs.get(PARENT_ATTR)  # two workers starting at once: the last write wins
+        if stored != run.info.run_id:
+            self._safe(self.client.delete_run, run.info.run_id)
+            self.parent_id = str(stored)
+            return self.parent_id
         self.parent_id = run.info.run_id
         self._params(self.parent_id, params)
-        study.set_user_attr(PARENT_ATTR, self.parent_id)
         return self.parent_id
 
-    def open_child(self, trial: int, params: Mapping[str, Any], *, mode: str, source: str,
-                   reason: str, attempt_of: int | None = None) -> str:
-        tags = {"mlflow.parentRunId": self.parent_id or "", "ttsops.study": self.study_name,
-                "ttsops.role": "generation", "ttsops.trial": str(trial),
-                "ttsops.restart_mode": mode, "ttsops.warm_start_source": source,
-                "ttsops.plan_reason": reason[:4000]}
+    def open_child(
+        self,
+        trial: int,
+        params: Mapping[str, Any],
+        *,
+        mode: str,
+        source: str,
+        reason: str,
+        attempt_of: int | None = None,
+    ) -> str:
+        tags = {
+            "mlflow.parentRunId": self.parent_id or "",
+            "ttsops.study": self.study_name,
+            "ttsops.role": "generation",
+            "ttsops.trial": str(trial),
+            "ttsops.restart_mode": mode,
+            "ttsops.warm_start_source": source,
+            "ttsops.plan_reason": reason[:4000],
+        }
         if attempt_of is not None:
             tags["ttsops.retry_of_trial"] = str(attempt_of)
         try:
-            run = self.client.create_run(self.experiment_id, run_name=f"{self.study_name}-gen{trial:03d}",
-                                         tags=tags)
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"{self.study_name}-gen{trial:03d}", tags=tags
+            )
         except _mlflow_error() as e:
             raise TunerError(f"mlflow: cannot create the run of generation {trial}: {e}") from None
         self._params(run.info.run_id, {f"tuner.{k}": v for k, v in params.items()})
         return str(run.info.run_id)
 
     def finish_child(self, run_id: str, state: str, tags: Mapping[str, Any]) -> None:
-        self._safe(self._finish, run_id, STATUS.get(state, "FAILED"),
-                   {"ttsops.state": state, **{k: str(v)[:4000] for k, v in tags.items()}})
+        self._safe(
+            self._finish,
+            run_id,
+            STATUS.get(state, "FAILED"),
+            {"ttsops.state": state, **{k: str(v)[:4000] for k, v in tags.items()}},
+        )
 
     def finish_parent(self, status: str, tags: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         if self.parent_id is None:
@@ -116,8 +143,10 @@ class StudyTracking:
 
         def do() -> None:
             self.client.log_batch(
-                self.parent_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
-                tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()])
+                self.parent_id,
+                metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
+                tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()],
+            )
             self.client.set_terminated(self.parent_id, status=status)
 
         self._safe(do)
@@ -134,10 +163,12 @@ class StudyTracking:
     def _params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v if isinstance(v, str) else json.dumps(v, default=str)[:6000])
-                 for k, v in params.items()]
+        items = [
+            Param(k, v if isinstance(v, str) else json.dumps(v, default=str)[:6000])
+            for k, v in params.items()
+        ]
         for i in range(0, len(items), 100):
-            self._safe(self.client.log_batch, run_id, params=items[i:i + 100])
+            self._safe(self.client.log_batch, run_id, params=items[i : i + 100])
 
     @staticmethod
     def _safe(fn: Any, *args: Any, **kw: Any) -> None:
@@ -160,15 +191,20 @@ class MlflowRunSink:
 
         metrics = [Metric(r.metric, float(r.value), int(r.timestamp * 1000), int(r.step)) for r in records]
         for i in range(0, len(metrics), 1000):
-            StudyTracking._safe(self.client.log_batch, self.run_id, metrics=metrics[i:i + 1000])
+            StudyTracking._safe(self.client.log_batch, self.run_id, metrics=metrics[i : i + 1000])
 
     def objective(self, value: float, global_step: int, index: int) -> None:
         from mlflow.entities import Metric
 
         ts = _now_ms()
-        StudyTracking._safe(self.client.log_batch, self.run_id, metrics=[
-            Metric("objective", float(value), ts, int(global_step)),
-            Metric("tuner_epoch", float(index), ts, int(global_step))])
+        StudyTracking._safe(
+            self.client.log_batch,
+            self.run_id,
+            metrics=[
+                Metric("objective", float(value), ts, int(global_step)),
+                Metric("tuner_epoch", float(index), ts, int(global_step)),
+            ],
+        )
 
 
 def _now_ms() -> int:

@@ -48,8 +48,17 @@ PID_FILE = "trainer.pid"
 LOG_FILE = "train.log"
 STATE_FILE = "train_state.json"  # train.py's own state file (train contract)
 HPARAMS_ENV = "TTSOPS_HPARAMS"
-PLACEHOLDERS = ("python", "output_dir", "log_dir", "config", "dataset", "run_id", "tracking_uri",
-                "generation", "epochs")
+PLACEHOLDERS = (
+    "python",
+    "output_dir",
+    "log_dir",
+    "config",
+    "dataset",
+    "run_id",
+    "tracking_uri",
+    "generation",
+    "epochs",
+)
 
 Clock = Callable[[], float]
 Signaller = Callable[[int, int], None]  # (pgid, signal) -> None; os.killpg by default
@@ -96,18 +105,26 @@ def join_hparams(hparams: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={_render(v)}" for k, v in hparams.items())
 
 
-def build_command(adapter: AdapterConfig, spec: LaunchSpec, python: str = sys.executable,
-                  hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
-                  ) -> tuple[list[str], dict[str, str]]:
+def build_command(
+    adapter: AdapterConfig,
+    spec: LaunchSpec,
+    python: str = sys.executable,
+    hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
+) -> tuple[list[str], dict[str, str]]:
     """The argv and the extra environment for one launch (pure; no files touched).
 
     With ``hparams_flag`` style and a command template without ``{epochs}``, ``spec.epochs`` is
     passed as the ``epochs`` hparam (train.py's way of bounding a generation)."""
     values = {
-        "python": python, "output_dir": str(spec.gen_dir), "log_dir": str(spec.log_dir),
-        "config": str(spec.config_path or ""), "dataset": spec.dataset or "",
-        "run_id": spec.run_id or "", "tracking_uri": spec.tracking_uri or "",
-        "generation": str(spec.generation), "epochs": str(spec.epochs or ""),
+        "python": python,
+        "output_dir": str(spec.gen_dir),
+        "log_dir": str(spec.log_dir),
+        "config": str(spec.config_path or ""),
+        "dataset": spec.dataset or "",
+        "run_id": spec.run_id or "",
+        "tracking_uri": spec.tracking_uri or "",
+        "generation": str(spec.generation),
+        "epochs": str(spec.epochs or ""),
     }
     argv = [_substitute(part, values) for part in adapter.command]
     env: dict[str, str] = {"PYTHONUNBUFFERED": "1", "TTSOPS_GENERATION": str(spec.generation)}
@@ -118,8 +135,12 @@ def build_command(adapter: AdapterConfig, spec: LaunchSpec, python: str = sys.ex
     hparams = dict(spec.hparams)
     if spec.epochs and not any("{epochs}" in part for part in adapter.command):
         hparams["epochs"] = spec.epochs
-    argv += _hparams_args(adapter, hparams if adapter.hparams_style == "hparams_flag"
-                          else dict(spec.hparams), env, hparams_string)
+    argv += _hparams_args(
+        adapter,
+        hparams if adapter.hparams_style == "hparams_flag" else dict(spec.hparams),
+        env,
+        hparams_string,
+    )
     argv += _checkpoint_args(adapter, spec.checkpoint)
     return argv, env
 
@@ -145,8 +166,12 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-def _hparams_args(adapter: AdapterConfig, hparams: dict[str, Any], env: dict[str, str],
-                  to_string: Callable[[Mapping[str, Any]], str]) -> list[str]:
+def _hparams_args(
+    adapter: AdapterConfig,
+    hparams: dict[str, Any],
+    env: dict[str, str],
+    to_string: Callable[[Mapping[str, Any]], str],
+) -> list[str]:
     if adapter.hparams_style == "hparams_flag":
         return [adapter.hparams_flag, to_string(hparams)] if hparams else []
     if adapter.hparams_style == "cli_flags":
@@ -166,8 +191,11 @@ def _checkpoint_args(adapter: AdapterConfig, ckpt: Checkpoint) -> list[str]:
         if adapter.warm_start_flag:
             args.append(adapter.warm_start_flag)
         else:  # the trainer has one way to reuse a checkpoint; it must cope with the change itself
-            logger.warning("adapter has no warm_start_flag: warm start passes %s %s only",
-                           adapter.checkpoint_flag, ckpt.path)
+            logger.warning(
+                "adapter has no warm_start_flag: warm start passes %s %s only",
+                adapter.checkpoint_flag,
+                ckpt.path,
+            )
     return args
 
 
@@ -181,7 +209,7 @@ def proc_start_ticks(pid: int) -> str | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields_ = raw[raw.rfind(")") + 2:].split()  # the command name may contain spaces
+    fields_ = raw[raw.rfind(")") + 2 :].split()  # the command name may contain spaces
     if fields_[0] in ("Z", "X"):
         return None
     return fields_[19]
@@ -229,8 +257,13 @@ class TrainerWrapper:
     """Launches and stops trainer processes as the adapter says."""
 
     def __init__(
-        self, adapter: AdapterConfig, *, python: str = sys.executable, clock: Clock = time.monotonic,
-        stop_event: threading.Event | None = None, poll_s: float = 0.05,
+        self,
+        adapter: AdapterConfig,
+        *,
+        python: str = sys.executable,
+        clock: Clock = time.monotonic,
+        stop_event: threading.Event | None = None,
+        poll_s: float = 0.05,
         signaller: Signaller = os.killpg,
         hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
     ) -> None:
@@ -252,21 +285,35 @@ class TrainerWrapper:
             env.pop(HPARAMS_ENV, None)
         log_path = spec.gen_dir / LOG_FILE
         with open(log_path, "ab") as log:
-            log.write(f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
-                      f"{shlex.join(argv)}\n".encode())
+            log.write(
+                f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
+                f"{shlex.join(argv)}\n".encode()
+            )
             log.flush()
             try:
                 popen = subprocess.Popen(
-                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=env, start_new_session=True, cwd=os.getcwd(),
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                    cwd=os.getcwd(),
                 )
             except OSError as e:
                 raise TrainerError(f"cannot start trainer {argv[0]!r}: {e.strerror or e}") from None
-        proc = TrainerProcess(popen.pid, proc_start_ticks(popen.pid), spec.gen_dir, self._clock(),
-                              popen, argv)
+        proc = TrainerProcess(
+            popen.pid, proc_start_ticks(popen.pid), spec.gen_dir, self._clock(), popen, argv
+        )
         write_pid_file(proc, spec)
-        logger.info("generation %d: trainer started (pid %d, attempt %d, %s), log %s",
-                    spec.generation, proc.pid, spec.attempt, spec.checkpoint.mode, log_path)
+        logger.info(
+            "generation %d: trainer started (pid %d, attempt %d, %s), log %s",
+            spec.generation,
+            proc.pid,
+            spec.attempt,
+            spec.checkpoint.mode,
+            log_path,
+        )
         return proc
 
     # --- stop -------------------------------------------------------------------------------------
@@ -276,14 +323,22 @@ class TrainerWrapper:
         t0 = self._clock()
         if not proc.running:
             return StopResult(proc.returncode(), "exited", 0.0)
-        steps = ((signal.SIGINT, self.adapter.stop_grace_s), (signal.SIGTERM, self.adapter.kill_grace_s),
-                 (signal.SIGKILL, self.adapter.kill_grace_s))
+        steps = (
+            (signal.SIGINT, self.adapter.stop_grace_s),
+            (signal.SIGTERM, self.adapter.kill_grace_s),
+            (signal.SIGKILL, self.adapter.kill_grace_s),
+        )
         for sig, grace in steps:
             self._send(proc, sig)
             if self.wait_exit(proc, grace):
                 code = proc.returncode()
-                logger.info("trainer pid %d ended after %s (exit %s, %.1f s)",
-                            proc.pid, sig.name, code, self._clock() - t0)
+                logger.info(
+                    "trainer pid %d ended after %s (exit %s, %.1f s)",
+                    proc.pid,
+                    sig.name,
+                    code,
+                    self._clock() - t0,
+                )
                 return StopResult(code, sig.name, self._clock() - t0)
             logger.warning("trainer pid %d still running %.0f s after %s", proc.pid, grace, sig.name)
         raise TrainerError(f"trainer pid {proc.pid} survived SIGKILL (gen dir {proc.gen_dir})")
@@ -354,9 +409,15 @@ def read_train_state(gen_dir: Path) -> dict[str, Any] | None:
 
 
 def write_pid_file(proc: TrainerProcess, spec: LaunchSpec) -> None:
-    info = {"pid": proc.pid, "start_ticks": proc.start_ticks, "host": socket.gethostname(),
-            "generation": spec.generation, "attempt": spec.attempt, "run_id": spec.run_id,
-            "argv": proc.argv}
+    info = {
+        "pid": proc.pid,
+        "start_ticks": proc.start_ticks,
+        "host": socket.gethostname(),
+        "generation": spec.generation,
+        "attempt": spec.attempt,
+        "run_id": spec.run_id,
+        "argv": proc.argv,
+    }
     tmp = spec.gen_dir / (PID_FILE + ".tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, spec.gen_dir / PID_FILE)

@@ -26,22 +26,19 @@ import argparse
 import json
 import logging
 import math
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
 
 from ttsops.config import TunerConfig, dump_config, load_config
+from ttsops.errors import TunerError
 from ttsops.smart_tuner import study_state as ss
 from ttsops.smart_tuner.early_stop import EarlyStopController
-from ttsops.smart_tuner.generation import GenerationResult, GenerationRunner, RunnerConfig
+from ttsops.smart_tuner.generation import DEFAULT_RUNNER, GenerationResult, GenerationRunner, RunnerConfig
 from ttsops.smart_tuner.log_watcher import make_watcher
 from ttsops.smart_tuner.metrics_store import MetricsStore
 from ttsops.smart_tuner.objective import objective
@@ -49,33 +46,38 @@ from ttsops.smart_tuner.opt_engine import OptimizationEngine
 from ttsops.smart_tuner.param_scheduler import ParamScheduler, RestartPlan
 from ttsops.smart_tuner.registry import Candidate, ModelRegistry
 from ttsops.smart_tuner.tracking import StudyTracking, local_artifact_root
-from ttsops.smart_tuner.trainer_wrapper import Checkpoint, LaunchSpec, TrainerWrapper
+from ttsops.smart_tuner.trainer_wrapper import (
+    LOG_FILE,
+    Checkpoint,
+    LaunchSpec,
+    TrainerWrapper,
+    build_command,
+    read_train_state,
+)
 
 logger = logging.getLogger(__name__)
 
-OPTUNA_STATE = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
-                "failed": TrialState.FAIL, "interrupted": TrialState.FAIL}
-
-
-@dataclass
-class StudySummary:
-    study: str
-    status: str  # "finished" | "interrupted"
-    stop_reason: str
-    study_dir: Path
-    best_trial: int | None
-    best_value: float | None
-    rows: list[dict[str, Any]]
-    stats: dict[str, Any] = field(default_factory=dict)
+OPTUNA_STATE = {
+    "complete": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "failed": TrialState.FAIL,
+    "interrupted": TrialState.FAIL,
+}
 
 
 class Tuner:
     """Runs (or resumes) one study. Clocks, the stop event and the notifier are injectable."""
 
     def __init__(
-        self, cfg: TunerConfig, *, python: str = sys.executable, clock: Any = time.monotonic,
-        wall_clock: Any = time.time, stop_event: threading.Event | None = None,
-        notifier: ss.Notifier | None = None, runner_cfg: RunnerConfig = RunnerConfig(),
+        self,
+        cfg: TunerConfig,
+        *,
+        python: str = sys.executable,
+        clock: Any = time.monotonic,
+        wall_clock: Any = time.time,
+        stop_event: threading.Event | None = None,
+        notifier: ss.Notifier | None = None,
+        runner_cfg: RunnerConfig = DEFAULT_RUNNER,
     ) -> None:
         self.cfg = cfg
         ce = cfg.core_engine
@@ -83,69 +85,125 @@ class Tuner:
         self.work_dir = Path(ce.work_dir).resolve()
         self.study_dir = self.work_dir / self.name
         self.storage = ce.storage or f"sqlite:///{self.work_dir / 'optuna.db'}"
-        self.tracking_uri = cfg.monitoring.platforms.mlflow.tracking_uri
+        # None: the embedded store beside the study (train.py gets the same URI from the environment)
+        self.tracking_uri = (
+            cfg.monitoring.platforms.mlflow.tracking_uri or f"sqlite:///{self.work_dir / 'mlflow.db'}"
+        )
         self.python, self._clock, self._wall = python, clock, wall_clock
         self.stop_event = stop_event or threading.Event()
         self.notifier = notifier
         self.runner_cfg = runner_cfg
         self.me = ss.worker_id()
         self.scheduler = ParamScheduler(dict(cfg.training.hparams))
-        self.stats: dict[str, Any] = {"trainer_s": 0.0, "stop_s": 0.0, "latencies": [],
-                                      "first_metric_s": [], "generations": 0}
+        self.stats: dict[str, Any] = {
+            "trainer_s": 0.0,
+            "stop_s": 0.0,
+            "latencies": [],
+            "first_metric_s": [],
+            "generations": 0,
+        }
 
     # --- set-up -----------------------------------------------------------------------------------
     def _open(self) -> None:
-        from mlflow import MlflowClient
+        opened = self._clock()
+        self._open_study()
+        self._open_tracking()
+        recovered = self._recover()
+        self._repair_best()
+        self._elapsed_before = ss.elapsed_s(self.study.user_attrs) - float(
+            self.study.user_attrs.get(ss.ELAPSED_PREFIX + self.me, 0.0)
+        )
+        self._t0 = self._clock()
+        self.stats.update(setup_s=self._t0 - opened, cpu_at_start=time.process_time())
+        self.notifier.notify(
+            "study_started",
+            storage=self.storage.split("@")[-1],
+            resumed=len(self.study.trials) > 0,
+            interrupted_trials=len(recovered),
+        )
 
+    def _open_study(self) -> None:
         cfg = self.cfg
         self.study_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.study_dir / "tuner_config.yaml"
-        self.config_path.write_text(dump_config(cfg))
-        self.engine = OptimizationEngine(cfg.optimization, cfg.search_space, storage=self.storage,
-                                         study_name=self.name, n_trials=cfg.core_engine.n_trials)
+        ss.atomic_write(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
+        # a bad command template fails here, before any trial is asked
+        build_command(
+            cfg.adapter,
+            LaunchSpec(0, self.study_dir, config_path=self.config_path, dataset=cfg.training.dataset),
+            self.python,
+        )
+        self.engine = OptimizationEngine(  # the worker id salts the seed: a resumed study
+            cfg.optimization,  # does not replay its start-up samples
+            cfg.search_space,
+            storage=self.storage,
+            study_name=self.name,
+            n_trials=cfg.core_engine.n_trials,
+            worker_id=self.me,
+        )
         self.study = self.engine.study
         self.store = MetricsStore(self.study_dir / "metrics.db")
-        self.wrapper = TrainerWrapper(cfg.adapter, python=self.python, clock=self._clock,
-                                      hparams_string=self.scheduler.hparams_string)
+        self.wrapper = TrainerWrapper(
+            cfg.adapter, python=self.python, clock=self._clock, hparams_string=self.scheduler.hparams_string
+        )
+        self.early = EarlyStopController(cfg.smart_early_stopping)
+        self._dataset_version = ss.dataset_version(cfg.training.dataset)
+
+    def _open_tracking(self) -> None:
+        from mlflow import MlflowClient
+
+        cfg = self.cfg
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self.tracking = StudyTracking(
-            self.client, experiment_name=cfg.monitoring.platforms.mlflow.experiment_name,
-            study_name=self.name, artifact_root=local_artifact_root(self.tracking_uri, self.work_dir / "mlartifacts"))
+            self.client,
+            experiment_name=cfg.monitoring.platforms.mlflow.experiment_name,
+            study_name=self.name,
+            artifact_root=local_artifact_root(self.tracking_uri, self.work_dir / "mlartifacts"),
+        )
         self.registry = ModelRegistry(cfg.registry, self.study_dir, client=self.client)
-        self.early = EarlyStopController(cfg.smart_early_stopping)
         if self.notifier is None:
             self.notifier = ss.alert_notifier(cfg.monitoring.alerts, self.name)
-        self._dataset_version = _dataset_version(cfg.training.dataset)
-        stale_after = max(120.0, 3 * self.runner_cfg.heartbeat_s + cfg.adapter.stop_grace_s
-                          + 2 * cfg.adapter.kill_grace_s)
+
+    def _recover(self) -> list[ss.Interrupted]:
+        a = self.cfg.adapter
+        stale_after = max(120.0, 3 * self.runner_cfg.heartbeat_s + a.stop_grace_s + 2 * a.kill_grace_s)
+
+        def killed(it: ss.Interrupted) -> None:
+            if it.run_id:
+                self.tracking.finish_child(it.run_id, "interrupted", {"ttsops.interrupted": "tuner died"})
+
         recovered = ss.recover_interrupted(
-            self.study, self.wrapper, self.engine.stale_running_trials(stale_after), me=self.me,
-            on_recovered=lambda it: it.run_id and self.tracking.finish_child(
-                it.run_id, "interrupted", {"ttsops.interrupted": "tuner died; trial re-queued"}))
-        self.tracking.open_parent(self.study, self._parent_params())
-        self._repair_best()
-        self._elapsed_before = ss.elapsed_s(self.study.user_attrs) - float(
-            self.study.user_attrs.get(ss.ELAPSED_PREFIX + self.me, 0.0))
-        self._t0 = self._clock()
-        self.notifier.notify("study_started", storage=self.storage.split("@")[-1],
-                             resumed=len(self.study.trials) > 0, interrupted_trials=len(recovered))
+            self.study,
+            self.wrapper,
+            self.engine.stale_running_trials(stale_after),
+            me=self.me,
+            on_recovered=killed,
+        )
+        with ss.file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
+            self.tracking.open_parent(self.study, self._parent_params())
+        return recovered
 
     def _parent_params(self) -> dict[str, Any]:
         o = self.cfg.optimization
-        return {"sampler": o.sampler.value, "pruner": o.pruner.value, "n_trials": self.cfg.core_engine.n_trials,
-                "epochs_per_generation": self.cfg.core_engine.epochs_per_generation,
-                "search_space": {k: v.model_dump(exclude_none=True) for k, v in self.cfg.search_space.items()}}
+        return {
+            "sampler": o.sampler.value,
+            "pruner": o.pruner.value,
+            "n_trials": self.cfg.core_engine.n_trials,
+            "epochs_per_generation": self.cfg.core_engine.epochs_per_generation,
+            "search_space": {k: v.model_dump(exclude_none=True) for k, v in self.cfg.search_space.items()},
+        }
 
     def _repair_best(self) -> None:
         """After a crash between ``tell`` and the registry: bring best_model.pt up to date."""
         best = self.engine.best()
         if best is None or not best.user_attrs.get(ss.CKPT_ATTR):
             return
-        self.registry.ensure_best(self._candidate(best.number, float(best.value), best.params,
-                                                  best.user_attrs))
+        self.registry.ensure_best(
+            self._candidate(best.number, float(best.value), best.params, best.user_attrs)
+        )
 
     # --- the loop ---------------------------------------------------------------------------------
-    def run(self) -> StudySummary:
+    def run(self) -> ss.StudySummary:
         self._open()
         status, reason = "finished", ""
         try:
@@ -171,8 +229,9 @@ class Tuner:
         if self.cfg.smart_early_stopping.enabled:
             values, align = ss.generation_objectives(trials)
             if len(values) >= 2:
-                d = self.early.decide_study(values, generation_alignment=align if any(
-                    math.isfinite(a) for a in align) else None)
+                d = self.early.decide_study(
+                    values, generation_alignment=align if any(math.isfinite(a) for a in align) else None
+                )
                 if d.should_end:
                     self.notifier.notify("early_stop", stop=True, reasons={"message": d.message})
                     return f"early stop: {d.message}"
@@ -192,25 +251,63 @@ class Tuner:
         trial.set_user_attr(ss.WORKER_ATTR, self.me)
         trial.set_user_attr(ss.GEN_DIR_ATTR, str(gen_dir))
         plan, source = self._plan(params)
-        trial.set_user_attr(ss.PLAN_ATTR, {"mode": plan.mode, "source": source, "changed": list(plan.changed)})
-        run_id = self.tracking.open_child(n, params, mode=plan.mode, source=source, reason=plan.reason,
-                                          attempt_of=trial.user_attrs.get(ss.RETRY_OF_ATTR))
+        trial.set_user_attr(
+            ss.PLAN_ATTR, {"mode": plan.mode, "source": source, "changed": list(plan.changed)}
+        )
+        run_id = self.tracking.open_child(
+            n,
+            params,
+            mode=plan.mode,
+            source=source,
+            reason=plan.reason,
+            attempt_of=trial.user_attrs.get(ss.RETRY_OF_ATTR),
+        )
         trial.set_user_attr(ss.RUN_ID_ATTR, run_id)
         logger.info("generation %d: %s (%s) params %s", n, plan.mode, plan.reason, params)
         self.notifier.notify("generation_started", generation=n, hparams=params)
-        spec = LaunchSpec(n, gen_dir, params, Checkpoint.from_plan(plan), run_id, self.tracking_uri,
-                          self.config_path, self.cfg.training.dataset, self.cfg.core_engine.epochs_per_generation)
-        result = self._runner(run_id).run(trial, spec, self._watcher(n, run_id, spec))
+        spec = LaunchSpec(
+            n,
+            gen_dir,
+            params,
+            Checkpoint.from_plan(plan),
+            run_id,
+            self.tracking_uri,
+            self.config_path,
+            self.cfg.training.dataset,
+            self._epochs(plan),
+        )
+        try:
+            result = self._runner(run_id).run(trial, spec, self._watcher(n, run_id, spec))
+        except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
+            trial.set_user_attr(ss.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
+            self.engine.tell(trial, None, TrialState.FAIL)
+            self.tracking.finish_child(run_id, "failed", {"ttsops.reason": f"tuner error: {e}"})
+            raise
         self._conclude(trial, params, run_id, result)
 
     def _plan(self, params: dict[str, Any]) -> tuple[RestartPlan, str]:
         best = self.registry.best()
         if best is None or not self.cfg.core_engine.resume_from_checkpoint:
-            return RestartPlan("fresh", None, (), "no checkpoint yet" if best is None
-                               else "core_engine.resume_from_checkpoint is off"), "none"
+            return RestartPlan(
+                "fresh",
+                None,
+                (),
+                "no checkpoint yet" if best is None else "core_engine.resume_from_checkpoint is off",
+            ), "none"
         plan = self.scheduler.plan(params, self.registry.best_path, best.hparams)
         source = f"generation {best.generation}: {self.registry.best_path}" if plan.checkpoint else "none"
         return plan, source
+
+    def _epochs(self, plan: RestartPlan) -> int:
+        """``epochs`` for the launch. train.py counts epochs in total and an exact resume restores
+        the counter, so a resumed generation needs the checkpoint's epoch on top (read from the
+        ``train_state.json`` beside the source checkpoint; other trainers have none: per process)."""
+        n = self.cfg.core_engine.epochs_per_generation
+        best = self.registry.best()
+        if plan.mode != "resume" or best is None:
+            return n
+        state = read_train_state(Path(best.source).parent) or {}
+        return n + int(state.get("epoch") or 0)
 
     def _runner(self, run_id: str) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early
@@ -228,31 +325,61 @@ class Tuner:
             return None if not d.should_end else d.action.value
 
         return GenerationRunner(
-            self.wrapper, self.engine, self.store, adapter, objective_fn=objective,
+            self.wrapper,
+            self.engine,
+            self.store,
+            adapter,
+            objective_fn=objective,
             sink=self.tracking.sink(run_id, mirror=adapter.metrics_source != "mlflow"),
-            notifier=self.notifier, cfg=self.runner_cfg, clock=self._clock, wall_clock=self._wall,
-            stop_event=self.stop_event, trial_check=trial_check,
-            should_stop=lambda: "signal" if self.stop_event.is_set() else ("budget" if self._over_budget() else None),
+            notifier=self.notifier,
+            cfg=self.runner_cfg,
+            clock=self._clock,
+            wall_clock=self._wall,
+            stop_event=self.stop_event,
+            trial_check=trial_check,
+            should_stop=lambda: (
+                "signal" if self.stop_event.is_set() else ("budget" if self._over_budget() else None)
+            ),
         )
 
     def _watcher(self, n: int, run_id: str, spec: LaunchSpec) -> Any:
         a = self.cfg.adapter
-        return make_watcher(a.metrics_source, generation=n, tracking_uri=self.tracking_uri, run_id=run_id,
-                            log_dir=spec.log_dir, metric_map=a.metric_map, clock=self._wall)
+        return make_watcher(
+            a.metrics_source,
+            generation=n,
+            tracking_uri=self.tracking_uri,
+            run_id=run_id,
+            log_dir=spec.log_dir,
+            metric_map=a.metric_map,
+            clock=self._wall,
+        )
 
     def _conclude(self, trial: Any, params: dict[str, Any], run_id: str, r: GenerationResult) -> None:
         n = trial.number
         trial.set_user_attr(ss.CKPT_ATTR, str(r.checkpoint) if r.checkpoint else None)
         trial.set_user_attr(ss.METRICS_ATTR, r.metrics)
-        trial.set_user_attr(ss.RESULT_ATTR, {"state": r.state, "reason": r.reason, "epochs": r.validations,
-                                             "attempts": r.attempts, "trainer_s": round(r.trainer_s, 2)})
+        trial.set_user_attr(
+            ss.RESULT_ATTR,
+            {
+                "state": r.state,
+                "reason": r.reason,
+                "epochs": r.validations,
+                "attempts": r.attempts,
+                "trainer_s": round(r.trainer_s, 2),
+            },
+        )
         self.study.set_user_attr(ss.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
         self.engine.tell(trial, r.value, OPTUNA_STATE[r.state])
         if r.state == "interrupted":  # the next session runs these params again
             history = [*trial.user_attrs.get(ss.RETRY_HISTORY_ATTR, []), n]
-            self.study.enqueue_trial(params, user_attrs={ss.RETRY_OF_ATTR: history[0],
-                                                         ss.RETRY_HISTORY_ATTR: history}, skip_if_exists=False)
-        self.tracking.finish_child(run_id, r.state, {"ttsops.reason": r.reason, "ttsops.epochs": r.validations})
+            self.study.enqueue_trial(
+                params,
+                user_attrs={ss.RETRY_OF_ATTR: history[0], ss.RETRY_HISTORY_ATTR: history},
+                skip_if_exists=False,
+            )
+        self.tracking.finish_child(
+            run_id, r.state, {"ttsops.reason": r.reason, "ttsops.epochs": r.validations}
+        )
         for key in ("trainer_s", "stop_s"):
             self.stats[key] += getattr(r, key)
         self.stats["latencies"] += r.latencies
@@ -265,10 +392,18 @@ class Tuner:
         elif event:
             self.notifier.notify(event, generation=n, reason=r.reason)
         logger.info("generation %d: %s (%s), value %s", n, r.state, r.reason, r.value)
+        if r.refused_input:  # every generation would fail the same way: say why and stop
+            raise TunerError(
+                f"the trainer refused its input (exit 2) in generation {n}: "
+                f"{ss.last_line(self.study_dir / 'generations' / f'gen_{n:04d}' / LOG_FILE)}"
+            )
 
     def _register(self, n: int, r: GenerationResult, params: dict[str, Any], run_id: str) -> None:
         if r.checkpoint is None or r.value is None:
             logger.warning("generation %d left no checkpoint: it cannot become best_model.pt", n)
+            return
+        study_best = self.engine.best()  # across all workers: a worker's local best is not enough
+        if study_best is not None and study_best.number != n:
             return
         attrs = {ss.CKPT_ATTR: str(r.checkpoint), ss.METRICS_ATTR: r.metrics, ss.RUN_ID_ATTR: run_id}
         decision = self.registry.consider(self._candidate(n, r.value, params, attrs))
@@ -276,9 +411,17 @@ class Tuner:
             self.notifier.notify("new_best", generation=n, value=r.value, metrics=dict(r.metrics))
 
     def _candidate(self, n: int, value: float, params: dict[str, Any], attrs: dict[str, Any]) -> Candidate:
-        return Candidate(self.name, n, float(value), Path(attrs[ss.CKPT_ATTR]), attrs.get(ss.RUN_ID_ATTR),
-                         dict(params), self.scheduler.merged(dict(params)), dict(attrs.get(ss.METRICS_ATTR) or {}),
-                         self._dataset_version)
+        return Candidate(
+            self.name,
+            n,
+            float(value),
+            Path(attrs[ss.CKPT_ATTR]),
+            attrs.get(ss.RUN_ID_ATTR),
+            dict(params),
+            self.scheduler.merged(dict(params)),
+            dict(attrs.get(ss.METRICS_ATTR) or {}),
+            self._dataset_version,
+        )
 
     # --- the end ----------------------------------------------------------------------------------
     def _close(self, status: str, reason: str) -> None:
@@ -286,90 +429,46 @@ class Tuner:
             self.study.set_user_attr(ss.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
             best = self.engine.best()
             metrics = {"best_objective": float(best.value)} if best is not None else {}
-            self.tracking.finish_parent("FINISHED" if status == "finished" else "KILLED",
-                                        {"ttsops.stop_reason": reason, "ttsops.status": status,
-                                         "ttsops.best_trial": best.number if best else "none"}, metrics)
-            self.notifier.notify("study_finished", best_value=best.value if best else None,
-                                 n_generations=self.stats["generations"], reason=reason)
+            self.tracking.finish_parent(
+                "FINISHED" if status == "finished" else "KILLED",
+                {
+                    "ttsops.stop_reason": reason,
+                    "ttsops.status": status,
+                    "ttsops.best_trial": best.number if best else "none",
+                },
+                metrics,
+            )
+            self.notifier.notify(
+                "study_finished",
+                best_value=best.value if best else None,
+                n_generations=self.stats["generations"],
+                reason=reason,
+            )
         finally:
             self.store.close()
             close = getattr(self.notifier, "close", None)
             if close is not None:
                 close()
 
-    def summary(self, status: str, reason: str) -> StudySummary:
+    def summary(self, status: str, reason: str) -> ss.StudySummary:
         best = self.engine.best()
-        s = StudySummary(self.name, status, reason, self.study_dir, best.number if best else None,
-                         float(best.value) if best else None, generation_rows(self.study.get_trials()),
-                         dict(self.stats))
+        self.stats.update(
+            wall_s=self._clock() - self._t0,  # this session, after set-up
+            tuner_cpu_s=time.process_time() - self.stats["cpu_at_start"],
+        )
+        s = ss.StudySummary(
+            self.name,
+            status,
+            reason,
+            self.study_dir,
+            best.number if best else None,
+            float(best.value) if best else None,
+            ss.generation_rows(self.study.get_trials()),
+            dict(self.stats),
+        )
         out = {k: v for k, v in s.__dict__.items() if k != "study_dir"}
-        (self.study_dir / "summary.json").write_text(json.dumps(out, indent=1, default=str))
+        ss.atomic_write(self.study_dir / "summary.json", json.dumps(out, indent=1, default=str))
         return s
-
-
-def generation_rows(trials: list[Any]) -> list[dict[str, Any]]:
-    rows = []
-    for t in sorted(trials, key=lambda t: t.number):
-        plan, res = t.user_attrs.get(ss.PLAN_ATTR, {}), t.user_attrs.get(ss.RESULT_ATTR, {})
-        rows.append({"trial": t.number, "state": t.state.name, "value": t.value,
-                     "epochs": len(t.intermediate_values), "start": plan.get("mode", ""),
-                     "warm_start_source": plan.get("source", ""), "retry_of": t.user_attrs.get(ss.RETRY_OF_ATTR),
-                     "reason": res.get("reason", ""), "params": dict(t.params),
-                     "seconds": round(t.duration.total_seconds(), 1) if t.duration else None})
-    return rows
-
-
-def _dataset_version(dataset: str | None) -> str | None:
-    if not dataset:
-        return None
-    try:
-        from ttsops.data.dataset import dataset_fingerprint
-
-        return dataset_fingerprint(dataset)
-    except (OSError, ImportError) as e:
-        logger.warning("dataset %s: no version fingerprint (%s)", dataset, e)
-        return None
-
-
-# --- CLI ------------------------------------------------------------------------------------------
-@contextmanager
-def _graceful_signals(stop: threading.Event) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop cleanly; the second: the default action (exit at once)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: Any) -> None:
-        logger.warning("signal %d: stopping the study after the running generation is stopped", signum)
-        stop.set()
-        for s, h in old.items():
-            signal.signal(s, h)
-
-    for s in old:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def print_summary(s: StudySummary) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"study {s.study}: {s.status} ({s.stop_reason})")
-    for col in ("trial", "state", "value", "epochs", "start", "warm-start source", "params", "s"):
-        table.add_column(col)
-    for r in s.rows:
-        value = "" if r["value"] is None else f"{r['value']:.5g}"
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        table.add_row(str(r["trial"]), r["state"], value, str(r["epochs"]), r["start"],
-                      r["warm_start_source"].split(":")[0], params, str(r["seconds"] or ""))
-    Console().print(table)
-    if s.best_trial is not None:
-        Console().print(f"best: trial {s.best_trial}, objective {s.best_value:.5g}; {s.study_dir / 'best_model.pt'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     stop = threading.Event()
-    with _graceful_signals(stop):
+    with ss.graceful_signals(stop):
         summary = Tuner(cfg, stop_event=stop).run()
-    print_summary(summary)
+    ss.print_summary(summary)
     return 130 if summary.status == "interrupted" else 0

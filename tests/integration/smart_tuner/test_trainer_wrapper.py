@@ -10,14 +10,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from fixtures import tuner_testkit as kit
+from fixtures.tuner_testkit import foreign_adapter, real_config, wait_for
 
-from fixtures.tuner_testkit import foreign_adapter, wait_for
 from ttsops.config import AdapterConfig
 from ttsops.errors import ConfigError
 from ttsops.smart_tuner.trainer_wrapper import (
-    HPARAMS_ENV, LOG_FILE, PID_FILE, Checkpoint, LaunchSpec, TrainerWrapper, build_command,
-    pid_alive, proc_start_ticks, read_pid_file,
+    HPARAMS_ENV,
+    LOG_FILE,
+    PID_FILE,
+    Checkpoint,
+    LaunchSpec,
+    TrainerWrapper,
+    build_command,
+    pid_alive,
+    proc_start_ticks,
+    read_pid_file,
 )
+
+# fixtures, used by name below
+mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
 
 
 def _spec(tmp_path: Path, **kw) -> LaunchSpec:
@@ -29,11 +42,18 @@ def _spec(tmp_path: Path, **kw) -> LaunchSpec:
 # --- command building (pure) -------------------------------------------------------------------
 def test_hparams_flag_style_adds_epochs_and_run_env(tmp_path):
     adapter = AdapterConfig()
-    spec = _spec(tmp_path, config_path=tmp_path / "c.yaml", run_id="abc", tracking_uri="sqlite:///x.db",
-                 checkpoint=Checkpoint("warm_start", tmp_path / "best_model.pt"),
-                 hparams={"learning_rate": 0.001, "mel_fmax": None})
+    spec = _spec(
+        tmp_path,
+        config_path=tmp_path / "c.yaml",
+        run_id="abc",
+        tracking_uri="sqlite:///x.db",
+        checkpoint=Checkpoint("warm_start", tmp_path / "best_model.pt"),
+        hparams={"learning_rate": 0.001, "mel_fmax": None},
+    )
     argv, env = build_command(adapter, spec, python="py")
     assert argv[:3] == ["py", "-m", "ttsops.train"]
+    assert argv[argv.index("--run_id") + 1] == "abc"  # our train.py: the flag; any trainer: the env
+    assert argv[argv.index("--tracking_uri") + 1] == "sqlite:///x.db"
     assert argv[argv.index("--hparams") + 1] == "learning_rate=0.001,mel_fmax=null,epochs=3"
     assert argv[-3:] == ["--checkpoint_path", str(tmp_path / "best_model.pt"), "--warm_start"]
     assert env["MLFLOW_RUN_ID"] == "abc" and env["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
@@ -93,8 +113,9 @@ def test_sigint_stop_keeps_a_loadable_checkpoint_and_resume_continues(tmp_path):
     with np.load(ckpt) as ck:
         step = int(ck["step"])
         assert step > 0 and ck["W0"].shape == (3, 8)
-    resumed = w.launch(LaunchSpec(**{**spec.__dict__, "checkpoint": Checkpoint("resume", ckpt),
-                                     "epochs": 1, "attempt": 1}))
+    resumed = w.launch(
+        LaunchSpec(**{**spec.__dict__, "checkpoint": Checkpoint("resume", ckpt), "epochs": 1, "attempt": 1})
+    )
     assert w.wait_exit(resumed, 60) and resumed.returncode() == 0
     assert f"from step {step}" in (gen / LOG_FILE).read_text()
 
@@ -109,10 +130,13 @@ def test_sigint_ignored_escalates_to_sigterm(tmp_path, monkeypatch):
 
 
 def test_unkillable_politely_gets_sigkill(tmp_path):
-    code = ("import signal, threading; signal.signal(2, signal.SIG_IGN); signal.signal(15, signal.SIG_IGN);"
-            "print('re' + 'ady', flush=True); threading.Event().wait(60)")
-    adapter = AdapterConfig(command=["{python}", "-c", code], hparams_style="env_json",
-                            stop_grace_s=0.3, kill_grace_s=0.3)
+    code = (
+        "import signal, threading; signal.signal(2, signal.SIG_IGN); signal.signal(15, signal.SIG_IGN);"
+        "print('re' + 'ady', flush=True); threading.Event().wait(60)"
+    )
+    adapter = AdapterConfig(
+        command=["{python}", "-c", code], hparams_style="env_json", stop_grace_s=0.3, kill_grace_s=0.3
+    )
     w = TrainerWrapper(adapter)
     proc = w.launch(_spec(tmp_path))
     log = tmp_path / "gen" / LOG_FILE  # the header line names the command, so look for 'ready' alone
@@ -166,3 +190,39 @@ def test_missing_trainer_executable_is_a_trainer_error(tmp_path):
     with pytest.raises(TrainerError, match="cannot start trainer"):
         w.launch(_spec(tmp_path))
 
+
+# --- the real train.py ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_train_py_sigint_keeps_a_loadable_checkpoint_and_resumes(tmp_path, tiny_corpus, mlflow_uri):
+    from ttsops.model.inference import Synthesizer
+    from ttsops.smart_tuner.trainer_wrapper import read_train_state
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(real_config(tmp_path, tiny_corpus)))
+    w = TrainerWrapper(AdapterConfig())  # the default adapter: python -m ttsops.train
+    spec = LaunchSpec(
+        0, tmp_path / "gen", {"learning_rate": 1e-3}, config_path=config, tracking_uri=mlflow_uri, epochs=50
+    )
+    proc = w.launch(spec)
+    wait_for(lambda: (read_train_state(spec.gen_dir) or {}).get("epoch", 0) >= 1, 300, "the first epoch")
+    res = w.stop(proc)
+    assert (res.escalation, res.returncode) == ("SIGINT", 0)
+    state = read_train_state(spec.gen_dir)
+    assert state["status"] == "stopped"
+    ckpt = w.latest_checkpoint(spec.gen_dir)
+    assert ckpt == Path(state["last_checkpoint"])
+    wav, sr = Synthesizer.from_checkpoint(ckpt, device="cpu").synthesize("A short test.")
+    assert sr > 0 and len(wav) > 0 and np.isfinite(wav).all()
+    resumed = w.launch(
+        LaunchSpec(
+            **{
+                **spec.__dict__,
+                "checkpoint": Checkpoint("resume", ckpt),
+                "epochs": state["epoch"] + 1,
+                "attempt": 1,
+            }
+        )
+    )
+    assert w.wait_exit(resumed, 300) and resumed.returncode() == 0
+    assert read_train_state(spec.gen_dir)["step"] > state["step"]
+    assert f"at step {state['step']}" in (spec.gen_dir / LOG_FILE).read_text().split("attempt 1")[1]

@@ -6,23 +6,36 @@ from __future__ import annotations
 import filecmp
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import mlflow.artifacts
 import optuna
 import pytest
+from fixtures import tuner_testkit as kit
+from fixtures.tuner_testkit import (
+    foreign_adapter_dict,
+    foreign_config,
+    load_study,
+    mlflow_client,
+    real_config,
+    study_runs,
+    wait_for,
+    write_config,
+)
 from optuna.trial import TrialState
 
-from fixtures.tuner_testkit import (  # noqa: F401  (fixtures)
-    foreign_adapter_dict, foreign_config, load_study, mlflow_client, mlflow_template, mlflow_uri,
-    study_runs, wait_for, write_config,
-)
 from ttsops.smart_tuner import study_state as ss
 from ttsops.smart_tuner.generation import RunnerConfig
 from ttsops.smart_tuner.registry import BEST_FILE
-from ttsops.smart_tuner.trainer_wrapper import LOG_FILE, read_pid_file
+from ttsops.smart_tuner.trainer_wrapper import LOG_FILE, read_pid_file, read_train_state
 from ttsops.smart_tuner.tuner import Tuner
+
+# fixtures, used by name below
+mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
+
 
 FAST = RunnerConfig(poll_s=0.1, heartbeat_s=1.0)
 
@@ -42,7 +55,7 @@ def _tuner(cfg, **kw) -> Tuner:
     return Tuner(cfg, runner_cfg=FAST, **kw)
 
 
-def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri):
+def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri, monkeypatch):
     _, cfg = write_config(tmp_path, foreign_config(tmp_path, n_trials=4, epochs=3))
     rec = Recorder()
     summary = _tuner(cfg, notifier=rec).run()
@@ -75,16 +88,23 @@ def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri):
     client = mlflow_client(cfg)
     champion = client.get_model_version_by_alias("foreign-mlp", "champion")
     assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
-    got = Path(mlflow.artifacts.download_artifacts(f"models:/foreign-mlp/{champion.version}",
-                                                   dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_uri))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # models:/ resolves through the registry URI
+    got = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/foreign-mlp/{champion.version}", dst_path=str(tmp_path / "dl")
+        )
+    )
     assert filecmp.cmp(got / BEST_FILE, best_path, shallow=False)
-    assert "study_started" in rec.names() and "new_best" in rec.names() and rec.names()[-1] == "study_finished"
+    assert (
+        "study_started" in rec.names() and "new_best" in rec.names() and rec.names()[-1] == "study_finished"
+    )
     assert summary.stats["latencies"] and max(summary.stats["latencies"]) < 5.0
 
 
 def test_a_weak_generation_is_pruned_and_keeps_its_checkpoint(tmp_path, mlflow_uri):
-    data = foreign_config(tmp_path, n_trials=2, epochs=4, pruner="hyperband",
-                          adapter=foreign_adapter_dict(epoch_seconds=0.3))
+    data = foreign_config(
+        tmp_path, n_trials=2, epochs=4, pruner="hyperband", adapter=foreign_adapter_dict(epoch_seconds=0.3)
+    )
     data["search_space"]["lr"]["high"] = 9.0
     _, cfg = write_config(tmp_path, data)
     (tmp_path / "runs").mkdir()
@@ -161,11 +181,15 @@ def test_sigint_to_the_tuner_stops_cleanly_and_requeues(tmp_path, mlflow_uri):
     assert box["s"].status == "interrupted"
     trials = load_study(cfg).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
-    assert trials[1].params == trials[0].params and trials[1].user_attrs["retry_of"] == 0
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params
+    assert trials[1].user_attrs["retry_of"] == 0
     parent, children = study_runs(cfg)
     assert parent.info.status == "KILLED" and children[0].info.status == "KILLED"
     assert "stopped at step" in (gen / LOG_FILE).read_text()
-    # the next session runs the re-queued params, then one more
+    # the next session runs the re-queued params, then one more (shorter generations)
+    _, cfg = write_config(
+        tmp_path, {**data, "core_engine": {**data["core_engine"], "epochs_per_generation": 2}}
+    )
     summary = _tuner(cfg).run()
     trials = load_study(cfg).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
@@ -174,9 +198,87 @@ def test_sigint_to_the_tuner_stops_cleanly_and_requeues(tmp_path, mlflow_uri):
 
 
 def test_wall_clock_budget_ends_the_study(tmp_path, mlflow_uri):
-    data = foreign_config(tmp_path, n_trials=50, epochs=3, extra={
-        "core_engine": {"wall_clock_budget_minutes": 0.05}})  # 3 s
+    data = foreign_config(
+        tmp_path, n_trials=50, epochs=3, extra={"core_engine": {"wall_clock_budget_minutes": 0.05}}
+    )  # 3 s
     _, cfg = write_config(tmp_path, data)
     summary = _tuner(cfg).run()
     assert "budget" in summary.stop_reason
     assert 1 <= len(summary.rows) < 50
+
+
+@pytest.mark.slow
+def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus, mlflow_uri):
+    """Two generations of the real train.py; train.py of generation 0 gets kill -9 after its
+    first epoch and is retried from its own checkpoint; generation 1 warm-starts from the best."""
+    from ttsops.model.inference import Synthesizer
+
+    _, cfg = write_config(tmp_path, real_config(tmp_path, tiny_corpus, n_trials=2, epochs=2))
+    tuner = _tuner(cfg)
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.setdefault("s", tuner.run()), daemon=True)
+    th.start()
+    gen0 = tmp_path / "runs" / "real" / "generations" / "gen_0000"
+    wait_for(lambda: (read_train_state(gen0) or {}).get("epoch", 0) >= 1, 300, "generation 0's first epoch")
+    os.kill(read_pid_file(gen0)["pid"], signal.SIGKILL)
+    th.join(600)
+    assert box["s"].status == "finished"
+    t0, t1 = load_study(cfg).get_trials()
+    assert t0.state == t1.state == TrialState.COMPLETE
+    assert t0.user_attrs[ss.RESULT_ATTR]["attempts"] == 2
+    assert "--checkpoint_path" in (gen0 / LOG_FILE).read_text().split("attempt 1")[1]
+    assert read_train_state(gen0)["epoch"] == 2  # the retry trained to the generation's total
+    assert t1.user_attrs[ss.PLAN_ATTR]["mode"] in ("warm_start", "resume")
+    _, children = study_runs(cfg)
+    for c in children:  # train.py logged into the tuner's child runs
+        assert {"val_loss", "attention_alignment_score", "mcd", "objective"} <= set(c.data.metrics)
+        assert c.info.status == "FINISHED"
+    assert children[1].data.tags["ttsops.warm_start_source"].startswith("generation ")
+    best = min((t0, t1), key=lambda t: t.value)
+    best_path = tmp_path / "runs" / "real" / BEST_FILE
+    assert filecmp.cmp(best_path, best.user_attrs[ss.CKPT_ATTR], shallow=False)
+    wav, _ = Synthesizer.from_checkpoint(best_path, device="cpu").synthesize("Hello there.")
+    assert len(wav) > 0
+    champion = mlflow_client(cfg).get_model_version_by_alias("real-taco", "champion")
+    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
+
+
+@pytest.mark.slow  # two tuner processes: about a minute here
+def test_two_tuner_workers_share_one_study(tmp_path, mlflow_uri):
+    """Two ``smart_tuner.py`` processes, one config: an Optuna journal-file study (SQLite is not
+    safe for parallel writers), one MLflow store, one study directory."""
+    data = foreign_config(
+        tmp_path,
+        n_trials=6,
+        epochs=3,
+        adapter=foreign_adapter_dict(epoch_seconds=0.3),
+        extra={"core_engine": {"storage": f"journal:{tmp_path / 'study.log'}"}},
+    )
+    config, cfg = write_config(tmp_path, data)
+    script = Path(__file__).resolve().parents[3] / "smart_tuner.py"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), "--config", str(config)],
+            cwd=tmp_path,
+            stdout=open(tmp_path / f"worker{i}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    for w in workers:
+        assert w.wait(300) == 0, (tmp_path / "worker0.log").read_text()[-2000:]
+    trials = load_study(cfg).get_trials()
+    assert len({t.number for t in trials}) == len(trials)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert 6 <= len(trials) <= 7  # a worker checks the budget before asking: at most one over
+    assert len({t.user_attrs[ss.WORKER_ATTR] for t in trials}) == 2  # both did work
+    assert len({t.user_attrs[ss.GEN_DIR_ATTR] for t in trials}) == len(trials)
+    parent, children = study_runs(cfg)  # one parent run for both workers
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len(children) == len(trials)
+    best = min(trials, key=lambda t: t.value)
+    assert filecmp.cmp(
+        tmp_path / "runs" / "foreign" / BEST_FILE, best.user_attrs[ss.CKPT_ATTR], shallow=False
+    )
+    champion = mlflow_client(cfg).get_model_version_by_alias("foreign-mlp", "champion")
+    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
