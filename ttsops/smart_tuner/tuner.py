@@ -322,6 +322,8 @@ class Tuner:
             except Exception as e:  # a detector problem must not cost the generation
                 logger.warning("in-trial early stop skipped: %s", e)
                 return None
+            if d.should_end:
+                logger.info("in-trial early stop (%s): %s", d.action.value, d.message)
             return None if not d.should_end else d.action.value
 
         return GenerationRunner(
