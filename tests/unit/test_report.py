@@ -1,0 +1,189 @@
+"""The HTML report from a real MLflow SQLite store (a parent run and two generations), a real
+Optuna SQLite study, real PNG/WAV files and the data plane's own dataset report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from ttsops.report import Sample, alignment_timeline, build_report, main, plot_curves, read_decision_files
+
+STUDY = "demo"
+
+
+def _png(title: str) -> bytes:
+    from ttsops.train.tracking import plot_alignment
+
+    return plot_alignment(np.eye(12, 8, dtype=np.float32), title)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """A study as the tuner leaves it: MLflow runs, Optuna trials, generation dirs, a dataset."""
+    import optuna
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from ttsops.audio.io import save_wav
+    from ttsops.data.build import dataset_report, plot_report
+
+    root = tmp_path_factory.mktemp("report")
+    work = root / "tune"
+    study_dir = work / STUDY
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    study_dir.mkdir(parents=True)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("ttsops-demo", artifact_location=(work / "mlartifacts").as_uri())
+    parent = client.create_run(exp, run_name=STUDY, tags={"ttsops.study": STUDY, "ttsops.role": "study"})
+    pid = parent.info.run_id
+    client.set_tag(pid, "ttsops.stop_reason", "n_trials (2) reached")
+    client.set_tag(pid, "ttsops.status", "finished")
+    children = []
+    for n, (state, mode, source) in enumerate([("complete", "fresh", "none"),
+                                               ("pruned", "warm_start", "generation 0: /x/best_model.pt")]):
+        run = client.create_run(exp, run_name=f"{STUDY}-gen{n:03d}", tags={
+            "mlflow.parentRunId": pid, "ttsops.study": STUDY, "ttsops.role": "generation",
+            "ttsops.trial": str(n), "ttsops.restart_mode": mode, "ttsops.warm_start_source": source,
+            "ttsops.plan_reason": "no checkpoint yet" if n == 0 else "learning_rate changed: warm start",
+            "ttsops.state": state, "ttsops.reason": "trainer finished" if n == 0 else "the pruner stopped it",
+            "early_stop.trial.action": "continue" if n == 0 else "prune",
+            "early_stop.trial.reason": "none" if n == 0 else "attention_failing",
+            "early_stop.trial.score": "0.100", "early_stop.trial.message": f"verdict of generation {n}"})
+        rid = run.info.run_id
+        if n == 1:
+            client.set_tag(rid, "ttsops.retry_of_trial", "0")
+        client.log_param(rid, "tuner.learning_rate", str(1e-3 * (n + 1)))
+        base = 10 * n
+        metrics = []
+        for i in range(1, 4):
+            step = base + 10 * i
+            metrics += [Metric("val_loss", 1.0 / (i + n), 0, step), Metric("objective", 2.0 / (i + n), 0, step),
+                        Metric("attention_alignment_score", 0.2 * i, 0, step), Metric("tuner_epoch", i, 0, step)]
+        client.log_batch(rid, metrics=metrics)
+        client.set_terminated(rid, "FINISHED" if n == 0 else "KILLED")
+        children.append(rid)
+    # generation 0's alignment in its directory, generation 1's only as an MLflow artifact
+    step_dir = study_dir / "generations" / "gen_0000" / "samples" / "step_00000030"
+    step_dir.mkdir(parents=True)
+    (step_dir / "free_running_alignment.png").write_bytes(_png("gen 0"))
+    art = root / "art" / "step_00000050"
+    art.mkdir(parents=True)
+    (art / "free_running_alignment.png").write_bytes(_png("gen 1"))
+    client.log_artifacts(children[1], str(art), "samples/step_00000050")
+    client.set_terminated(pid, "FINISHED")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = optuna.create_study(study_name=STUDY, storage=storage)
+    t0 = s.ask()
+    s.tell(t0, 0.75)
+    t1 = s.ask()
+    t1.report(3.0, 1)
+    s.tell(t1, state=optuna.trial.TrialState.PRUNED)
+
+    dataset = root / "dataset"
+    manifest = [{"duration": 1.5 + i / 4, "normalized": "the old man found a map", "split": "train"}
+                for i in range(8)]
+    rep = dataset_report(manifest, {"too_noisy": 2})
+    dataset.mkdir()
+    (dataset / "report.json").write_text(json.dumps(rep))
+    plot_report(rep, manifest, dataset / "report.png")
+
+    samples_dir = root / "samples"
+    wav = save_wav(samples_dir / "sample_01.wav", 0.1 * np.sin(np.arange(2205) / 5).astype(np.float32), 22050)
+    (samples_dir / "sample_01_alignment.png").write_bytes(_png("sample"))
+    (samples_dir / "samples.json").write_text(json.dumps([{"text": "The old man <found> a map.", "wav": str(wav),
+                                                          "alignment": str(samples_dir / "sample_01_alignment.png")}]))
+    (study_dir / "tuner_config.yaml").write_text(yaml.safe_dump({
+        "core_engine": {"study_name": STUDY, "work_dir": str(work), "storage": None},
+        "monitoring": {"platforms": {"mlflow": {"tracking_uri": None}}},
+        "training": {"dataset": str(dataset)}}))
+    return {"root": root, "study_dir": study_dir, "uri": uri, "storage": storage, "dataset": dataset,
+            "samples": samples_dir, "wav": wav}
+
+
+def _rows(html: str) -> list[str]:
+    table = html.split("<h2>Generations</h2>", 1)[1].split("</table>", 1)[0]
+    return re.findall(r"<tr[^>]*>\s*<td.*?</tr>", table, flags=re.S)
+
+
+def test_report_has_the_table_images_and_audio(study, tmp_path):
+    s = study
+    sample = Sample("The old man <found> a map.", s["wav"], s["samples"] / "sample_01_alignment.png",
+                    asr="the old man found map")
+    path = build_report(s["study_dir"], tmp_path / "r", tracking_uri=s["uri"], storage=s["storage"],
+                        dataset_dir=s["dataset"], samples=[sample], facts={"stage tune": "12 s"},
+                        commands={"MLflow UI": f"mlflow ui --backend-store-uri {s['uri']}"})
+    html = path.read_text()
+    assert path == tmp_path / "r" / "index.html"
+    rows = _rows(html)
+    assert len(rows) == 2
+    assert "COMPLETE" in rows[0] and "0.75" in rows[0] and "fresh" in rows[0]  # Optuna's value wins
+    assert "PRUNED" in rows[1] and "warm_start" in rows[1] and "generation 0" in rows[1]
+    assert "learning_rate=0.002" in rows[1] and "the pruner stopped it" in rows[1]
+    assert 'class="best"' in rows[0] and 'class="best"' not in rows[1]
+    imgs = re.findall(r'<img[^>]* src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    # curves + timeline (gen 0's dir) + 2 generation alignments (one from the dir, one from MLflow
+    # artifacts) + dataset + sample
+    assert len(imgs) == 6
+    assert "generation 0, step 30" in html
+    assert all(len(i) > 1000 for i in imgs)
+    assert len(re.findall(r'<audio controls[^>]*src="data:audio/wav;base64,', html)) == 1
+    assert "The old man &lt;found&gt; a map." in html  # escaped
+    assert "the ASR heard: &ldquo;the old man found map&rdquo;" in html
+    assert "verdict of generation 1" in html and "attention_failing" in html  # early-stop decision tags
+    assert "n_trials (2) reached" in html
+    assert "re-runs the params of generation 0" in html
+    assert "too_noisy: 2" in html and "12 s" in html and "mlflow ui --backend-store-uri" in html
+
+
+def test_report_cli_reads_defaults_from_the_study_dir(study, tmp_path):
+    s = study
+    code = main([str(s["study_dir"]), "--out", str(tmp_path / "cli"), "--samples", str(s["samples"]),
+                 "--no-embed-audio"])
+    assert code == 0
+    html = (tmp_path / "cli" / "index.html").read_text()
+    assert '<audio controls preload="none" src="assets/sample_01.wav">' in html
+    assert (tmp_path / "cli" / "assets" / "sample_01.wav").read_bytes() == s["wav"].read_bytes()
+    assert "report.json" in html and "too_noisy" in html  # dataset from tuner_config.yaml
+    assert len(_rows(html)) == 2
+
+
+def test_report_without_optuna_uses_mlflow_states(study, tmp_path):
+    s = study
+    html = build_report(s["study_dir"], tmp_path / "m", tracking_uri=s["uri"],
+                        storage=f"sqlite:///{tmp_path / 'absent.db'}").read_text()
+    rows = _rows(html)
+    assert "COMPLETE" in rows[0] and "PRUNED" in rows[1]
+    assert "0.75" not in rows[0] and "0.6667" in rows[0]  # objective: the child run's last value (2/3)
+
+
+def test_unknown_study_is_one_clear_error(study, tmp_path):
+    from ttsops.errors import DataError
+
+    with pytest.raises(DataError, match="no MLflow parent run for study 'nope'"):
+        build_report(study["study_dir"], tmp_path / "x", tracking_uri=study["uri"], study_name="nope")
+
+
+def test_plot_curves_draws_without_data_and_decision_files(tmp_path):
+    assert plot_curves([])[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "early_stop_decisions.jsonl").write_text(
+        json.dumps({"level": "study", "action": "stop", "reason": "plateau", "message": "no gain in 3"}) + "\n")
+    assert read_decision_files(tmp_path) == ["early_stop_decisions.jsonl: study stop plateau: no gain in 3"]
+
+
+def test_alignment_timeline_spreads_over_global_steps(tmp_path):
+    for gen, steps in ((0, [10, 20, 30, 40]), (1, [50, 60, 70, 80, 90])):
+        for step in steps:
+            d = tmp_path / "generations" / f"gen_{gen:04d}" / "samples" / f"step_{step:08d}"
+            d.mkdir(parents=True)
+            (d / "free_running_alignment.png").write_bytes(f"{gen}:{step}".encode())
+    got = alignment_timeline(tmp_path, k=4)
+    assert [c for c, _ in got] == ["generation 0, step 10", "generation 0, step 40",
+                                   "generation 1, step 60", "generation 1, step 90"]
+    assert got[-1][1] == b"1:90"
+    assert len(alignment_timeline(tmp_path, k=20)) == 9
