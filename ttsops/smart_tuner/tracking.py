@@ -98,6 +98,14 @@ class StudyTracking:
         self._params(self.parent_id, params)
         return self.parent_id
 
+    def log_decision(self, run_id: str | None, decision: Any, name: str) -> None:
+        """An early-stop decision with every detector's verdict: tags plus a JSON artifact."""
+        if not run_id:
+            return
+        for key, value in decision.to_tags().items():
+            self._safe(self.client.set_tag, run_id, key, value)
+        self._safe(self.client.log_dict, run_id, decision.to_dict(), f"early_stop/{name}.json")
+
     def open_child(
         self,
         trial: int,

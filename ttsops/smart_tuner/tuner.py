@@ -232,6 +232,7 @@ class Tuner:
                 d = self.early.decide_study(
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None
                 )
+                self.tracking.log_decision(self.tracking.parent_id, d, f"study_after_{len(values)}_generations")
                 if d.should_end:
                     self.notifier.notify("early_stop", stop=True, reasons={"message": d.message})
                     return f"early stop: {d.message}"
@@ -324,6 +325,7 @@ class Tuner:
                 return None
             if d.should_end:
                 logger.info("in-trial early stop (%s): %s", d.action.value, d.message)
+                self.tracking.log_decision(run_id, d, f"trial_{d.action.value}")
             return None if not d.should_end else d.action.value
 
         return GenerationRunner(
