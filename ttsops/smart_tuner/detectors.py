@@ -20,7 +20,9 @@ NaN/inf policy (one per detector, each tested):
 
 - :func:`patience_detector` (the Lightning-style baseline): a non-finite latest value stops the
   run with ``NON_FINITE_METRIC`` semantics, like Lightning's ``check_finite=True``.
-- :func:`divergence_detector`: a non-finite latest value (of the loss or of ``grad_norm``) prunes.
+- :func:`divergence_detector`: a non-finite latest loss prunes (train.py drops non-finite values, so
+  a validation without its loss reads as NaN here); an infinite latest ``grad_norm`` prunes, a NaN
+  one is taken as "not logged at this validation" (training metrics come at other steps).
 - All other detectors drop non-finite points and judge the finite ones; a run whose latest loss is
   non-finite is pruned by the divergence detector before their verdicts matter.
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import numpy as np
@@ -43,13 +45,13 @@ import numpy as np
 from ttsops.config import AdaptivePatienceConfig
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CONTINUE = "continue"
     STOP = "stop"  # converged / plateau / overfitting: keep the best checkpoint
     PRUNE = "prune"  # failing run: diverged, never aligned, alignment collapsed
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
     MISSING_METRIC = "missing_metric"
     WARMUP = "warmup"
@@ -122,11 +124,12 @@ def jsonable(value: Any) -> Any:
 
 def result(
     name: str, score: float, reason: Reason, message: str, *, voting: bool = True,
-    prune: bool = False, **details: Any,
+    prune: bool = False, ends: bool | None = None, **details: Any,
 ) -> DetectorResult:
-    """Build a result; the action follows from the score (>= 0.5 ends the run)."""
+    """Build a result; the action follows from the score (>= 0.5 ends the run) unless ``ends``
+    says otherwise (patience detectors end exactly when patience runs out)."""
     score = float(min(1.0, max(0.0, score)))
-    if score >= 0.5:
+    if (score >= 0.5) if ends is None else ends:
         action = Action.PRUNE if prune else Action.STOP
     else:
         action = Action.CONTINUE
@@ -138,6 +141,19 @@ def abstain(name: str, reason: Reason, message: str, **details: Any) -> Detector
 
 
 # --- helpers ------------------------------------------------------------------------------------
+History = Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]]
+
+
+def columns(history: History) -> dict[str, np.ndarray]:
+    """Metric name -> values per validation, from columns or from a list of per-validation rows
+    (a row missing a metric gives NaN there)."""
+    if isinstance(history, Mapping):
+        return {str(k): as_array(v) for k, v in history.items()}
+    rows = list(history)
+    keys = sorted({k for row in rows for k in row})
+    return {k: as_array(np.array([row.get(k, math.nan) for row in rows], dtype=float)) for k in keys}
+
+
 def as_array(values: Sequence[float] | np.ndarray | None) -> np.ndarray:
     """1-D float64 copy; None (a metric that was never logged) becomes an empty array."""
     if values is None:
@@ -243,7 +259,7 @@ def patience_detector(
         f"(patience {patience}); best {best:.5g} at validation {best_i + 1}"
     )
     reason = Reason.NO_IMPROVEMENT if wait >= patience else Reason.IMPROVING
-    return result(name, wait / patience if wait < patience else 1.0, reason, msg,
+    return result(name, wait / patience, reason, msg, ends=wait >= patience,
                   wait=wait, patience=patience, best=best, best_index=best_i)
 
 
@@ -267,24 +283,25 @@ def adaptive_patience_detector(
         f"for {wait} validations (patience {patience})"
     )
     reason = Reason.NO_IMPROVEMENT if wait >= patience else Reason.IMPROVING
-    return result(name, min(1.0, wait / patience), reason, msg, stage=stage, patience=patience,
-                  wait=wait, best_smoothed=best, best_index=best_i)
+    return result(name, wait / patience, reason, msg, ends=wait >= patience, stage=stage,
+                  patience=patience, wait=wait, best_smoothed=best, best_index=best_i)
 
 
 def divergence_detector(
-    values: Sequence[float] | np.ndarray, *, factor: float = 1.5, consecutive: int = 2,
+    values: Sequence[float] | np.ndarray, *, factor: float = 2.0, consecutive: int = 3,
     grad_norm: Sequence[float] | np.ndarray | None = None,
 ) -> DetectorResult:
-    """Training blew up: the latest loss (or grad norm) is non-finite, or the last ``consecutive``
-    validations are all above ``factor`` x the best loss so far (one spike that recovers is not a
-    divergence; overfitting rises by percents, not by half). Prunes."""
+    """Training blew up: the latest loss is non-finite (or grad norm infinite), or the last ``consecutive``
+    validations are all above ``factor`` x the best loss so far (overfitting rises by percents, not
+    by a factor). Defaults 2x for 3 validations: our real tiny-model runs show 2x loss spikes lasting
+    two validations that recover, which 1.5x for 2 validations called a divergence. Prunes."""
     name = "divergence"
     y = as_array(values)
     g = as_array(grad_norm)
     if y.size and not math.isfinite(y[-1]):
         return result(name, 1.0, Reason.NON_FINITE, f"latest loss is {y[-1]}: training diverged",
                       prune=True, value=None)
-    if g.size and not math.isfinite(g[-1]):
+    if g.size and math.isinf(g[-1]):  # NaN here means "not logged at this validation"
         return result(name, 1.0, Reason.NON_FINITE, f"latest grad_norm is {g[-1]}: diverged",
                       prune=True, grad_norm=None)
     idx, fy = finite_points(y)

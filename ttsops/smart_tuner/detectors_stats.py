@@ -5,7 +5,10 @@ plain MK assumes independent points, which learning curves are not (a good step 
 steps). We use the Hamed & Rao (1998) variance correction: the Sen-detrended series is ranked, its
 significant rank autocorrelations inflate Var(S) by ``n/n*``. We never let the correction make the
 test *more* liberal than plain MK (n/n* is floored at 1). Sen's slope (median of pairwise slopes)
-comes with Gilbert's confidence interval computed from the same corrected variance.
+comes with Gilbert's confidence interval computed from the same corrected variance. The correction
+is partial on short series: on 40 points of AR(1) noise with phi = 0.8 a nominal 5% one-sided test
+fires ~23% of the time uncorrected and ~15% corrected (rank autocorrelations of a short detrended
+series are biased low), one more reason the test is only one voice in the vote.
 
 CUSUM (Page 1954) is run as a sequential "improvement chart" on log values: it accumulates evidence
 that the level has dropped by at least ``min_delta`` below the reference level; each alarm is a

@@ -8,13 +8,15 @@ Levels (SPEC §6):
 2. detectors (``detectors*.py``): CUSUM, Mann-Kendall + Sen's slope, GP forecast, attention health;
 3. the weighted vote: each group's score (``statistical_consensus`` = mean of Mann-Kendall, CUSUM
    and adaptive patience; ``bayesian_prediction`` = 1 - P(improve) from the GP; ``attention_analysis``)
-   is weighted by ``ensemble_weights`` over the groups that vote, and the run stops at >= 0.5.
+   is weighted by ``ensemble_weights`` over the groups that vote, and the run stops at >= ``stop_threshold`` (0.7:
+   the vote needs the statistics and the forecast to agree).
 
 Rules around the vote (in this order): divergence / non-finite loss prunes at once; a failing
 alignment (never formed, or collapsed) prunes; nothing stops during the first
 ``min_validations``; no plateau stop while the alignment has not yet reached
-``alignment_threshold`` (a Tacotron loss often flattens before attention snaps into place);
-``max_patience`` validations without improvement of the smoothed loss stop whatever the vote says.
+``alignment_threshold`` (a Tacotron loss often flattens before attention snaps into place).
+There is deliberately no "max_patience ends it anyway" rule: on noisy or slowly converging curves
+it was the main source of false stops in the replay benchmark.
 
 Every :class:`Decision` carries all detector verdicts (``to_dict()`` is JSON, ``to_tags()`` gives
 MLflow tags) so the tuner can log it and hand it to the AlertManager. ``update(history)`` is the
@@ -40,23 +42,22 @@ from ttsops.errors import ConfigError, TunerError
 from ttsops.smart_tuner.detectors import (
     Action,
     DetectorResult,
+    History,
     Reason,
     abstain,
     adaptive_patience,
     adaptive_patience_detector,
     as_array,
+    columns,
     divergence_detector,
     jsonable,
     patience_detector,
     result,
     since_improvement,
-    smooth,
 )
 from ttsops.smart_tuner.detectors_attention import attention_detector
 from ttsops.smart_tuner.detectors_gp import forecast_detector
 from ttsops.smart_tuner.detectors_stats import cusum_detector, trend_detector
-
-History = Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]]
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "statistical_consensus": ("mann_kendall", "cusum", "adaptive_patience", "generation_patience"),
@@ -77,23 +78,26 @@ class DetectorParams:
     min_validations: int = 8  # warm-up: no stop before this many validations
     alpha: float = 0.05  # significance of the trend tests
     cusum_h: float = 5.0  # CUSUM alarm threshold (in noise sigmas)
-    divergence_factor: float = 1.5
-    divergence_consecutive: int = 2
+    divergence_factor: float = 2.0  # x the best loss, for
+    divergence_consecutive: int = 3  # validations in a row
     collapse_margin: float = 0.1
     collapse_consecutive: int = 2
     alignment_deadline_epochs: float | None = None  # None: end of the warmup stage
-    stop_threshold: float = 0.5
+    stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
+    gp_std_inflation: float = 2.0  # widen the GP's forecast std (its 95% band covered ~80% on test curves)
     min_delta: float | None = None  # relative; None: tuner_min_delta
     gp_cache_size: int = 64
+    gp_refit_every: int = 4  # re-optimise GP hyperparameters every this many fits (else reuse)
     log_size: int = 200  # decisions kept in state_dict
 
     def __post_init__(self) -> None:
         checks = {
             "smoothing_alpha": 0 < self.smoothing_alpha <= 1, "window": self.window >= 6,
             "gp_window": self.gp_window >= 6, "min_validations": self.min_validations >= 1,
+            "gp_refit_every": self.gp_refit_every >= 1,
             "alpha": 0 < self.alpha < 1, "cusum_h": self.cusum_h > 0,
             "divergence_factor": self.divergence_factor > 1,
-            "stop_threshold": 0 < self.stop_threshold <= 1,
+            "stop_threshold": 0 < self.stop_threshold <= 1, "gp_std_inflation": self.gp_std_inflation >= 1,
             "horizon": self.horizon is None or self.horizon >= 1,
             "min_delta": self.min_delta is None or self.min_delta >= 0,
         }
@@ -145,16 +149,6 @@ class Decision:
         return tags
 
 
-def columns(history: History) -> dict[str, np.ndarray]:
-    """Metric name -> values per validation, from columns or from a list of per-validation rows
-    (a row missing a metric gives NaN there)."""
-    if isinstance(history, Mapping):
-        return {str(k): as_array(v) for k, v in history.items()}
-    rows = list(history)
-    keys = sorted({k for row in rows for k in row})
-    return {k: as_array(np.array([row.get(k, math.nan) for row in rows], dtype=float)) for k in keys}
-
-
 def vote(verdicts: Sequence[DetectorResult], weights: Mapping[str, float]) -> tuple[float, dict[str, float | None]]:
     """Weighted mean of the group scores over groups with a voting member and a weight > 0."""
     groups: dict[str, float | None] = {}
@@ -183,6 +177,7 @@ class EarlyStopController:
         self._gp_cache: OrderedDict[tuple[Any, ...], DetectorResult] = OrderedDict()
         self._log: list[dict[str, Any]] = []
         self._counts = {"trial": 0, "study": 0}
+        self._fits: dict[str, int] = {}
 
     # --- public API ------------------------------------------------------------------------
     @property
@@ -193,6 +188,15 @@ class EarlyStopController:
     def min_delta(self) -> float:
         return self.params.min_delta if self.params.min_delta is not None else self.cfg.tuner_min_delta
 
+    @property
+    def alignment_deadline(self) -> float:
+        """Epoch by which attention must have aligned: ``alignment_deadline_epochs`` or the end of
+        the ``warmup`` curriculum stage."""
+        if self.params.alignment_deadline_epochs is not None:
+            return self.params.alignment_deadline_epochs
+        stages = self.cfg.adaptive_patience.stages
+        return float(stages["warmup"].epochs) if "warmup" in stages else 0.0
+
     def update(self, metrics_history: History, *, budget: int | None = None) -> Decision:
         """In-trial decision after a validation (alias of :meth:`decide_trial`)."""
         return self.decide_trial(metrics_history, budget=budget)
@@ -200,6 +204,7 @@ class EarlyStopController:
     def new_trial(self) -> None:
         """Forget per-trial warm starts (call when a new generation starts)."""
         self._theta["trial"] = None
+        self._fits["trial"] = 0
         self._gp_cache.clear()
 
     def decide_trial(self, history: History, *, budget: int | None = None) -> Decision:
@@ -278,12 +283,9 @@ class EarlyStopController:
         if not am.enabled:
             return abstain("attention", Reason.MISSING_METRIC, "attention monitoring disabled")
         ap = self.cfg.adaptive_patience
-        deadline = self.params.alignment_deadline_epochs
-        if deadline is None:
-            deadline = float(ap.stages["warmup"].epochs) if "warmup" in ap.stages else 0.0
         return attention_detector(
             h.get("attention_alignment_score"), threshold=am.alignment_threshold,
-            monotonic_penalty=am.monotonic_penalty, epochs=epochs, deadline_epoch=deadline,
+            monotonic_penalty=am.monotonic_penalty, epochs=epochs, deadline_epoch=self.alignment_deadline,
             progress_patience=ap.max_patience, collapse_margin=self.params.collapse_margin,
             consecutive=self.params.collapse_consecutive, entropy=h.get("attention_entropy"),
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
@@ -295,8 +297,10 @@ class EarlyStopController:
         if key in self._gp_cache:
             self._gp_cache.move_to_end(key)
             return self._gp_cache[key]
+        self._fits[level] = self._fits.get(level, 0) + 1
+        refit = (self._fits[level] - 1) % self.params.gp_refit_every == 0
         got = forecast_detector(y, horizon=horizon, min_delta=self.min_delta, window=self.params.gp_window,
-                                theta=self._theta[level])
+                                theta=self._theta[level], optimize=refit, inflation=self.params.gp_std_inflation)
         if "theta" in got.details:
             self._theta[level] = list(got.details["theta"])
         self._gp_cache[key] = got
@@ -318,10 +322,6 @@ class EarlyStopController:
         if by["attention"].reason is Reason.NOT_YET_ALIGNED:
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
                         f"no plateau stop before alignment: {by['attention'].message}")
-        wait, _, _ = since_improvement(smooth(h[self.metric], self.params.smoothing_alpha), self.min_delta)
-        if wait >= self.cfg.adaptive_patience.max_patience:
-            return make(Action.STOP, Reason.NO_IMPROVEMENT, 1.0,
-                        f"stop: smoothed {self.metric} flat for {wait} validations (max_patience)")
         return self._by_vote(make, verdicts, score)
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:

@@ -1,0 +1,69 @@
+"""Attention health: never aligned, collapsed, wobbling, monotonicity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ttsops.smart_tuner.detectors import Action, Reason
+from ttsops.smart_tuner.detectors_attention import attention_detector
+
+
+def judge(scores, **kw):
+    kw.setdefault("epochs", list(range(1, len(scores) + 1)))
+    return attention_detector(scores, **kw)
+
+
+@pytest.mark.parametrize("onset", [15, 22, 31])
+def test_collapse_flagged_within_three_validations(onset):
+    rng = np.random.default_rng(onset)
+    a = np.r_[np.linspace(0.2, 0.9, 8), np.full(onset - 8, 0.9), np.full(10, 0.35)] + 0.02 * rng.standard_normal(onset + 10)
+    first = next(t for t in range(1, a.size + 1) if judge(a[:t]).ends_run)
+    assert first - 1 - onset <= 3
+    r = judge(a[:first])
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED)
+    assert abs(r.details["collapse_onset"] - onset) <= 2
+
+
+def test_wobble_around_threshold_is_not_a_collapse():
+    a = [0.3, 0.6, 0.82, 0.85, 0.79, 0.78, 0.83, 0.79, 0.77, 0.81]
+    assert all(not judge(a[:t]).ends_run for t in range(1, len(a) + 1))
+    assert judge(a).reason is Reason.ALIGNED and not judge(a).voting
+
+
+def test_never_aligned_pruned_at_the_deadline_not_before():
+    a = 0.25 + 0.01 * np.sin(np.arange(40))
+    before = judge(a[:19], deadline_epoch=20)
+    at = judge(a[:20], deadline_epoch=20)
+    assert before.reason is Reason.NOT_YET_ALIGNED and not before.ends_run
+    assert (at.action, at.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)
+
+
+def test_climbing_alignment_gets_grace_past_the_deadline_but_not_forever():
+    a = np.minimum(0.3 + 0.02 * np.arange(60), 0.79)  # climbs to 0.79 by validation 26, then stalls
+    assert judge(a[:25], deadline_epoch=20).reason is Reason.NOT_YET_ALIGNED  # still climbing
+    assert judge(a[:45], deadline_epoch=20).reason is Reason.NEVER_ALIGNED  # stalled below 0.8
+
+
+def test_alignment_reached_later_counts():
+    a = [0.1] * 25 + [0.85, 0.9]
+    assert judge(a, deadline_epoch=20).reason is Reason.ALIGNED
+
+
+def test_monotonicity_penalty_lowers_health():
+    a = [0.5, 0.6, 0.7, 0.75]
+    clean = judge(a, monotonicity=[1.0] * 4)
+    messy = judge(a, monotonicity=[0.5] * 4, monotonic_penalty=0.2)
+    assert messy.details["health"] == pytest.approx(clean.details["health"] - 0.1)
+    zigzag = judge([0.5, 0.7, 0.5, 0.7, 0.5, 0.7])
+    assert zigzag.details["nonmonotonicity"] == pytest.approx(0.4)  # 2 of 5 equal moves went down
+
+
+def test_missing_or_nan_scores():
+    assert judge([]).reason is Reason.MISSING_METRIC
+    assert attention_detector(None).reason is Reason.MISSING_METRIC
+    assert judge([math.nan, math.nan]).reason is Reason.MISSING_METRIC
+    r = judge([0.2, math.nan, 0.85, math.nan, 0.9])
+    assert r.reason is Reason.ALIGNED and r.details["aligned_at"] == 2

@@ -1,0 +1,175 @@
+"""EarlyStopController: the vote, its vetoes and gates, both levels, explanations, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ttsops.config import SmartEarlyStoppingConfig
+from ttsops.errors import ConfigError, TunerError
+from ttsops.smart_tuner.detectors import Action, Reason
+from ttsops.smart_tuner.early_stop import GROUPS, DetectorParams, EarlyStopController, columns, vote
+
+
+def curve(n: int, *, align_at: float | None = 6.0, floor: float = 0.5, tau: float = 4.0, noise: float = 0.002,
+          seed: int = 0) -> dict[str, np.ndarray]:
+    t = np.arange(1, n + 1, dtype=float)
+    rng = np.random.default_rng(seed)
+    loss = (floor + 1.5 * np.exp(-t / tau)) * (1 + noise * rng.standard_normal(n))
+    align = np.full(n, 0.2) if align_at is None else 0.2 + 0.7 / (1 + np.exp(-(t - align_at)))
+    return {"val_loss": loss, "epoch": t, "attention_alignment_score": align}
+
+
+def first_end(ctl: EarlyStopController, hist: dict[str, np.ndarray], budget: int | None = None):
+    n = len(hist["val_loss"])
+    for t in range(1, n + 1):
+        d = ctl.decide_trial({k: v[:t] for k, v in hist.items()}, budget=budget or n)
+        if d.should_end:
+            return t, d
+    return None, d
+
+
+def test_converged_run_stops_with_reasons_after_alignment():
+    hist = curve(80)
+    t, d = first_end(EarlyStopController(), hist)
+    assert t is not None and 20 <= t <= 60
+    assert d.action is Action.STOP and d.score >= 0.7
+    names = {v.name for v in d.verdicts}
+    assert names >= {"divergence", "mann_kendall", "cusum", "adaptive_patience", "gp_forecast", "attention", "patience"}
+    loss = hist["val_loss"]
+    assert (loss[:t].min() - loss.min()) / loss.min() <= 0.005  # regret within min_delta
+
+
+def test_still_falling_run_is_not_stopped():
+    hist = curve(40, tau=60.0)
+    assert first_end(EarlyStopController(), hist, budget=40)[0] is None
+
+
+def test_nan_loss_prunes_at_once_even_in_warmup():
+    d = EarlyStopController().decide_trial({"val_loss": [2.0, 1.5, math.nan]})
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.NON_FINITE)
+    assert d.confidence == 1.0
+
+
+def test_divergence_prunes():
+    loss = [2.0, 1.5, 1.2, 1.0, 0.9, 0.85, 2.0, 4.0, 9.0]
+    d = EarlyStopController().decide_trial({"val_loss": loss})
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)
+
+
+def test_no_plateau_stop_before_alignment_then_never_aligned_prunes():
+    hist = curve(60, align_at=None, tau=2.0)  # loss flat from ~10, alignment never forms
+    ctl = EarlyStopController()
+    reasons = [ctl.decide_trial({k: v[:t] for k, v in hist.items()}, budget=60) for t in range(1, 21)]
+    assert all(not d.should_end for d in reasons[:19])
+    assert reasons[12].reason is Reason.WAITING_FOR_ALIGNMENT
+    assert (reasons[19].action, reasons[19].reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)  # epoch 20
+
+
+def test_alignment_collapse_prunes_within_three_validations():
+    hist = curve(60)
+    hist["attention_alignment_score"][30:] = 0.3
+    t, d = first_end(EarlyStopController(params=DetectorParams(min_validations=40)), hist)
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED) and t - 1 - 30 <= 3
+
+
+def test_without_attention_metrics_the_vote_uses_the_rest():
+    hist = curve(80)
+    del hist["attention_alignment_score"]
+    t, d = first_end(EarlyStopController(), hist)
+    assert t is not None and d.groups["attention_analysis"] is None
+
+
+def test_rows_and_columns_are_the_same_history():
+    hist = curve(25)
+    rows = [{k: float(v[i]) for k, v in hist.items()} for i in range(25)]
+    rows[3].pop("attention_alignment_score")
+    cols = columns(rows)
+    assert math.isnan(cols["attention_alignment_score"][3])
+    a = EarlyStopController().decide_trial(rows)
+    hist["attention_alignment_score"][3] = math.nan
+    b = EarlyStopController().decide_trial(hist)
+    assert (a.action, a.reason, round(a.score, 6)) == (b.action, b.reason, round(b.score, 6))
+
+
+def test_missing_metric_is_a_tuner_error():
+    with pytest.raises(TunerError, match="val_loss"):
+        EarlyStopController().decide_trial({"mel_loss": [1.0]})
+
+
+def test_vote_weights_only_voting_groups():
+    ctl = EarlyStopController(SmartEarlyStoppingConfig(ensemble_weights={
+        "statistical_consensus": 1.0, "bayesian_prediction": 0.0, "attention_analysis": 1.0}))
+    d = ctl.decide_trial(curve(30))
+    expected = np.mean([v.score for v in d.verdicts if v.voting and v.name in GROUPS["statistical_consensus"]])
+    assert d.score == pytest.approx(expected)  # gp weight 0, attention abstains
+    assert vote([], ctl.weights) == (0.0, {g: None for g in GROUPS})
+
+
+def test_decision_is_json_and_tags_are_strings():
+    d = EarlyStopController().decide_trial({"val_loss": [1.0, 0.9, math.inf]})
+    data = json.loads(d.to_json())
+    assert data["action"] == "prune" and len(data["verdicts"]) == len(d.verdicts)
+    tags = d.to_tags()
+    assert tags["early_stop.trial.reason"] == "non_finite"
+    assert all(isinstance(v, str) and len(v) < 5000 for v in tags.values())
+
+
+def test_state_dict_round_trip_and_version_check():
+    ctl = EarlyStopController()
+    hist = curve(30)
+    for t in range(10, 31, 5):
+        ctl.decide_trial({k: v[:t] for k, v in hist.items()})
+    state = json.loads(json.dumps(ctl.state_dict()))
+    other = EarlyStopController()
+    other.load_state_dict(state)
+    assert other.decisions == ctl.decisions and len(other.decisions) == 5
+    assert other.decide_trial(hist).reason == ctl.decide_trial(hist).reason
+    with pytest.raises(TunerError, match="version"):
+        other.load_state_dict({"version": 99})
+
+
+def test_detector_params_validated():
+    with pytest.raises(ConfigError, match="stop_threshold"):
+        DetectorParams(stop_threshold=0)
+    with pytest.raises(ConfigError, match="window"):
+        DetectorParams(window=3)
+
+
+# --- across generations -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("objectives", "stop"),
+    [
+        ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], False),
+        ([1.0, 0.9, 0.9, 0.91, 0.9, 0.92, 0.95], True),  # 5 generations without a 0.5% gain
+        ([1.0, 0.9, 0.9, 0.91, 0.9, 0.92], False),
+        ([1.0], False),
+    ],
+)
+def test_study_level_patience(objectives, stop):
+    d = EarlyStopController().decide_study(objectives)
+    assert d.should_end is stop and d.level == "study"
+    if stop:
+        assert d.reason is Reason.STUDY_NO_IMPROVEMENT
+
+
+def test_failed_generations_do_not_crash_or_end_the_study():
+    d = EarlyStopController().decide_study([1.0, 0.8, math.nan, 0.7, math.nan])
+    assert not d.should_end
+    assert d.verdict("generation_patience").details["wait"] == 1  # 0.7 improved; one failure since
+
+
+def test_study_waits_until_the_best_generation_aligned():
+    objectives = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    unaligned = EarlyStopController().decide_study(objectives, generation_alignment=[0.3] * 8)
+    assert unaligned.reason is Reason.WAITING_FOR_ALIGNMENT and not unaligned.should_end
+    aligned = EarlyStopController().decide_study(objectives, generation_alignment=[0.9] * 8)
+    assert aligned.should_end
+
+
+def test_study_direction_maximize():
+    assert not EarlyStopController().decide_study([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], direction="maximize").should_end
+    assert EarlyStopController().decide_study([0.6, 0.5, 0.4, 0.3, 0.2, 0.1], direction="maximize").should_end

@@ -1,0 +1,375 @@
+"""``ttsops bench early-stop CURVES_DIR``: replay learning curves through the EarlyStopController.
+
+Each curve (``*.json`` / ``*.csv`` under CURVES_DIR, format in benchmarks/curves/FORMAT.md) is fed to
+``EarlyStopController.decide_trial`` one validation at a time, as a live run would be (the planned
+budget, the curve's length, is passed as ``budget``). One replay yields the stop point of every
+method: the ensemble, each detector alone (its own verdict), the patience baseline and no stopping.
+
+Per curve and method (T = the curve's epochs, t = the epoch at which the method stopped):
+
+- saved ``S = 1 - t / T`` (0 when it never stops);
+- regret ``R = (best before stop - best of full run) / |best of full run|`` on the objective
+  (``val_loss``), over *usable* validations: where the curve logs attention, only validations with
+  ``attention_alignment_score >= alignment_threshold`` count (an unaligned Tacotron2 checkpoint cannot
+  synthesise). Stopping before any usable validation is R = inf; a run that never aligns has no
+  usable model, so stopping it loses nothing (R = 0). ``R raw`` uses every validation;
+- a false stop is ``R > tuner_min_delta``;
+- alignment-failure latency: validations from the failure onset to the stop. Onset: for a run that
+  aligned, the first of >= 3 consecutive validations below the threshold *and* more than
+  ``collapse_margin`` (0.1) below the peak so far (a wobble around the threshold is not a collapse);
+  for a run that never aligns, the first validation at the alignment deadline (end of ``warmup``);
+- "plateau before alignment": a stop that is not a failure verdict (divergence, non-finite,
+  never aligned, collapse) taken before the alignment first reached the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttsops.config import TunerConfig, load_config
+from ttsops.errors import DataError
+from ttsops.smart_tuner.detectors import FAILURE_REASONS, patience_detector
+from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
+
+ALIGN = "attention_alignment_score"
+DETECTORS = ("divergence", "mann_kendall", "cusum", "adaptive_patience", "gp_forecast", "attention")
+PATIENCE_SWEEP = (10, 15, 20, 30)  # extra patience baselines, to compare at matched risk
+METHODS = ("ensemble", *DETECTORS, "patience", *(f"patience_{p}" for p in PATIENCE_SWEEP), "no_stopping")
+
+
+@dataclass(frozen=True)
+class Curve:
+    name: str
+    label: str
+    source: str  # "synthetic" | "train.py" | ...
+    columns: dict[str, np.ndarray]
+    metric: str = "val_loss"
+
+    @property
+    def length(self) -> int:
+        return int(self.columns[self.metric].size)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    curve: str
+    label: str
+    method: str
+    stop: int | None  # validations seen when it stopped (1-based); None = never
+    reason: str
+    saved: float
+    regret: float
+    regret_raw: float
+    regret_true: float | None  # on ``<metric>_noise_free`` when the curve has it (synthetic curves)
+    latency: int | None  # validations from alignment-failure onset to the stop
+    onset: int | None
+    plateau_before_alignment: bool
+
+
+# --- loading ------------------------------------------------------------------------------------
+def _num(v: Any) -> float:
+    if v is None or v == "":
+        return math.nan
+    try:
+        return float(v)  # float() reads "nan", "inf", "-inf"
+    except (TypeError, ValueError):
+        raise DataError(f"not a number: {v!r}") from None
+
+
+def load_curve(path: Path) -> Curve:
+    """One curve file (JSON or CSV, see benchmarks/curves/FORMAT.md)."""
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(path.read_text())
+            cols = doc["columns"]
+            meta = {"name": doc.get("name", path.stem), "label": doc.get("label", "unlabelled"),
+                    "source": doc.get("source", {}).get("kind", "unknown"),
+                    "metric": doc.get("objective", {}).get("metric", "val_loss")}
+        else:
+            meta, cols = _read_csv(path)
+        columns = {k: np.array([_num(v) for v in vals], dtype=float) for k, vals in cols.items()}
+    except (KeyError, ValueError, DataError, OSError) as e:
+        raise DataError(f"{path}: unreadable curve: {e}") from None
+    curve = Curve(meta["name"], meta["label"], meta["source"], columns, meta["metric"])
+    if curve.metric not in columns or curve.length < 2:
+        raise DataError(f"{path}: objective column {curve.metric!r} missing or shorter than 2")
+    return curve
+
+
+def _read_csv(path: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    lines = path.read_text().splitlines()
+    meta = {"name": path.stem, "label": "unlabelled", "source": "unknown", "metric": "val_loss"}
+    keys = {"name": "name", "label": "label", "source.kind": "source", "objective.metric": "metric"}
+    for line in lines:
+        if line.startswith("#") and ":" in line:
+            k, v = line[1:].split(":", 1)
+            if k.strip() in keys:
+                meta[keys[k.strip()]] = v.strip()
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    return meta, {k: [r.get(k, "") for r in rows] for k in (rows[0] if rows else {})}
+
+
+def load_curves(root: Path) -> list[Curve]:
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".json", ".csv") and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no *.json or *.csv curves found")
+    return [load_curve(p) for p in files]
+
+
+# --- replay and scoring -------------------------------------------------------------------------
+def replay(curve: Curve, cfg: TunerConfig, params: DetectorParams | None = None) -> tuple[dict[str, tuple[int, str]], list[tuple[float, float]]]:
+    """Stop point (validations seen, reason) of every method that stopped, and the (wall, CPU)
+    milliseconds of each decision (CPU time is the decision's own cost on a shared, busy box)."""
+    ctl = EarlyStopController(cfg.smart_early_stopping, params, metric=curve.metric)
+    stops: dict[str, tuple[int, str]] = {}
+    times: list[tuple[float, float]] = []
+    n = curve.length
+    for t in range(1, n + 1):
+        cpu0 = time.process_time()
+        d = ctl.decide_trial({k: v[:t] for k, v in curve.columns.items()}, budget=n)
+        times.append((d.elapsed_ms, (time.process_time() - cpu0) * 1e3))
+        if d.should_end and "ensemble" not in stops:
+            stops["ensemble"] = (t, d.reason.value)
+        for v in d.verdicts:
+            if v.ends_run and v.name not in stops:
+                stops[v.name] = (t, v.reason.value)
+    y = curve.columns[curve.metric]
+    md = cfg.smart_early_stopping.tuner_min_delta
+    for p in PATIENCE_SWEEP:
+        for t in range(1, n + 1):
+            v = patience_detector(y[:t], p, md)
+            if v.ends_run:
+                stops[f"patience_{p}"] = (t, v.reason.value)
+                break
+    return stops, times
+
+
+def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: float = 0.1) -> int | None:
+    """0-based validation where the alignment failure became a fact (None: no failure)."""
+    a = curve.columns.get(ALIGN)
+    if a is None or not np.isfinite(a).any():
+        return None
+    reached = np.flatnonzero(a >= threshold)
+    if reached.size == 0:
+        ep = curve.columns.get("epoch", np.arange(1, a.size + 1, dtype=float))
+        late = np.flatnonzero(ep >= deadline)
+        return int(late[0]) if late.size else None
+    for i in range(int(reached[0]) + 1, a.size - 2):
+        peak = float(np.nanmax(a[: i + 1]))
+        # NaN compares False: missing scores do not count
+        if np.all(a[i : i + 3] < threshold) and np.all(a[i : i + 3] < peak - margin):
+            return i
+    return None
+
+
+def _best(y: np.ndarray, mask: np.ndarray) -> float:
+    sel = y[mask & np.isfinite(y)]
+    return float(sel.min()) if sel.size else math.inf
+
+
+def _true_regret(y: np.ndarray, truth: np.ndarray, usable: np.ndarray, t: int) -> float:
+    """Regret of the checkpoint one would keep (lowest measured value among usable validations),
+    scored on the noise-free curve: what stopping really cost, free of the minimum's luck."""
+
+    def kept(upto: int) -> float:
+        m = usable & np.isfinite(y) & (np.arange(y.size) < upto)
+        return float(truth[np.flatnonzero(m)[np.argmin(y[m])]]) if m.any() else math.inf
+
+    full = kept(y.size)
+    return 0.0 if math.isinf(full) else (kept(t) - full) / (abs(full) or 1.0)
+
+
+def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold: float,
+          deadline: float, margin: float = 0.1) -> Outcome:
+    y = curve.columns[curve.metric]
+    n = curve.length
+    a = curve.columns.get(ALIGN)
+    has_align = a is not None and bool(np.isfinite(a).any())
+    usable = (a >= threshold) if has_align else np.ones(n, dtype=bool)
+    t, reason = stop if stop is not None else (n, "")
+    seen = np.arange(n) < t
+    full, full_raw = _best(y, usable), _best(y, np.ones(n, dtype=bool))
+    truth = curve.columns.get(f"{curve.metric}_noise_free")
+    regret_true = None if truth is None else 0.0
+    if stop is None:
+        regret = regret_raw = 0.0
+    else:
+        regret = 0.0 if math.isinf(full) else (_best(y, usable & seen) - full) / (abs(full) or 1.0)
+        regret_raw = (_best(y, seen) - full_raw) / (abs(full_raw) or 1.0)
+        if truth is not None:
+            regret_true = _true_regret(y, truth, usable, t)
+    ep = curve.columns.get("epoch")
+    if stop is None:
+        saved = 0.0
+    elif ep is not None and np.isfinite(ep[[t - 1, n - 1]]).all() and ep[n - 1] > 0:
+        saved = 1.0 - float(ep[t - 1]) / float(ep[n - 1])
+    else:
+        saved = 1.0 - t / n
+    onset = alignment_onset(curve, threshold, deadline, margin)
+    latency = (t - 1 - onset) if (onset is not None and stop is not None) else None
+    aligned_before = has_align and bool(np.any(a[:t] >= threshold))
+    failure = reason in {r.value for r in FAILURE_REASONS}
+    plateau_early = stop is not None and has_align and not aligned_before and not failure
+    return Outcome(curve.name, curve.label, method, stop[0] if stop else None, reason, saved, regret,
+                   regret_raw, regret_true, latency, onset, plateau_early)
+
+
+def evaluate(curves: Sequence[Curve], cfg: TunerConfig, params: DetectorParams | None = None,
+             progress: Any = None) -> tuple[list[Outcome], list[tuple[float, float]]]:
+    ses = cfg.smart_early_stopping
+    p = params or DetectorParams()
+    deadline = EarlyStopController(ses, p).alignment_deadline
+    outcomes: list[Outcome] = []
+    times: list[tuple[float, float]] = []
+    for curve in curves:
+        stops, t = replay(curve, cfg, params)
+        times += t
+        for m in METHODS:
+            outcomes.append(score(curve, m, stops.get(m), threshold=ses.attention_monitoring.alignment_threshold,
+                                  deadline=deadline, margin=p.collapse_margin))
+        if progress is not None:
+            progress()
+    return outcomes, times
+
+
+def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, Any]]:
+    rows = []
+    for m in METHODS:
+        os_ = [o for o in outcomes if o.method == m]
+        lat = [o.latency for o in os_ if o.onset is not None]
+        fails = [o for o in os_ if o.onset is not None]
+        truth = [o for o in os_ if o.regret_true is not None]
+        rows.append({
+            "method": m, "curves": len(os_), "stopped": sum(o.stop is not None for o in os_),
+            "median_S": statistics.median(o.saved for o in os_), "mean_S": statistics.fmean(o.saved for o in os_),
+            "median_R": statistics.median(o.regret for o in os_),
+            "false_stop_rate": sum(o.regret > min_delta for o in os_) / len(os_),
+            "median_R_raw": statistics.median(o.regret_raw for o in os_),
+            "false_stop_rate_raw": sum(o.regret_raw > min_delta for o in os_) / len(os_),
+            "false_stop_rate_true": (sum(o.regret_true > min_delta for o in truth) / len(truth)) if truth else None,
+            "align_failures": len(fails),
+            "latency_median": statistics.median(x for x in lat if x is not None) if any(x is not None for x in lat) else None,
+            "latency_max": max((x for x in lat if x is not None), default=None),
+            "failures_missed": sum(o.latency is None or o.latency > 3 for o in fails),
+            "plateau_before_alignment": sum(o.plateau_before_alignment for o in os_),
+        })
+    return rows
+
+
+def acceptance(rows: Sequence[dict[str, Any]], times: Sequence[tuple[float, float]]) -> list[tuple[str, bool]]:
+    by = {r["method"]: r for r in rows}
+    e, p = by["ensemble"], by["patience"]
+    better_s = e["median_S"] > p["median_S"] and e["false_stop_rate"] <= p["false_stop_rate"]
+    better_r = e["false_stop_rate"] < p["false_stop_rate"] and e["median_S"] >= p["median_S"]
+    # at matched risk: the patience settings that are at least as safe as the ensemble save less
+    safe = [r for r in rows if r["method"].startswith("patience") and r["false_stop_rate"] <= e["false_stop_rate"]]
+    matched = max((r["median_S"] for r in safe), default=0.0)
+    wall_max = max((w for w, _ in times), default=0.0)
+    cpu_max = max((c for _, c in times), default=0.0)
+    return [
+        (f"median S {e['median_S']:.2f} >= 0.50", e["median_S"] >= 0.5),
+        (f"median R {e['median_R']:.2%} <= 0.50%", e["median_R"] <= 0.005),
+        (f"false-stop rate {e['false_stop_rate']:.1%} <= 5%", e["false_stop_rate"] <= 0.05),
+        (f"plateau stops before alignment: {e['plateau_before_alignment']}", e["plateau_before_alignment"] == 0),
+        (f"alignment failures detected within 3 validations: {e['align_failures'] - e['failures_missed']}"
+         f"/{e['align_failures']}", e["failures_missed"] == 0),
+        (f"ensemble vs patience (default {p['method']}): S {e['median_S']:.2f} vs {p['median_S']:.2f}, "
+         f"false stops {e['false_stop_rate']:.1%} vs {p['false_stop_rate']:.1%}: better on one axis, "
+         "not worse on the other", better_s or better_r),
+        (f"at matched risk (patience settings with false stops <= the ensemble's): best median S "
+         f"{matched:.2f} < ensemble {e['median_S']:.2f}", matched < e["median_S"]),
+        (f"slowest decision {cpu_max:.0f} ms CPU < 1000 ms (wall, on this shared box: {wall_max:.0f} ms)",
+         cpu_max < 1000),
+    ]
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.2%}" if pct else f"{v:.2f}"
+    return str(v)
+
+
+def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outcome], times: list[tuple[float, float]],
+                  checks: list[tuple[str, bool]], per_curve: bool, n_curves: int, sources: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"early stopping on {n_curves} curves ({sources})")
+    for col in ("method", "stopped", "median S", "mean S", "median R", "false stops", "median R raw",
+                "false raw", "false true*", "align-fail latency med/max", "missed (>3)", "plateau<align"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r['stopped']}/{r['curves']}", _fmt(r["median_S"]), _fmt(r["mean_S"]),
+                      _fmt(r["median_R"], True), _fmt(r["false_stop_rate"], True), _fmt(r["median_R_raw"], True),
+                      _fmt(r["false_stop_rate_raw"], True), _fmt(r["false_stop_rate_true"], True),
+                      f"{_fmt(r['latency_median'])}/{_fmt(r['latency_max'])}",
+                      f"{r['failures_missed']}/{r['align_failures']}", str(r["plateau_before_alignment"]))
+    console.print(table)
+    if per_curve:
+        detail = Table(title="per curve: ensemble vs patience (stop@validation reason, S, R)")
+        for col in ("curve", "label", "ensemble", "S", "R", "patience", "S ", "R "):
+            detail.add_column(col)
+        by = {(o.curve, o.method): o for o in outcomes}
+        for name in dict.fromkeys(o.curve for o in outcomes):
+            e, p = by[(name, "ensemble")], by[(name, "patience")]
+            detail.add_row(name, e.label, f"{e.stop or '-'} {e.reason}", _fmt(e.saved), _fmt(e.regret, True),
+                           f"{p.stop or '-'} {p.reason}", _fmt(p.saved), _fmt(p.regret, True))
+        console.print(detail)
+    for i, kind in ((1, "CPU"), (0, "wall")):
+        ordered = sorted(t[i] for t in times) or [0.0]
+        console.print(f"decision time ({kind}): median {statistics.median(ordered):.1f} ms, "
+                      f"p95 {ordered[int(0.95 * (len(ordered) - 1))]:.1f} ms, max {ordered[-1]:.1f} ms "
+                      f"over {len(times)} decisions")
+    for text, ok in checks:
+        console.print(f"[{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+
+
+def early_stop_main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    cfg = load_config(args.config, args.set)
+    curves = load_curves(Path(args.curves_dir))
+    if args.label:
+        curves = [c for c in curves if c.label in args.label]
+    console = Console() if Console().is_terminal else Console(width=170)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("replaying curves", total=len(curves))
+        outcomes, times = evaluate(curves, cfg, progress=lambda: bar.advance(task))
+    rows = summarize(outcomes, cfg.smart_early_stopping.tuner_min_delta)
+    checks = acceptance(rows, times)
+    kinds = ", ".join(f"{k}: {sum(c.source == k for c in curves)}" for k in sorted({c.source for c in curves}))
+    _print_tables(console, rows, outcomes, times, checks, args.per_curve, len(curves), kinds)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": rows, "checks": checks, "outcomes": [asdict(o) for o in outcomes]},
+                                              indent=1, default=lambda v: None if isinstance(v, float) else str(v)))
+    return 1 if args.check and not all(ok for _, ok in checks) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ttsops bench", description="replay benchmarks")
+    sub = ap.add_subparsers(dest="bench", required=True)
+    es = sub.add_parser("early-stop", help="replay learning curves through the EarlyStopController")
+    es.add_argument("curves_dir", help="folder of curve files (*.json, *.csv; see benchmarks/curves/FORMAT.md)")
+    es.add_argument("--config", help="TunerConfig YAML (its smart_early_stopping section is used)")
+    es.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. smart_early_stopping.tuner_min_delta=0.01")
+    es.add_argument("--label", action="append", help="only curves with this label (repeatable)")
+    es.add_argument("--per-curve", action="store_true", help="also print every curve's outcome")
+    es.add_argument("--json", help="write summary, checks and every outcome to this JSON file")
+    es.add_argument("--check", action="store_true", help="exit 1 when an acceptance target is missed")
+    args = ap.parse_args(argv)
+    return early_stop_main(args)
