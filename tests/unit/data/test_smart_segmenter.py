@@ -1,0 +1,166 @@
+"""Pure parts of the segmenter: hysteresis, edge refinement, the cut plan, level/SNR/clipping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ttsops.data.manifest import Reason
+from ttsops.data.smart_segmenter import (
+    PEAK_LIMIT,
+    SegmenterConfig,
+    clipped_ratio,
+    frame_energy_db,
+    noise_floor_db,
+    normalise,
+    plan_clips,
+    refine_regions,
+    silero_model_path,
+    speech_regions,
+    speech_stats,
+)
+
+CFG = SegmenterConfig()
+
+
+@pytest.mark.parametrize(
+    ("probs", "expected"),
+    [
+        ([0, 0, 0, 0], []),
+        ([0, 0.6, 0.6, 0.6, 0.6, 0, 0], [(1, 5)]),  # on at 0.5, off below 0.35
+        ([0.6, 0.4, 0.4, 0.6, 0.1, 0.1, 0.1, 0.1], [(0, 4)]),  # 0.4 stays inside (hysteresis)
+        ([0.6] * 4 + [0.1] * 2 + [0.6] * 4, [(0, 10)]),  # a 2-frame gap (0.08 s < 0.1 s) is merged
+        ([0.6] * 4 + [0.1] * 4 + [0.6] * 4, [(0, 4), (8, 12)]),  # 4 frames (0.16 s) is a pause
+        ([0.0, 0.9] + [0.0] * 4 + [0.6] * 5, [(6, 11)]),  # a single-frame blip (0.04 s) is dropped
+    ],
+)
+def test_speech_regions_hysteresis(probs, expected):
+    frame_s = 0.04
+    got = speech_regions(np.array(probs, float), frame_s, CFG)
+    flat = [t for r in got for t in r]
+    assert len(got) == len(expected)
+    assert flat == pytest.approx([t * frame_s for r in expected for t in r])
+
+
+def _plan(regions, total=60.0, **kw):
+    return plan_clips(regions, total, SegmenterConfig(**kw))
+
+
+def test_every_pause_over_split_pause_is_a_cut_with_lead_and_tail_margins():
+    regions = [(1.0, 3.0), (3.6, 5.0), (5.1, 6.5)]  # pauses 0.6 (a cut) and 0.1 (not a cut)
+    clips = _plan(regions)
+    assert [(c.speech_start, c.speech_end) for c in clips] == [(1.0, 3.0), (3.6, 6.5)]
+    assert [(c.start, c.end) for c in clips] == [pytest.approx((0.75, 3.15)), pytest.approx((3.35, 6.65))]
+    assert all(c.reason is None for c in clips)
+
+
+def test_a_short_pause_is_shared_between_the_margins_in_proportion():
+    clips = _plan([(1.0, 3.0), (3.32, 5.0)])  # 0.32 s < 0.25 + 0.15: split 5:3
+    assert clips[0].end == pytest.approx(3.12)
+    assert clips[1].start == pytest.approx(3.12)
+    clips = _plan([(0.1, 2.0), (3.0, 5.0)], total=5.1)  # file edges bound the first and last margin
+    assert (clips[0].start, clips[1].end) == (0.0, 5.1)
+
+
+def test_a_long_stretch_is_cut_at_its_longest_pause_first():
+    # 14 s of speech with short pauses (none >= split_pause_s); the 0.2 s pause is the longest
+    regions = [(1.0, 4.0), (4.1, 7.0), (7.2, 11.0), (11.15, 15.0)]
+    clips = _plan(regions)
+    assert [(c.speech_start, c.speech_end) for c in clips] == [(1.0, 7.0), (7.2, 15.0)]
+    assert all(c.reason is None and c.end - c.start <= 10.0 for c in clips)
+
+
+def test_speech_without_any_pause_longer_than_max_is_rejected_too_long():
+    clips = _plan([(1.0, 13.0)])
+    assert len(clips) == 1 and clips[0].reason is Reason.TOO_LONG
+
+
+def test_short_piece_joins_its_nearer_neighbour_when_the_pause_is_short():
+    clips = _plan([(1.0, 3.0), (3.5, 3.9), (5.5, 8.0)])  # 0.4 s piece, pauses 0.5 and 1.6
+    assert [(c.speech_start, c.speech_end) for c in clips] == [(1.0, 3.9), (5.5, 8.0)]
+
+
+def test_short_piece_alone_between_long_pauses_is_rejected_too_short():
+    clips = _plan([(1.0, 3.0), (5.0, 5.4), (7.0, 9.0)])
+    assert [c.reason for c in clips] == [None, Reason.TOO_SHORT, None]
+
+
+def test_speech_touching_a_file_edge_is_rejected_truncated():
+    clips = _plan([(0.0, 2.0), (3.0, 5.0), (6.0, 7.99)], total=8.0)
+    assert [c.reason for c in clips] == [Reason.TRUNCATED, None, Reason.TRUNCATED]
+
+
+def test_plan_of_no_regions_is_empty():
+    assert _plan([]) == []
+
+
+def test_config_validation_names_the_values():
+    with pytest.raises(ValueError, match="min_clip_s"):
+        SegmenterConfig(min_clip_s=5, max_clip_s=2)
+    with pytest.raises(ValueError, match="onset"):
+        SegmenterConfig(onset=0.2, offset=0.5)
+
+
+def test_refine_pulls_a_lagging_end_back_but_at_most_max_end_pullback():
+    energy = np.full(300, -60.0)
+    energy[100:150] = -20.0  # speech 1.00-1.50 s
+    got = refine_regions([(1.0, 1.56)], energy, -50.0, CFG)  # VAD let go 60 ms late
+    assert list(got[0]) == pytest.approx([1.0, 1.5])
+    got = refine_regions([(1.0, 1.8)], energy, -50.0, CFG)  # 300 ms late: bounded to 80 ms
+    assert got[0][1] == pytest.approx(1.72)
+
+
+def test_refine_moves_a_late_start_back_over_energy_above_the_floor():
+    energy = np.full(300, -60.0)
+    energy[95:150] = -20.0
+    assert refine_regions([(1.0, 1.5)], energy, -50.0, CFG)[0][0] == pytest.approx(0.95)
+
+
+def test_frame_energy_and_noise_floor():
+    rng = np.random.default_rng(0)
+    wav = (rng.standard_normal(16000) * 0.01).astype(np.float32)  # -40 dBFS noise
+    wav[6000:10000] += np.sin(np.arange(4000) * 0.2).astype(np.float32) * 0.3
+    energy = frame_energy_db(wav)
+    assert len(energy) == 100
+    assert energy[10] == pytest.approx(-40, abs=1.5)
+    probs = np.zeros(32)
+    probs[12:19] = 0.9
+    noise, thr = noise_floor_db(energy, probs)
+    assert noise == pytest.approx(-40, abs=1.0)
+    assert noise < thr < -30
+
+
+def test_speech_stats_snr_of_a_known_mix():
+    energy = np.full(200, -50.0)
+    energy[50:150] = -20.0  # speech+noise power 1e-2, noise 1e-5: SNR = 10 log10(999) ~ 30 dB
+    level, snr = speech_stats(energy, 0.0, 2.0, -45.0, -50.0)
+    assert level == pytest.approx(-20.0)
+    assert snr == pytest.approx(30.0, abs=0.01)
+    assert speech_stats(energy, 0.0, 0.4, -45.0, -50.0) == (-120.0, 0.0)  # no active frame
+
+
+def test_clipped_ratio_and_normalise():
+    wav = np.zeros(1000, np.float32)
+    wav[:5] = 1.0
+    assert clipped_ratio(wav) == pytest.approx(0.005)
+    x = (np.sin(np.arange(1000) * 0.1) * 0.01).astype(np.float32)
+    y = normalise(x, level_dbfs=-43.0, target_dbfs=-23.0)  # +20 dB
+    assert np.max(np.abs(y)) == pytest.approx(0.1, rel=1e-3)
+    y = normalise(x, level_dbfs=-43.0, target_dbfs=0.0)  # would peak at 1.41: limited
+    assert np.max(np.abs(y)) == pytest.approx(PEAK_LIMIT, rel=1e-4)
+
+
+def test_model_path_is_found_without_importing_silero_vad_or_touching_torch_threads():
+    code = (
+        "import sys, torch; torch.set_num_threads(2)\n"
+        "from ttsops.data.smart_segmenter import SileroVad, silero_model_path\n"
+        "import numpy as np; SileroVad().probs(np.zeros(16000, np.float32))\n"
+        "assert 'silero_vad' not in sys.modules, 'silero_vad imported'\n"
+        "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert silero_model_path().name == "silero_vad_16k_sequence.onnx"
