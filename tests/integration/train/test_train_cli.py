@@ -131,7 +131,7 @@ def test_bad_input_fails_in_one_line_before_training(tiny_dataset, tmp_path, arg
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_keep_identical_weights(tiny_dataset, tmp_path) -> None:
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "ttsops.train", *common(tiny_dataset, out, "--hparams", TINY_HPARAMS, "--max_steps", "2")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
