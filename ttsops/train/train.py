@@ -101,6 +101,7 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
         trainer.progress.step = int(state.get("step", 0))
         logger.info("warm start from %s at step %d; skipped %d tensors%s", s.checkpoint, trainer.progress.step,
                     len(skipped), (": " + ", ".join(skipped)) if skipped else "")
+        trainer.progress.extra["warm_start_skipped"] = skipped
     else:
         trainer.load_state_dict(state)
         logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
@@ -117,6 +118,7 @@ def start_tracking(s: RunSetup, trainer: Trainer, resumed_run_id: str | None) ->
                       "dataset_fingerprint": dataset_fingerprint(s.dataset),
                       "dataset_version": dataset_version(s.dataset) or "unversioned",
                       "warm_start_source": str(s.checkpoint) if s.checkpoint else "none",
+                      "warm_start_skipped": "; ".join(trainer.progress.extra.get("warm_start_skipped", []))[:5000],
                       "restart_mode": "warm_start" if s.warm_start else ("resume" if s.checkpoint else "fresh")})
     tracker.log_text(dump_config(s.cfg), "config.yaml")
     return tracker

@@ -99,8 +99,17 @@ def test_warm_start_after_architecture_change_names_skipped_tensors(tiny_dataset
                              TINY_HPARAMS + ",encoder_embedding_dim=48", "--max_steps", "3", "-c", ckpt,
                              "--warm_start"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    log = " ".join(proc.stderr.split())
-    assert "warm start from" in log and "embedding.weight (40, 32)->(40, 48)" in log
+    assert "warm start from" in proc.stderr
+    from mlflow.tracking import MlflowClient
+
+    b = json.loads((tmp_path / "b" / "train_state.json").read_text())
+    tags = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}").get_run(b["mlflow_run_id"]).data.tags
+    skipped = tags["warm_start_skipped"].split("; ")
+    from ttsops.text.symbols import SYMBOLS
+
+    n = len(SYMBOLS)
+    assert f"embedding.weight ({n}, 32)->({n}, 48)" in skipped, skipped
+    assert not any(name.startswith("decoder.prenet.") for name in skipped)  # unchanged shapes were loaded
     state = torch.load(tmp_path / "b" / "checkpoint_00000003.pt", weights_only=False)
     assert state["hparams"]["encoder_embedding_dim"] == 48
     # tensors whose shape did not change were loaded: the postnet's last conv is untouched by the change
