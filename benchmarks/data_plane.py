@@ -99,41 +99,70 @@ def bench_segmentation(work: Path) -> dict[str, float]:
             "vad_x_rt_cpu": round(audio_s / vad_cpu, 1)}  # fmt: skip
 
 
-def bench_transcription(work: Path, spoken: dict[str, list[str]]) -> dict[str, float]:
+def clip_references(work: Path, spoken: dict[str, list[str]]) -> list[tuple[Path, str]]:
+    """(kept clip, the sentence spoken in it) for recordings where every pause became a cut."""
+    segs = read_jsonl(work / "seg" / "segments.jsonl")
+    out = []
+    for name, said in spoken.items():
+        mine = [r for r in segs if r["source"] == name and "speech_start" in r]
+        if len(mine) == len(said):
+            out += [(work / "seg" / r["path"], s) for s, r in zip(said, mine, strict=True) if r["kept"]]
+    return out
+
+
+def librivox_items() -> list[tuple[Path, str]]:
+    if not (LIBRIVOX / "transcription").is_file():
+        return []
+    found = [re.match(r"<s> (.*) </s> \((.*)\)", ln.strip()) for ln in (LIBRIVOX / "transcription").open()]
+    return [(LIBRIVOX / f"{m.group(2)}.wav", m.group(1)) for m in found if m]
+
+
+def asr_run(items: list[tuple[Path, str]], backend) -> dict[str, float]:
+    """x real time (wall, CPU) and WER of ``backend`` over (clip, reference) pairs."""
     import jiwer
 
-    from ttsops.data.transcribe import TranscribeConfig, get_backend, transcribe, transcribe_clip
+    from ttsops.data.transcribe import transcribe_clip
+
+    audio = sum(sf_frames(p) for p, _ in items)
+    texts, wall, cpu = timed(lambda: [transcribe_clip(p, backend).text for p, _ in items])
+    wer = jiwer.wer([words(r) for _, r in items], [words(t) or "<empty>" for t in texts])
+    return {"audio_s": round(audio, 1), "x_rt_wall": round(audio / wall, 2), "x_rt_cpu": round(audio / cpu, 2),
+            "wer": round(wer, 4), "clips": len(items)}  # fmt: skip
+
+
+def sf_frames(path: Path) -> float:
+    import soundfile as sf
+
+    return sf.info(str(path)).duration
+
+
+def bench_transcription(work: Path, spoken: dict[str, list[str]]) -> dict[str, object]:
+    """The batch step as users run it (``transcribe``, one worker), then WER per set."""
+    from ttsops.data.transcribe import TranscribeConfig, get_backend, transcribe
 
     backend, load_wall, _ = timed(get_backend, TranscribeConfig())
     summary, wall, cpu = timed(transcribe, work / "seg", workers=1)
-    records = {r["id"]: r for r in read_jsonl(summary.out)}
-    segs = read_jsonl(work / "seg" / "segments.jsonl")
-    clip_s = sum(r["duration"] for r in records.values())
-    refs, hyps = [], []
-    for name, said in spoken.items():  # a kept clip holds one utterance when every pause was cut
-        mine = [r for r in segs if r["source"] == name and "speech_start" in r]
-        if len(mine) == len(said):
-            pairs = [(s, records[r["id"]]["text"]) for s, r in zip(said, mine, strict=True) if r["kept"]]
-            refs += [words(s) for s, _ in pairs]
-            hyps += [words(h) or "<empty>" for _, h in pairs]
-    out = {"clip_audio_s": round(clip_s, 1), "clips": summary.clips, "model_load_s": round(load_wall, 3),
-           "x_rt_wall": round(clip_s / wall, 2), "x_rt_cpu": round(clip_s / cpu, 2),
-           "flite_wer": round(jiwer.wer(refs, hyps), 4) if refs else None, "flite_wer_clips": len(refs),
-           "low_confidence": summary.low_confidence}  # fmt: skip
-    if (LIBRIVOX / "transcription").is_file():
-        items = [
-            re.match(r"<s> (.*) </s> \((.*)\)", ln.strip()) for ln in (LIBRIVOX / "transcription").open()
-        ]
-        items = [(LIBRIVOX / f"{m.group(2)}.wav", m.group(1)) for m in items if m]
-        audio = sum(load_audio(p)[0].size / 16000 for p, _ in items)
-        texts, lw, lc = timed(lambda: [transcribe_clip(p, backend).text for p, _ in items])
-        out.update(
-            librivox_audio_s=round(audio, 1),
-            librivox_x_rt_wall=round(audio / lw, 2),
-            librivox_x_rt_cpu=round(audio / lc, 2),
-            librivox_wer=round(jiwer.wer([words(r) for _, r in items], [words(t) for t in texts]), 4),
-        )
+    clip_s = sum(r["duration"] for r in read_jsonl(summary.out))
+    out: dict[str, object] = {
+        "clip_audio_s": round(clip_s, 1), "clips": summary.clips, "low_confidence": summary.low_confidence,
+        "model_load_s": round(load_wall, 3), "x_rt_wall": round(clip_s / wall, 2), "x_rt_cpu": round(clip_s / cpu, 2),
+        "flite_clips": asr_run(clip_references(work, spoken), backend),
+    }  # fmt: skip
+    if librivox_items():
+        out["librivox"] = asr_run(librivox_items(), backend)
     return out
+
+
+def bench_asr_settings(work: Path, spoken: dict[str, list[str]], n_clips: int = 40) -> dict[str, object]:
+    """Side by side on the same clips: pocketsphinx's stock search settings vs ours."""
+    from ttsops.data.transcribe import TranscribeConfig, get_backend
+
+    sets = {"flite_clips": clip_references(work, spoken)[:n_clips], "librivox": librivox_items()}
+    configs = {"stock (fwdflat on, maxhmmpf 30000)": TranscribeConfig(fwdflat=True, maxhmmpf=30000),
+               "ttsops (fwdflat off, maxhmmpf 5000)": TranscribeConfig()}  # fmt: skip
+    return {
+        name: {k: asr_run(v, get_backend(cfg)) for k, v in sets.items() if v} for name, cfg in configs.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snr-db", type=float, default=40.0)
     ap.add_argument("--workdir", default=None, help="keep the material here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--asr-baseline", action="store_true", help="also time pocketsphinx's stock settings")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if hasattr(os, "sched_setaffinity"):
@@ -157,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segmentation: {seg}", flush=True)
         asr = bench_transcription(work, spoken)
         print(f"transcription (pocketsphinx): {asr}", flush=True)
+        results = {"segmentation": seg, "transcription": asr}
+        if args.asr_baseline:
+            results["asr_settings"] = bench_asr_settings(work, spoken)
+            print(f"pocketsphinx settings, same clips: {results['asr_settings']}", flush=True)
         print(
             f"\nsegmentation   x{seg['x_rt_wall']:>7} real time (wall), x{seg['x_rt_cpu']:>7} (CPU)   goal >= 100"
         )
@@ -164,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             f"transcription  x{asr['x_rt_wall']:>7} real time (wall), x{asr['x_rt_cpu']:>7} (CPU)   goal >= 5"
         )
         if args.json:
-            Path(args.json).write_text(json.dumps({"segmentation": seg, "transcription": asr}, indent=2))
+            Path(args.json).write_text(json.dumps(results, indent=2))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

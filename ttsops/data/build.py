@@ -141,21 +141,11 @@ def build(
     report = dataset_report(manifest, dict(rejected), cfg.hist_bins)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     plot_report(report, manifest, out / "report.png")
-    summary = BuildSummary(
-        out,
-        len(manifest),
-        report["splits"]["train"],
-        report["splits"]["val"],
-        report["total_hours"],
-        dict(sorted(rejected.items())),
-    )
-    logger.info(
-        "dataset %s: %d clips, %.3f h, rejected %s",
-        out,
-        summary.clips,
-        summary.total_hours,
-        summary.rejected or "none",
-    )
+    splits_n = report["splits"]
+    summary = BuildSummary(out, len(manifest), splits_n["train"], splits_n["val"], report["total_hours"],
+                           dict(sorted(rejected.items())))  # fmt: skip
+    logger.info("dataset %s: %d clips, %.3f h, rejected %s", out, summary.clips, summary.total_hours,
+                summary.rejected or "none")  # fmt: skip
     return summary
 
 

@@ -4,14 +4,17 @@ Backends (``BACKENDS``):
 - ``pocketsphinx`` (default): the US-English acoustic model, dictionary and LM that ship inside the
   pocketsphinx 5.1.1 wheel, so it works offline with nothing to fetch. It is the only English model
   installable here that needs no download (vosk ships no English model on PyPI; whisper variants
-  need hub weights). Measured on this machine (see benchmarks/README.md): WER ~0.12-0.24 on flite
-  voices, ~0.28-0.30 on the LibriVox clips of Debian's pocketsphinx-testdata, ~0.85 on espeak-ng,
-  at 6-9x real time on one core. Two settings differ from pocketsphinx's defaults, each measured
-  on both sets: ``fwdflat`` (a second flat-lexicon pass) off, ~15% faster at the same WER; and
-  ``maxhmmpf`` 5000 instead of 30000, ~20-25% faster with identical transcripts.
+  need hub weights). Measured here (benchmarks/README.md, "Data plane"): WER 0.18 on held-out flite
+  clips (rms 0.14, slt 0.16, awb 0.21, kal16 0.21), 0.27 on the LibriVox clips of Debian's
+  pocketsphinx-testdata, ~0.8 on espeak-ng; it is sensitive to broadband noise (flite: 0.27 at
+  40 dB SNR white noise, 0.83 at 20 dB). Speed 7-9x real time on one core. Two settings differ
+  from pocketsphinx's defaults, each measured side by side on both sets: ``fwdflat`` (a second
+  flat-lexicon pass) off, ~15% faster at the same WER; ``maxhmmpf`` 5000 instead of 30000, 20-28%
+  faster with identical transcripts.
   Confidence = the hypothesis posterior per word (``hyp.prob ** (1 / n_words)``), a geometric mean
-  of word posteriors: median ~0.55 on flite, ~0.45 on LibriVox, ~0.15 on espeak speech (which
-  pocketsphinx gets mostly wrong), so the default ``min_confidence`` 0.3 flags the latter.
+  of word posteriors: median ~0.55-0.63 on flite, ~0.45 on LibriVox, ~0.2 on espeak speech (which
+  pocketsphinx gets mostly wrong), so the default ``min_confidence`` 0.3 flags 16 of 20 espeak
+  clips and 2 of 160 clean flite clips.
 - ``faster-whisper``: only with ``model_dir``, a local CTranslate2 Whisper model directory (weights
   are never downloaded). Not a dependency: ``pip install faster-whisper``. Confidence =
   exp(mean token log-probability), weighted by segment length.
@@ -95,6 +98,9 @@ class PocketsphinxBackend:
 
     def transcribe(self, wav16: np.ndarray) -> AsrResult:
         pcm = (np.clip(wav16, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        # the front end adapts (noise estimate) across utterances: reset it (~0.05 ms), so a clip's
+        # transcript does not depend on which clips a worker happened to decode before it
+        self.decoder.reinit_feat()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
