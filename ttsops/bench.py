@@ -9,14 +9,21 @@ Per curve and method (T = the curve's epochs, t = the epoch at which the method 
 
 - saved ``S = 1 - t / T`` (0 when it never stops);
 - regret ``R = (best before stop - best of full run) / |best of full run|`` on the objective
-  (``val_loss``), over *usable* validations: where the curve logs attention, only validations with
-  ``attention_alignment_score >= alignment_threshold`` count (an unaligned Tacotron2 checkpoint cannot
-  synthesise). Stopping before any usable validation is R = inf; a run that never aligns has no
-  usable model, so stopping it loses nothing (R = 0). ``R raw`` uses every validation;
+  (``val_loss``), over *usable* validations: where the curve logs attention, a validation counts
+  once the alignment has reached ``alignment_threshold`` and while it is not collapsed, i.e. the
+  score is >= the threshold or within ``collapse_margin`` of its peak so far (the attention
+  detector's own collapse rule, per point). An unaligned Tacotron2 checkpoint cannot synthesise,
+  and teacher-forced ``val_loss`` keeps falling on runs whose attention never formed or died, so
+  the raw minimum of such a run is not a model anyone would keep. Stopping before any usable
+  validation is R = inf; a run that never aligns has no usable model, so stopping it loses nothing
+  (R = 0). ``R raw`` is the issue's formula over every validation; ``false raw (healthy)`` applies
+  it to the curves whose label is not a failure (converging, plateau, noisy, overfitting): there
+  the two definitions should agree, and where they do not, the table shows it;
 - a false stop is ``R > tuner_min_delta``;
 - alignment-failure latency: validations from the failure onset to the stop. Onset: for a run that
   aligned, the first of >= 3 consecutive validations below the threshold *and* more than
-  ``collapse_margin`` (0.1) below the peak so far (a wobble around the threshold is not a collapse);
+  ``collapse_margin`` (0.15) below the robust peak so far (``running_peak``: the highest median of 3
+  consecutive scores; a wobble around the threshold is not a collapse);
   for a run that never aligns, the first validation at the alignment deadline (end of ``warmup``);
 - "plateau before alignment": a stop that is not a failure verdict (divergence, non-finite,
   never aligned, collapse) taken before the alignment first reached the threshold.
@@ -31,15 +38,16 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ttsops.config import TunerConfig, load_config
-from ttsops.errors import DataError
+from ttsops.errors import ConfigError, DataError
 from ttsops.smart_tuner.detectors import FAILURE_REASONS, patience_detector
+from ttsops.smart_tuner.detectors_attention import running_peak
 from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 
 ALIGN = "attention_alignment_score"
@@ -155,7 +163,7 @@ def replay(curve: Curve, cfg: TunerConfig, params: DetectorParams | None = None)
     return stops, times
 
 
-def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: float = 0.1) -> int | None:
+def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: float = 0.15) -> int | None:
     """0-based validation where the alignment failure became a fact (None: no failure)."""
     a = curve.columns.get(ALIGN)
     if a is None or not np.isfinite(a).any():
@@ -165,12 +173,25 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
         ep = curve.columns.get("epoch", np.arange(1, a.size + 1, dtype=float))
         late = np.flatnonzero(ep >= deadline)
         return int(late[0]) if late.size else None
+    peak = running_peak(a)
     for i in range(int(reached[0]) + 1, a.size - 2):
-        peak = float(np.nanmax(a[: i + 1]))
         # NaN compares False: missing scores do not count
-        if np.all(a[i : i + 3] < threshold) and np.all(a[i : i + 3] < peak - margin):
+        if np.all(a[i : i + 3] < threshold) and np.all(a[i : i + 3] < peak[i] - margin):
             return i
     return None
+
+
+FAILURE_LABELS = frozenset({"diverging", "never_aligned", "alignment_collapse"})
+
+
+def usable_mask(a: np.ndarray, threshold: float, margin: float) -> np.ndarray:
+    """Validations whose checkpoint could be kept: aligned once, and not collapsed (score >= the
+    threshold or within ``margin`` of the robust peak so far, ``running_peak``). NaN scores are
+    not usable."""
+    fin = np.where(np.isfinite(a), a, -np.inf)
+    reached = np.maximum.accumulate(fin) >= threshold
+    peak = np.nan_to_num(running_peak(a), nan=np.inf)
+    return reached & ((fin >= threshold) | (fin >= peak - margin))
 
 
 def _best(y: np.ndarray, mask: np.ndarray) -> float:
@@ -191,12 +212,12 @@ def _true_regret(y: np.ndarray, truth: np.ndarray, usable: np.ndarray, t: int) -
 
 
 def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold: float,
-          deadline: float, margin: float = 0.1) -> Outcome:
+          deadline: float, margin: float = 0.15) -> Outcome:
     y = curve.columns[curve.metric]
     n = curve.length
     a = curve.columns.get(ALIGN)
     has_align = a is not None and bool(np.isfinite(a).any())
-    usable = (a >= threshold) if has_align else np.ones(n, dtype=bool)
+    usable = usable_mask(a, threshold, margin) if has_align else np.ones(n, dtype=bool)
     t, reason = stop if stop is not None else (n, "")
     seen = np.arange(n) < t
     full, full_raw = _best(y, usable), _best(y, np.ones(n, dtype=bool))
@@ -257,6 +278,7 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
             "false_stop_rate": sum(o.regret > min_delta for o in os_) / len(os_),
             "median_R_raw": statistics.median(o.regret_raw for o in os_),
             "false_stop_rate_raw": sum(o.regret_raw > min_delta for o in os_) / len(os_),
+            "false_stop_rate_raw_healthy": _rate([o.regret_raw > min_delta for o in os_ if o.label not in FAILURE_LABELS]),
             "false_stop_rate_true": (sum(o.regret_true > min_delta for o in truth) / len(truth)) if truth else None,
             "align_failures": len(fails),
             "latency_median": statistics.median(x for x in lat if x is not None) if any(x is not None for x in lat) else None,
@@ -265,6 +287,10 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
             "plateau_before_alignment": sum(o.plateau_before_alignment for o in os_),
         })
     return rows
+
+
+def _rate(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def acceptance(rows: Sequence[dict[str, Any]], times: Sequence[tuple[float, float]]) -> list[tuple[str, bool]]:
@@ -309,12 +335,13 @@ def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outco
 
     table = Table(title=f"early stopping on {n_curves} curves ({sources})")
     for col in ("method", "stopped", "median S", "mean S", "median R", "false stops", "median R raw",
-                "false raw", "false true*", "align-fail latency med/max", "missed (>3)", "plateau<align"):
+                "false raw", "false raw (healthy)", "false true*", "align-fail latency med/max", "missed (>3)", "plateau<align"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
         table.add_row(r["method"], f"{r['stopped']}/{r['curves']}", _fmt(r["median_S"]), _fmt(r["mean_S"]),
                       _fmt(r["median_R"], True), _fmt(r["false_stop_rate"], True), _fmt(r["median_R_raw"], True),
-                      _fmt(r["false_stop_rate_raw"], True), _fmt(r["false_stop_rate_true"], True),
+                      _fmt(r["false_stop_rate_raw"], True), _fmt(r["false_stop_rate_raw_healthy"], True),
+                      _fmt(r["false_stop_rate_true"], True),
                       f"{_fmt(r['latency_median'])}/{_fmt(r['latency_max'])}",
                       f"{r['failures_missed']}/{r['align_failures']}", str(r["plateau_before_alignment"]))
     console.print(table)
@@ -337,6 +364,22 @@ def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outco
         console.print(f"[{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
 
 
+def detector_params(items: Sequence[str]) -> DetectorParams:
+    """``KEY=VALUE`` overrides of :class:`DetectorParams` (the knobs the YAML does not expose)."""
+    known = {f.name: f for f in fields(DetectorParams)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        default = getattr(DetectorParams(), key)
+        try:
+            changes[key] = None if value.lower() == "none" else type(default if default is not None else 0.0)(value)
+        except ValueError:
+            raise ConfigError(f"--param {item!r}: {value!r} is not a valid {type(default).__name__}") from None
+    return DetectorParams(**changes)
+
+
 def early_stop_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
@@ -348,7 +391,7 @@ def early_stop_main(args: argparse.Namespace) -> int:
     console = Console() if Console().is_terminal else Console(width=170)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("replaying curves", total=len(curves))
-        outcomes, times = evaluate(curves, cfg, progress=lambda: bar.advance(task))
+        outcomes, times = evaluate(curves, cfg, detector_params(args.param), progress=lambda: bar.advance(task))
     rows = summarize(outcomes, cfg.smart_early_stopping.tuner_min_delta)
     checks = acceptance(rows, times)
     kinds = ", ".join(f"{k}: {sum(c.source == k for c in curves)}" for k in sorted({c.source for c in curves}))
@@ -367,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     es.add_argument("--config", help="TunerConfig YAML (its smart_early_stopping section is used)")
     es.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. smart_early_stopping.tuner_min_delta=0.01")
+    es.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="detector knob (DetectorParams), e.g. stop_threshold=0.65 or collapse_margin=0.1")
     es.add_argument("--label", action="append", help="only curves with this label (repeatable)")
     es.add_argument("--per-curve", action="store_true", help="also print every curve's outcome")
     es.add_argument("--json", help="write summary, checks and every outcome to this JSON file")

@@ -6,9 +6,11 @@ writes one curve file (benchmarks/curves/FORMAT.md) with ``source.kind = "train.
 command, hparams and git commit. The label is what the curve *showed* (set after looking at it,
 see ``observed`` in RUNS), not just what the settings were meant to provoke.
 
-    nice -n 19 .venv/bin/python -m ttsops data synth-corpus /tmp/es_rec/corpus --n 48 --workers 1
-    nice -n 19 .venv/bin/python benchmarks/curves/record_train_runs.py --corpus /tmp/es_rec/corpus \
-        --work /tmp/es_rec --out benchmarks/curves/recorded [--only NAME ...] [--extract-only]
+    nice -n 19 .venv/bin/python benchmarks/curves/record_train_runs.py --work /tmp/es_rec \
+        --out benchmarks/curves/recorded [--only NAME ...] [--extract-only]
+
+The corpora are synthesised into ``WORK/corpus-<n>`` on first use (``ttsops data synth-corpus --n <n>
+--seed <seed>``, flite rms, deterministic), so a run is reproducible from this file alone.
 
 Costs a few minutes of 1-thread CPU per run on the shared 2-core box (always under ``nice``).
 """
@@ -26,12 +28,15 @@ from pathlib import Path
 TINY = ("encoder_embedding_dim=64,attention_rnn_dim=128,decoder_rnn_dim=128,prenet_dim=64,"
         "postnet_embedding_dim=64,n_frames_per_step=3,max_decoder_steps=150,val_fraction=0.15,"
         "n_audio_metric_clips=1")
+# the demo's model (configs/demo.yaml training.hparams), for curves at the size users tune first
+DEMO = ("encoder_embedding_dim=128,attention_rnn_dim=256,decoder_rnn_dim=256,prenet_dim=128,attention_dim=64,"
+        "postnet_embedding_dim=128,n_frames_per_step=3,max_decoder_steps=250,val_fraction=0.1,n_audio_metric_clips=1")
+SIZES = {"tiny": TINY, "demo": DEMO}
 METRICS = ("val_loss", "mel_loss", "gate_loss", "attention_alignment_score", "attention_entropy",
            "mcd", "pesq", "stoi", "grad_norm", "learning_rate", "train_loss")
 
-# name -> intended behaviour and extra hparams. Recorded so far (benchmarks/curves/recorded/): the five
-# in OBSERVED. plateau-lr-decay and overfitting-no-dropout are defined but were not recorded (too
-# slow on the shared box for this session: 60-80 epochs at ~15-30 s each).
+# name -> intended behaviour, extra hparams and corpus ("clips" x "corpus_seed", default 48 x seed 0).
+# Every run in OBSERVED is recorded in benchmarks/curves/recorded/.
 RUNS: dict[str, dict[str, str | None]] = {
     "converging-lr1e-3": {"intent": "converging", "hparams": "epochs=80,batch_size=8,learning_rate=1e-3,seed=1"},
     "plateau-lr-decay": {"intent": "plateau", "hparams": ("epochs=60,batch_size=8,learning_rate=2e-3,seed=3,"
@@ -43,6 +48,35 @@ RUNS: dict[str, dict[str, str | None]] = {
     "noisy-bs4": {"intent": "noisy", "hparams": "epochs=30,batch_size=4,learning_rate=4e-3,seed=7"},
     "overfitting-no-dropout": {"intent": "overfitting", "hparams": ("epochs=80,batch_size=8,learning_rate=2e-3,seed=8,"
                                                                     "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    # 14 training clips, no decoder/attention dropout: memorises the training set
+    "overfitting-20clips": {"intent": "overfitting", "clips": "20", "corpus_seed": "11",
+                            "hparams": ("epochs=120,batch_size=7,learning_rate=2e-3,seed=8,val_fraction=0.3,"
+                                        "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    "converging-lr2e-3-seed2": {"intent": "converging", "hparams": "epochs=60,batch_size=8,learning_rate=2e-3,seed=2"},
+    # Adam's step is ~lr whatever the gradient: lr=1 with clipping off should break the model outright
+    "diverging-lr1-noclip": {"intent": "diverging", "hparams": "epochs=20,batch_size=8,learning_rate=1.0,grad_clip_thresh=1e9,seed=10"},
+    "converging-lr1e-3-seed3-long": {"intent": "converging", "hparams": "epochs=120,batch_size=8,learning_rate=1e-3,seed=3"},
+    "never-aligned-no-prior-seed6": {"intent": "never_aligned", "hparams": ("epochs=40,batch_size=8,learning_rate=2e-3,seed=6,"
+                                                                            "attention_prior_weight=0,guided_attention_weight=0")},
+    "noisy-bs2": {"intent": "noisy", "hparams": "epochs=20,batch_size=2,learning_rate=2e-3,seed=12"},
+    # demo-size model (configs/demo.yaml) on 120 clips
+    "demo-converging-lr1e-3": {"intent": "converging", "size": "demo", "clips": "120",
+                               "hparams": "epochs=60,batch_size=16,learning_rate=1e-3,seed=21"},
+    "demo-converging-lr5e-4": {"intent": "converging", "size": "demo", "clips": "120",
+                               "hparams": "epochs=60,batch_size=16,learning_rate=5e-4,seed=22"},
+    "demo-plateau-lr-decay": {"intent": "plateau", "size": "demo", "clips": "120",
+                              "hparams": ("epochs=60,batch_size=16,learning_rate=2e-3,seed=23,lr_decay_start=150,"
+                                          "lr_decay_steps=50,lr_decay_rate=0.3")},
+    "demo-overfitting-30clips": {"intent": "overfitting", "size": "demo", "clips": "30", "corpus_seed": "7",
+                                 "hparams": ("epochs=120,batch_size=7,learning_rate=2e-3,seed=24,val_fraction=0.3,"
+                                             "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    "demo-diverging-lr3e-2-noclip": {"intent": "diverging", "size": "demo", "clips": "120",
+                                     "hparams": "epochs=30,batch_size=16,learning_rate=0.03,grad_clip_thresh=1e9,seed=25"},
+    "demo-never-aligned-no-prior": {"intent": "never_aligned", "size": "demo", "clips": "120",
+                                    "hparams": ("epochs=40,batch_size=16,learning_rate=1e-3,seed=26,attention_prior_weight=0,"
+                                                "guided_attention_weight=0")},
+    "demo-noisy-bs4": {"intent": "noisy", "size": "demo", "clips": "120",
+                       "hparams": "epochs=25,batch_size=4,learning_rate=3e-3,seed=27"},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {
@@ -51,6 +85,11 @@ OBSERVED: dict[str, str] = {
     "high-lr-5e-1": "never_aligned",  # alignment score 0 throughout; loss bounded (~9) with spikes
     "never-aligned-no-prior": "never_aligned",  # no prior, no guided attention: score ~0 throughout
     "noisy-bs4": "alignment_collapse",  # 0.88 at epoch 2, then 0.5-0.7 for good; val_loss rises after epoch 11
+    "plateau-lr-decay": "plateau",  # alignment holds ~0.73 (touched 0.81 once); val_loss 6.9-7.1 from epoch 20 on
+    "overfitting-20clips": "overfitting",  # aligned 0.9 by epoch 30; best val_loss at epoch 36, then 7.9-10.3
+    "converging-lr2e-3-seed2": "converging",  # plateau ~7.2 at alignment 0.7-0.8 (epochs 20-47), then 5.1 at 0.9
+    "diverging-lr1-noclip": "diverging",  # loss jumps 23 -> 117 -> 40 -> 113; alignment never forms
+    "noisy-bs2": "converging",  # 20 updates per epoch at batch 2: noisy, still falling at the end (5.0)
 }
 
 
@@ -61,9 +100,20 @@ def _git_commit() -> str | None:
         return None
 
 
+def corpus_for(spec: dict[str, str | None], work: Path) -> Path:
+    """``WORK/corpus-<clips>-<seed>``, synthesised on first use (deterministic for the seed)."""
+    clips, seed = spec.get("clips") or "48", spec.get("corpus_seed") or "0"
+    path = work / f"corpus-{clips}-{seed}"
+    if not (path / "metadata.csv").exists():
+        subprocess.run([sys.executable, "-m", "ttsops", "data", "synth-corpus", str(path), "--n", clips, "--seed", seed,
+                        "--workers", "1"], check=True)
+    return path
+
+
 def command(name: str, spec: dict[str, str | None], corpus: Path, work: Path) -> list[str]:
     return ["nice", "-n", "19", ".venv/bin/python", "-m", "ttsops.train", "-o", str(work / name), "--dataset",
-            str(corpus), "--hparams", f"{TINY},{spec['hparams']}", "resources.device=cpu", "resources.num_threads=1"]
+            str(corpus), "--hparams", f"{SIZES[spec.get('size') or 'tiny']},{spec['hparams']}", "resources.device=cpu",
+            "resources.num_threads=1"]
 
 
 def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, timeout_s: float) -> None:
@@ -110,9 +160,10 @@ def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | N
     label = OBSERVED.get(name, str(spec["intent"]))
     doc = {
         "format": "ttsops.curve/v1", "name": f"train-{name}", "label": label,
-        "source": {"kind": "train.py", "intent": spec["intent"], "hparams": f"{TINY},{spec['hparams']}",
+        "source": {"kind": "train.py", "intent": spec["intent"], "hparams": f"{SIZES[spec.get('size') or 'tiny']},{spec['hparams']}",
                    "command": cmd, "git_commit": _git_commit(), "recorded": time.strftime("%Y-%m-%d"),
-                   "corpus": "ttsops data synth-corpus --n 48 (flite rms)", "device": "cpu, 1 thread"},
+                   "corpus": f"ttsops data synth-corpus --n {spec.get('clips') or 48} --seed {spec.get('corpus_seed') or 0} (flite rms)",
+                   "device": "cpu, 1 thread"},
         "objective": {"metric": "val_loss", "direction": "minimize"},
         "columns": {k: [_clean(None if v is None else float(v)) for v in vals] for k, vals in cols.items()},
     }
@@ -122,7 +173,6 @@ def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | N
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "recorded")
     ap.add_argument("--only", nargs="*", default=None)
@@ -133,9 +183,10 @@ def main() -> None:
     for name, spec in RUNS.items():
         if args.only and name not in args.only:
             continue
+        corpus = corpus_for(spec, args.work)
         if not args.extract_only:
-            train(name, spec, args.corpus, args.work, args.timeout)
-        write(name, spec, extract(name, args.work), command(name, spec, args.corpus, args.work), args.out)
+            train(name, spec, corpus, args.work, args.timeout)
+        write(name, spec, extract(name, args.work), command(name, spec, corpus, args.work), args.out)
 
 
 if __name__ == "__main__":

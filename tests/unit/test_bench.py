@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttsops.bench import Curve, alignment_onset, load_curve, main, score
-from ttsops.errors import DataError
+from ttsops.bench import METHODS, Curve, alignment_onset, load_curve, main, score, summarize, usable_mask
+from ttsops.errors import ConfigError, DataError
+from ttsops.smart_tuner.detectors_attention import running_peak
 
 
 def write_json(path: Path, name: str, label: str, loss, align=None) -> None:
@@ -58,6 +59,26 @@ def test_saved_and_regret_definitions():
     assert (never.saved, never.regret, never.stop) == (0.0, 0.0, None)
 
 
+def test_usable_validations_follow_the_collapse_rule():
+    a = np.array([0.1, 0.5, 0.85, 0.78, 0.72, 0.9, 0.6, 0.55, np.nan, 0.95])
+    # not before the first 0.8; the robust peak (highest median of 3) is 0.78, not the single 0.9:
+    # 0.72 is within 0.1 of it (usable), 0.6 / 0.55 are not (collapsed); NaN is not usable
+    np.testing.assert_allclose(running_peak(a)[[2, 3, 5, 9]], [0.5, 0.78, 0.78, 0.78])
+    assert usable_mask(a, 0.8, 0.1).tolist() == [False, False, True, True, True, True, False, False, False, True]
+    loss = np.array([5.0, 4.0, 3.0, 2.9, 2.95, 2.8, 1.0, 0.9, 0.8, 2.7])
+    c = Curve("c", "alignment_collapse", "synthetic", {"val_loss": loss, "attention_alignment_score": a,
+                                                        "epoch": np.arange(1.0, 11.0)})
+    o = score(c, "m", (7, "alignment_collapsed"), threshold=0.8, deadline=20)
+    assert o.regret == pytest.approx((2.8 - 2.7) / 2.7)  # the collapsed 1.0 / 0.9 / 0.8 do not count
+    assert o.regret_raw == pytest.approx((1.0 - 0.8) / 0.8)
+    healthy = Curve("h", "plateau", "synthetic", dict(c.columns))
+    everyone = [score(cv, m, stop, threshold=0.8, deadline=20) for m in METHODS
+                for cv, stop in ((c, (7, "alignment_collapsed")), (healthy, (10, "plateau")))]
+    r = next(r for r in summarize(everyone, 0.005) if r["method"] == "ensemble")
+    assert r["false_stop_rate_raw"] == pytest.approx(0.5)  # the pruned collapse counts as raw-false
+    assert r["false_stop_rate_raw_healthy"] == 0.0  # ... but it is not a healthy curve
+
+
 def test_alignment_onsets():
     mk = lambda a: Curve("c", "x", "s", {"val_loss": np.ones(len(a)), "attention_alignment_score": np.array(a),  # noqa: E731
                                          "epoch": np.arange(1.0, len(a) + 1)})
@@ -87,5 +108,10 @@ def test_cli_replays_and_reports(tmp_path, capsys):
 def test_cli_errors(tmp_path):
     with pytest.raises(DataError, match="no \\*.json"):
         main(["early-stop", str(tmp_path)])
+    write_json(tmp_path / "c.json", "c", "plateau", [2.0, 1.0, 0.9, 0.9])
+    with pytest.raises(ConfigError, match="stop_treshold.*stop_threshold"):
+        main(["early-stop", str(tmp_path), "--param", "stop_treshold=0.6"])
+    with pytest.raises(ConfigError, match="'abc' is not a valid float"):
+        main(["early-stop", str(tmp_path), "--param", "stop_threshold=abc"])
     with pytest.raises(SystemExit):
         main(["nonsense"])

@@ -7,10 +7,10 @@ training device and needs no numba warm-up (librosa's first mel call costs ~18 s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from functools import lru_cache
 import hashlib
 import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch

@@ -67,6 +67,7 @@ class Reason(StrEnum):
     ALIGNED = "aligned"
     NEVER_ALIGNED = "never_aligned"
     ALIGNMENT_COLLAPSED = "alignment_collapsed"
+    ALIGNMENT_SETTLING = "alignment_settling"
     WAITING_FOR_ALIGNMENT = "waiting_for_alignment"
     VOTE_STOP = "vote_stop"
     VOTE_CONTINUE = "vote_continue"

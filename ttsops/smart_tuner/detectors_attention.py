@@ -13,9 +13,21 @@ Verdicts:
   threshold and its Sen's slope, even at the favourable end of its CI, would not reach the threshold
   within ``progress_patience`` validations; a run that is visibly climbing gets that long past the
   deadline, no more;
+- ``never_aligned`` also before the deadline when the attention is flat: the last
+  ``flatline_validations`` (8) scores are all below ``flatline_score`` (0.1, where uniform, stuck and
+  random attention score) and not rising significantly. With the alignment prior our recorded
+  healthy runs are above 0.1 within 4 validations; runs without it sat at 0.00 for 40 epochs;
 - ``alignment_collapsed`` (prune): the score reached the threshold once, and the last
   ``consecutive`` validations are below the threshold and more than ``collapse_margin`` below the
-  peak (a wobble around 0.8 is not a collapse);
+  peak (a wobble around 0.8 is not a collapse). The peak is robust (:func:`running_peak`: the
+  highest median of 3 consecutive scores), so one lucky validation at 0.81 in a run that holds
+  0.73-0.78 does not make the next ordinary 0.70 look like a collapse (a recorded train.py run did
+  exactly that and went on to its best loss);
+- ``alignment_settling`` (abstains, and the controller blocks plateau stops meanwhile): the score
+  reached the threshold once but the median of its last ``HOLD_WINDOW`` (5) validations is below
+  it now, without having collapsed. On
+  our recorded train.py runs the loss plateaus while the alignment holds at 0.7-0.8 and drops again
+  (7.2 -> 5.1) once the alignment firms up to 0.9: a plateau in this state is not convergence;
 - ``aligned`` (abstains).
 
 Monotonicity: health = smoothed score - ``monotonic_penalty`` x non-monotonicity, where
@@ -59,9 +71,10 @@ def _nonmonotonicity(a: np.ndarray, monotonicity: np.ndarray, window: int) -> fl
 def attention_detector(
     alignment: Sequence[float] | np.ndarray | None, *, threshold: float = 0.8,
     monotonic_penalty: float = 0.1, epochs: Sequence[float] | np.ndarray | None = None,
-    deadline_epoch: float = 20.0, progress_patience: int = 15, collapse_margin: float = 0.1,
+    deadline_epoch: float = 20.0, progress_patience: int = 15, collapse_margin: float = 0.15,
     consecutive: int = 2, entropy: Sequence[float] | np.ndarray | None = None,
     monotonicity: Sequence[float] | np.ndarray | None = None, window: int = 10, alpha: float = 0.3,
+    flatline_score: float = 0.1, flatline_validations: int = 8,
 ) -> DetectorResult:
     """Judge the alignment curve; see the module docstring for the verdicts."""
     name = "attention"
@@ -85,15 +98,53 @@ def attention_detector(
         first = int(reached[0])
         info["aligned_at"] = int(idx[first])
         return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive, info)
+    flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
+    if flat is not None:
+        return flat
     return _before_alignment(name, a, idx, epoch, health, threshold, deadline_epoch,
                              progress_patience, window, info)
+
+
+def _flatline(name: str, a: np.ndarray, idx: np.ndarray, level: float, k: int,
+              info: dict[str, object]) -> DetectorResult | None:
+    """The attention learned nothing at all: the last ``k`` scores all below ``level`` and not
+    rising significantly. Judged before the deadline (a dead run need not wait for it)."""
+    if k < 3 or a.size < k or not np.all(a[-k:] < level):
+        return None
+    mk = mann_kendall(a[-k:], idx[-k:].astype(float))
+    if mk.p_increasing < 0.05 and mk.slope > 0:
+        return None
+    info.update(flatline_level=level, flatline_validations=k)
+    return result(name, 1.0, Reason.NEVER_ALIGNED,
+                  f"never aligned: attention flat, score below {level:.2f} for the last {k} validations "
+                  f"(max {float(a[-k:].max()):.2f}) and not rising", prune=True, **info)
+
+
+HOLD_WINDOW = 5  # validations whose median says where the alignment holds
+
+
+def running_peak(alignment: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Causal robust peak per validation: the running max of the median of the last 3 finite
+    scores (at the start, the lower of the first two). NaN where no finite score has been seen yet.
+    The reference for "collapsed" here, in the replay harness's failure onset and its
+    usable-checkpoint rule."""
+    raw = as_array(alignment)
+    out = np.full(raw.shape, np.nan)
+    recent: list[float] = []
+    peak = -math.inf
+    for i, v in enumerate(raw):
+        if math.isfinite(v):
+            recent = (recent + [float(v)])[-3:]
+            peak = max(peak, sorted(recent)[(len(recent) - 1) // 2])
+        out[i] = peak if math.isfinite(peak) else math.nan
+    return out
 
 
 def _after_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
     consecutive: int, info: dict[str, object],
 ) -> DetectorResult:
-    peak = float(a[first:].max())
+    peak = float(running_peak(a)[-1])
     tail = a[-consecutive:]
     if a.size - first > consecutive and np.all(tail < threshold) and np.all(tail < peak - margin):
         onset, strength = cusum_changepoint(a[first:])
@@ -102,6 +153,13 @@ def _after_alignment(
                       f"alignment collapsed: {a[-1]:.2f} (peak {peak:.2f}, threshold {threshold:.2f}) "
                       f"for {consecutive} validations, drop began near validation {int(idx[first + onset]) + 1}",
                       prune=True, **info)
+    holding = float(np.median(a[first:][-HOLD_WINDOW:]))  # since alignment: no lag from the climb
+    info["holding"] = holding
+    if holding < threshold:
+        return abstain(name, Reason.ALIGNMENT_SETTLING,
+                       f"aligned at validation {int(idx[first]) + 1} but holding below the threshold: "
+                       f"median of the last {min(HOLD_WINDOW, a.size - first)} scores {holding:.2f} < "
+                       f"{threshold:.2f} (robust peak {peak:.2f})", **info)
     return abstain(name, Reason.ALIGNED,
                    f"aligned since validation {int(idx[first]) + 1}: score {a[-1]:.2f}, "
                    f"health {info['health']:.2f}", **info)

@@ -14,7 +14,9 @@ Levels (SPEC §6):
 Rules around the vote (in this order): divergence / non-finite loss prunes at once; a failing
 alignment (never formed, or collapsed) prunes; nothing stops during the first
 ``min_validations``; no plateau stop while the alignment has not yet reached
-``alignment_threshold`` (a Tacotron loss often flattens before attention snaps into place).
+``alignment_threshold``, or reached it once but its smoothed level has fallen back below it
+(a Tacotron loss often flattens before attention snaps into place, and again while a marginal
+alignment firms up: two of our recorded runs dropped 20-30% after such a plateau).
 There is deliberately no "max_patience ends it anyway" rule: on noisy or slowly converging curves
 it was the main source of false stops in the replay benchmark.
 
@@ -80,9 +82,11 @@ class DetectorParams:
     cusum_h: float = 5.0  # CUSUM alarm threshold (in noise sigmas)
     divergence_factor: float = 2.0  # x the best loss, for
     divergence_consecutive: int = 3  # validations in a row
-    collapse_margin: float = 0.1
+    collapse_margin: float = 0.15  # recorded runs wobble 0.1-0.15 below their peak and recover
     collapse_consecutive: int = 2
     alignment_deadline_epochs: float | None = None  # None: end of the warmup stage
+    flatline_score: float = 0.1  # attention scoring below this for flatline_validations in a row ...
+    flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
     gp_std_inflation: float = 2.0  # widen the GP's forecast std (its 95% band covered ~80% on test curves)
     min_delta: float | None = None  # relative; None: tuner_min_delta
@@ -289,6 +293,7 @@ class EarlyStopController:
             progress_patience=ap.max_patience, collapse_margin=self.params.collapse_margin,
             consecutive=self.params.collapse_consecutive, entropy=h.get("attention_entropy"),
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
+            flatline_score=self.params.flatline_score, flatline_validations=self.params.flatline_validations,
         )
 
     def _forecast(self, y: np.ndarray, horizon: float, level: str) -> DetectorResult:
@@ -319,9 +324,9 @@ class EarlyStopController:
         if n < self.params.min_validations:
             return make(Action.CONTINUE, Reason.WARMUP, 1.0,
                         f"warm-up: {n} of {self.params.min_validations} validations")
-        if by["attention"].reason is Reason.NOT_YET_ALIGNED:
+        if by["attention"].reason in (Reason.NOT_YET_ALIGNED, Reason.ALIGNMENT_SETTLING):
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
-                        f"no plateau stop before alignment: {by['attention'].message}")
+                        f"no plateau stop before the alignment holds: {by['attention'].message}")
         return self._by_vote(make, verdicts, score)
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:

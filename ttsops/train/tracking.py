@@ -112,9 +112,9 @@ class Tracker:
             return False
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
@@ -128,7 +128,6 @@ class Tracker:
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
-
         from mlflow.exceptions import MlflowException
 
         logged = self.client.get_run(self.run_id).data.params

@@ -23,12 +23,19 @@ from pathlib import Path
 import torch
 
 from ttsops.config import dump_config
-from ttsops.data.dataset import BucketBatchSampler, MelDataset, collate, dataset_fingerprint, load_utterances, split
+from ttsops.data.dataset import (
+    BucketBatchSampler,
+    MelDataset,
+    collate,
+    dataset_fingerprint,
+    load_utterances,
+    split,
+)
 from ttsops.train.checkpoint import STATE, CheckpointManager, load_checkpoint, warm_start, write_json_atomic
 from ttsops.train.distributed import DistInfo, init_distributed, resolve_device, shutdown, verify_replicas
 from ttsops.train.setup import RunSetup, resolve_setup
-from ttsops.train.trainer import Trainer
 from ttsops.train.tracking import Tracker
+from ttsops.train.trainer import Trainer
 from ttsops.train.validate import log_samples, validate
 
 logger = logging.getLogger("ttsops.train")

@@ -20,8 +20,8 @@ from ttsops.audio.vocoder import GriffinLim
 from ttsops.data.dataset import MelDataset, collate
 from ttsops.metrics.attention import batch_alignment_metrics
 from ttsops.metrics.audio_quality import mcd, pesq_wb, stoi
-from ttsops.train.trainer import Trainer
 from ttsops.train.tracking import plot_alignment, plot_mels
+from ttsops.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _nanmean(values: list[float]) -> float:
 
 @torch.no_grad()
 def validate(trainer: Trainer, data: MelDataset, batch_size: int) -> tuple[dict[str, float], dict]:
-    hp, r = trainer.hp, trainer.hp.n_frames_per_step
+    r = trainer.hp.n_frames_per_step
     trainer.model.eval()
     sums = {"val_loss": 0.0, "mel_loss": 0.0, "gate_loss": 0.0}
     aligns, ents, n_items = [], [], 0

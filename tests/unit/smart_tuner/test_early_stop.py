@@ -69,6 +69,31 @@ def test_no_plateau_stop_before_alignment_then_never_aligned_prunes():
     assert (reasons[19].action, reasons[19].reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)  # epoch 20
 
 
+def test_flat_zero_attention_prunes_before_the_deadline():
+    hist = curve(40, align_at=None, tau=8.0)  # loss still falling fast, attention learned nothing
+    rng = np.random.default_rng(3)
+    hist["attention_alignment_score"] = np.abs(0.01 * rng.standard_normal(40))
+    t, d = first_end(EarlyStopController(), hist)
+    assert t == 8 and (d.action, d.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)
+    assert "attention flat" in d.message
+    # 0.000 -> 0.084 by validation 8 but rising steadily: not flat; the deadline rule (epoch 20) judges it
+    climbing = dict(hist, attention_alignment_score=0.012 * np.arange(40))
+    t, d = first_end(EarlyStopController(), climbing)
+    assert t == 20 and d.reason is Reason.NEVER_ALIGNED and "attention flat" not in d.message
+
+
+def test_marginal_alignment_blocks_plateau_stops_until_it_holds():
+    hist = curve(80)
+    marginal = np.r_[np.linspace(0.1, 0.78, 12), 0.82, np.full(67, 0.74)]
+    t, _ = first_end(EarlyStopController(), dict(hist, attention_alignment_score=marginal))
+    assert t is None  # a flat loss while the alignment holds at 0.74 (< 0.8) is not convergence
+    d = EarlyStopController().decide_trial({k: v[:40] for k, v in dict(hist, attention_alignment_score=marginal).items()})
+    assert d.reason is Reason.WAITING_FOR_ALIGNMENT and d.verdict("attention").reason is Reason.ALIGNMENT_SETTLING
+    firm = np.r_[marginal[:50], np.full(30, 0.88)]
+    t, d = first_end(EarlyStopController(), dict(hist, attention_alignment_score=firm))
+    assert t is not None and t > 50 and d.action is Action.STOP
+
+
 def test_alignment_collapse_prunes_within_three_validations():
     hist = curve(60)
     hist["attention_alignment_score"][30:] = 0.3
