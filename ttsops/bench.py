@@ -24,7 +24,9 @@ Per curve and method (T = the curve's epochs, t = the epoch at which the method 
   aligned, the first of >= 3 consecutive validations below the threshold *and* more than
   ``collapse_margin`` (0.15) below the robust peak so far (``running_peak``: the highest median of 3
   consecutive scores; a wobble around the threshold is not a collapse);
-  for a run that never aligns, the first validation at the alignment deadline (end of ``warmup``);
+  for a run that never aligns, the first validation at or after the alignment deadline (end of
+  ``warmup``) where the median of the last 5 scores is more than the margin below the threshold
+  (a marginal alignment, 0.65-0.8, is not a failure; see ``detectors_attention``);
 - "plateau before alignment": a stop that is not a failure verdict (divergence, non-finite,
   never aligned, collapse) taken before the alignment first reached the threshold.
 """
@@ -47,7 +49,7 @@ import numpy as np
 from ttsops.config import TunerConfig, load_config
 from ttsops.errors import ConfigError, DataError
 from ttsops.smart_tuner.detectors import FAILURE_REASONS, patience_detector
-from ttsops.smart_tuner.detectors_attention import running_peak
+from ttsops.smart_tuner.detectors_attention import HOLD_WINDOW, running_peak
 from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 
 ALIGN = "attention_alignment_score"
@@ -171,8 +173,11 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
     reached = np.flatnonzero(a >= threshold)
     if reached.size == 0:
         ep = curve.columns.get("epoch", np.arange(1, a.size + 1, dtype=float))
-        late = np.flatnonzero(ep >= deadline)
-        return int(late[0]) if late.size else None
+        for i in np.flatnonzero(ep >= deadline):  # a marginal alignment (holding within the margin) is no failure
+            recent = a[: i + 1][np.isfinite(a[: i + 1])][-HOLD_WINDOW:]
+            if recent.size and float(np.median(recent)) < threshold - margin:
+                return int(i)
+        return None
     peak = running_peak(a)
     for i in range(int(reached[0]) + 1, a.size - 2):
         # NaN compares False: missing scores do not count

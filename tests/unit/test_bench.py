@@ -86,6 +86,8 @@ def test_alignment_onsets():
     assert alignment_onset(mk([0.2, 0.9, 0.7, 0.9, 0.9]), 0.8, 20) is None  # a dip, not a collapse
     assert alignment_onset(mk([0.2] * 30), 0.8, 20) == 19  # epoch 20: the deadline
     assert alignment_onset(mk([0.2] * 10), 0.8, 20) is None
+    assert alignment_onset(mk([0.7] * 30), 0.8, 20) is None  # marginal: within 0.15 of 0.8, not a failure
+    assert alignment_onset(mk([0.7] * 22 + [0.5] * 8), 0.8, 20) == 24  # the median of 5 falls below 0.65
 
 
 def test_cli_replays_and_reports(tmp_path, capsys):

@@ -57,9 +57,22 @@ def test_never_aligned_pruned_at_the_deadline_not_before():
 
 
 def test_climbing_alignment_gets_grace_past_the_deadline_but_not_forever():
-    a = np.minimum(0.3 + 0.02 * np.arange(60), 0.79)  # climbs to 0.79 by validation 26, then stalls
-    assert judge(a[:25], deadline_epoch=20).reason is Reason.NOT_YET_ALIGNED  # still climbing
-    assert judge(a[:45], deadline_epoch=20).reason is Reason.NEVER_ALIGNED  # stalled below 0.8
+    a = np.minimum(0.1 + 0.04 * np.arange(60), 0.55)  # climbs to 0.55 by validation 12, then stalls
+    assert judge(a[:9], deadline_epoch=8).reason is Reason.NOT_YET_ALIGNED  # past the deadline, climbing
+    r = judge(a[:30], deadline_epoch=8)
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)  # stalled far below 0.8
+
+
+def test_marginal_alignment_past_the_deadline_is_not_a_failure():
+    # recorded train.py run (train-converging-lr1e-3-seed3-long): holds 0.61-0.68 at the deadline,
+    # 0.72-0.78 for the next 100 epochs while its loss drops again from 7.2 to 5.3
+    a = [0.01, 0.10, 0.17, 0.43, 0.57, 0.63, 0.68, 0.73, 0.76, 0.78, 0.70, 0.74, 0.66, 0.62, 0.62, 0.61,
+         0.66, 0.66, 0.63, 0.68, 0.66, 0.67, 0.71, 0.74, 0.72, 0.74]
+    verdicts = [judge(a[:t], deadline_epoch=20) for t in range(20, len(a) + 1)]
+    assert all(v.reason is Reason.NOT_YET_ALIGNED and not v.ends_run for v in verdicts)
+    assert "marginal alignment" in verdicts[-1].message
+    stalled = np.minimum(0.3 + 0.02 * np.arange(60), 0.79)  # stalls at 0.79: marginal, however long
+    assert not judge(stalled, deadline_epoch=20).ends_run
 
 
 def test_alignment_reached_later_counts():
