@@ -15,8 +15,9 @@ holds). Log-to-decision latency (trainer's timestamp of the validation -> the pr
 kept per report.
 
 After each report the pruner (``engine.report``) and the in-trial early stop (``trial_check``:
-"stop" ends the generation as complete, "prune" as pruned) may end the generation: the trainer
-gets SIGINT and keeps its checkpoint.
+``("stop", why)`` ends the generation as complete, ``("prune", why)`` as pruned, and ``why`` becomes
+the generation's reason: in its MLflow tags, its alert and the report) may end the generation: the
+trainer gets SIGINT and keeps its checkpoint.
 
 Crash detection: a non-zero exit the tuner did not ask for, or no new metric for
 ``no_metrics_timeout_s`` (the trainer is then stopped). Either is retried ``max_retries`` times from
@@ -159,7 +160,7 @@ class _State:
         self.attempt = 0
         self.rows: list[dict[str, float]] = []  # metrics of each validation, in order
         self.prune_reason = "the pruner stopped it"
-        self.early_stop = False
+        self.early_stop: str | None = None  # the in-trial stop's explanation
         self.proc: TrainerProcess | None = None
         self.result = GenerationResult("failed", None, 0, None, {}, 1, "")
 
@@ -182,14 +183,14 @@ class GenerationRunner:
         wall_clock: Callable[[], float] = time.time,
         stop_event: threading.Event | None = None,
         should_stop: Callable[[], str | None] = lambda: None,
-        trial_check: Callable[[list[dict[str, float]]], str | None] = lambda rows: None,
+        trial_check: Callable[[list[dict[str, float]]], tuple[str, str] | None] = lambda rows: None,
     ) -> None:
         self.wrapper, self.engine, self.store, self.adapter = wrapper, engine, store, adapter
         self.objective_fn, self.sink, self.notifier, self.cfg = objective_fn, sink, notifier, cfg
         self._clock, self._wall = clock, wall_clock
         self._event = stop_event or threading.Event()
         self.should_stop = should_stop
-        self.trial_check = trial_check  # in-trial early stop: "stop", "prune" or None per validation
+        self.trial_check = trial_check  # in-trial early stop: ("stop" | "prune", why) or None per validation
         names = {adapter.epoch_metric, adapter.metric_map.get(adapter.epoch_metric, adapter.epoch_metric)}
         self._epoch_names = names
 
@@ -218,7 +219,7 @@ class GenerationRunner:
             if self._report(trial, tracker, st):
                 return self._finish(st, proc, "pruned", st.prune_reason)
             if st.early_stop:
-                return self._finish(st, proc, "complete", "in-trial early stop (converged or plateau)")
+                return self._finish(st, proc, "complete", f"in-trial early stop: {st.early_stop}")
             reason = self.should_stop()
             if reason:
                 return self._interrupt(trial, st, proc, watcher, tracker, reason)
@@ -278,11 +279,11 @@ class GenerationRunner:
             if prune:
                 return True
             verdict = None if force else self.trial_check(st.rows)
-            if verdict == "prune":
-                st.prune_reason = "in-trial early stop: failing run"
+            if verdict is not None and verdict[0] == "prune":
+                st.prune_reason = f"in-trial early stop: {verdict[1]}"
                 return True
-            if verdict == "stop":
-                st.early_stop = True
+            if verdict is not None and verdict[0] == "stop":
+                st.early_stop = verdict[1]
         return False
 
     def _stalled(self, st: _State) -> bool:

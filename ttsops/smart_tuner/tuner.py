@@ -315,7 +315,7 @@ class Tuner:
         budget = self.cfg.core_engine.epochs_per_generation
         early.new_trial()
 
-        def trial_check(rows: list[dict[str, float]]) -> str | None:
+        def trial_check(rows: list[dict[str, float]]) -> tuple[str, str] | None:
             if not self.cfg.smart_early_stopping.enabled:
                 return None
             try:
@@ -326,7 +326,7 @@ class Tuner:
             if d.should_end:
                 logger.info("in-trial early stop (%s): %s", d.action.value, d.message)
                 self.tracking.log_decision(run_id, d, f"trial_{d.action.value}")
-            return None if not d.should_end else d.action.value
+            return (d.action.value, d.message) if d.should_end else None
 
         return GenerationRunner(
             self.wrapper,
@@ -391,7 +391,7 @@ class Tuner:
         self.stats["generations"] += 1
         event = {"complete": "generation_finished", "pruned": "generation_pruned"}.get(r.state)
         if event == "generation_finished":
-            self.notifier.notify(event, generation=n, value=r.value)
+            self.notifier.notify(event, generation=n, value=r.value, reason=r.reason)
             self._register(n, r, params, run_id)
         elif event:
             self.notifier.notify(event, generation=n, reason=r.reason)
