@@ -1,0 +1,64 @@
+"""The EarlyStopController on learning curves recorded from real train.py runs
+(benchmarks/curves/recorded/): what it must do on each kind of real behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttsops.bench import load_curve
+from ttsops.smart_tuner.detectors import Action, Reason
+from ttsops.smart_tuner.early_stop import EarlyStopController
+
+RECORDED = Path(__file__).resolve().parents[3] / "benchmarks" / "curves" / "recorded"
+
+
+def replay(name: str):
+    """(validations seen when it ended, the decision) or (None, last decision)."""
+    c = load_curve(RECORDED / f"{name}.json")
+    ctl = EarlyStopController(metric=c.metric)
+    for t in range(1, c.length + 1):
+        d = ctl.decide_trial({k: v[:t] for k, v in c.columns.items()}, budget=c.length)
+        if d.should_end:
+            return c, t, d
+    return c, None, d
+
+
+@pytest.mark.parametrize("name", ["train-never-aligned-no-prior", "train-high-lr-5e-1"])
+def test_runs_whose_attention_never_forms_are_pruned_at_the_end_of_the_warm_up(name):
+    c, t, d = replay(name)
+    assert np.nanmax(c.columns["attention_alignment_score"]) < 0.05
+    assert t == 8 and (d.action, d.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)  # not epoch 20
+    assert "attention flat" in d.message
+
+
+def test_collapse_after_a_sharp_alignment_is_pruned_within_two_validations():
+    c, t, d = replay("train-high-lr-5e-2")  # 0.96 at epoch 5, 0.51 by epoch 9
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED)
+    a = c.columns["attention_alignment_score"]
+    onset = next(i for i in range(a.size) if a[i] < 0.8 and i > int(np.argmax(a)))
+    assert t - 1 - onset <= 2
+
+
+@pytest.mark.parametrize("name", ["train-converging-lr2e-3-seed2", "train-converging-lr1e-3-seed3-long"])
+def test_a_plateau_before_the_second_descent_is_not_a_stop(name):
+    # both runs hold their loss for 20-40 epochs at a marginal alignment (0.7-0.8), then drop 25%+
+    c, t, d = replay(name)
+    y = c.columns["val_loss"]
+    best_before = np.nanmin(y[:t]) if t else np.nanmin(y)
+    assert (best_before - np.nanmin(y)) / np.nanmin(y) <= 0.005, (t, d.message)
+
+
+def test_loss_blow_up_is_pruned_as_divergence():
+    c, t, d = replay("train-diverging-lr1-noclip")
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)
+    assert t < c.length
+
+
+def test_overfitting_run_is_stopped_without_regret():
+    c, t, d = replay("train-overfitting-20clips")
+    y = c.columns["val_loss"]
+    assert t is not None and d.action is Action.STOP and t < 0.5 * c.length
+    assert np.nanmin(y[:t]) == np.nanmin(y)  # the best validation was already seen
