@@ -296,7 +296,14 @@ class LogNotifier:
         self.study = study
 
     def notify(self, event: str, **payload: Any) -> None:
-        logger.info("study %s: %s %s", self.study, event, ", ".join(f"{k}={v}" for k, v in payload.items()))
+        logger.info(
+            "study %s: %s %s",
+            self.study,
+            event,
+            ", ".join(
+                f"{k}=<{len(v)} bytes>" if isinstance(v, bytes) else f"{k}={v}" for k, v in payload.items()
+            ),
+        )
 
     def close(self) -> None:
         return None

@@ -13,13 +13,17 @@
   interrupted) or FAILED.
 
 Logging from inside the generation loop never raises: a tracking hiccup is a warning, not a
-lost generation.
+lost generation. ``latest_samples`` reads a generation's newest validation samples back (the
+free-running alignment PNG and audio WAV train.py logs under ``samples/step_<step>/``) for the
+new-best alert; it never raises either.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 PARENT_ATTR = "ttsops.mlflow_parent_run_id"
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "interrupted": "KILLED", "failed": "FAILED"}
+
+# What train.py logs at each validation (ttsops.train.tracking.Tracker.log_samples):
+# samples/step_<8-digit global step>/free_running_alignment.png and free_running.wav
+SAMPLES_DIR = "samples"
+SAMPLE_FILES = {"alignment_png": "free_running_alignment.png", "audio_wav": "free_running.wav"}
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024  # per file: Telegram and mail servers cap uploads
+SAMPLE_STEPS_SEARCHED = 3  # newest step directories looked into (the newest may be incomplete)
+_STEP_DIR = re.compile(r"step_(\d+)$")
 
 
 def _mlflow_error() -> type[Exception]:
@@ -159,6 +171,73 @@ class StudyTracking:
 
         self._safe(do)
 
+    def latest_samples(self, run_id: str, max_bytes: int = MAX_ATTACHMENT_BYTES) -> dict[str, bytes]:
+        """The run's newest validation samples: ``{"alignment_png": ..., "audio_wav": ...}``, each key
+        only when found (the newest step that has the file, among the last few), no bigger than
+        ``max_bytes`` and of the right format. Never raises: a miss is a warning (the alert goes
+        out without it)."""
+        found: dict[str, bytes] = {}
+        try:
+            steps = self._sample_steps(run_id)
+            for step_dir in steps[:SAMPLE_STEPS_SEARCHED]:
+                files = {
+                    f.path.rsplit("/", 1)[-1]: f
+                    for f in self.client.list_artifacts(run_id, step_dir)
+                    if not f.is_dir
+                }
+                for key, name in SAMPLE_FILES.items():
+                    if key not in found and name in files:
+                        data = self._read_sample(run_id, files[name], max_bytes)
+                        if data is not None:
+                            found[key] = data
+                if len(found) == len(SAMPLE_FILES):
+                    break
+        except Exception as e:  # an unreachable store or a broken artifact: the alert goes out anyway
+            logger.warning(
+                "run %s: validation samples not read (%s): the alert goes out without them",
+                run_id,
+                _first_line(e),
+            )
+            return found
+        missing = [SAMPLE_FILES[k] for k in SAMPLE_FILES if k not in found]
+        if missing:
+            logger.warning(
+                "run %s: no usable %s under %s/step_*: the alert goes out without it",
+                run_id,
+                " or ".join(missing),
+                SAMPLES_DIR,
+            )
+        return found
+
+    def _sample_steps(self, run_id: str) -> list[str]:
+        """The run's ``samples/step_*`` artifact directories, newest (highest step) first."""
+        steps = []
+        for f in self.client.list_artifacts(run_id, SAMPLES_DIR):
+            m = _STEP_DIR.search(f.path)
+            if f.is_dir and m:
+                steps.append((int(m.group(1)), f.path))
+        return [path for _, path in sorted(steps, reverse=True)]
+
+    def _read_sample(self, run_id: str, info: Any, max_bytes: int) -> bytes | None:
+        """One sample file's bytes, or None (logged) when it is too big or not what it is named."""
+        size, data = info.file_size, None
+        if size is None or size <= max_bytes:  # the listing's size spares a big download
+            with tempfile.TemporaryDirectory(prefix="ttsops-sample-") as tmp:
+                local = Path(self.client.download_artifacts(run_id, info.path, dst_path=tmp))
+                size = local.stat().st_size
+                if size <= max_bytes:
+                    data = local.read_bytes()
+        if data is None:
+            logger.warning(
+                "run %s: %s is %d bytes (over %d): not attached", run_id, info.path, size, max_bytes
+            )
+        elif not _looks_like(info.path, data):
+            logger.warning(
+                "run %s: %s is not a valid %s file: not attached", run_id, info.path, info.path[-3:]
+            )
+            data = None
+        return data
+
     def sink(self, run_id: str, mirror: bool) -> MlflowRunSink:
         return MlflowRunSink(self.client, run_id, mirror)
 
@@ -213,6 +292,20 @@ class MlflowRunSink:
                 Metric("tuner_epoch", float(index), ts, int(global_step)),
             ],
         )
+
+
+def _looks_like(path: str, data: bytes) -> bool:
+    """The file's magic bytes match its extension (png, wav)."""
+    if path.endswith(".png"):
+        return data.startswith(b"\x89PNG\r\n\x1a\n")
+    if path.endswith(".wav"):
+        return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    return False
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
 def _now_ms() -> int:

@@ -11,7 +11,8 @@ process, one MLflow child run):
    generation) so the pruner can stop it (SIGINT, checkpoint kept), retries crashes;
 4. the trial is told COMPLETE (value = objective at its last epoch), PRUNED or FAIL; a COMPLETE
    one that beats the best goes to ``ModelRegistry`` (``best_model.pt``, a registry version, the
-   alias if the promotion gate passes);
+   alias if the promotion gate passes) and is announced (``new_best``, with the generation's newest
+   alignment PNG and audio WAV from its MLflow run when the trainer logged them);
 5. ``EarlyStopController.decide_study`` over the generations' objectives may end the study;
    ``core_engine.n_trials`` and ``core_engine.wall_clock_budget_minutes`` cap it.
 
@@ -411,8 +412,9 @@ class Tuner:
             return
         attrs = {ss.CKPT_ATTR: str(r.checkpoint), ss.METRICS_ATTR: r.metrics, ss.RUN_ID_ATTR: run_id}
         decision = self.registry.consider(self._candidate(n, r.value, params, attrs))
-        if decision.new_best:
-            self.notifier.notify("new_best", generation=n, value=r.value, metrics=dict(r.metrics))
+        if decision.new_best:  # with the generation's newest alignment image and audio, when logged
+            samples = self.tracking.latest_samples(run_id)
+            self.notifier.notify("new_best", generation=n, value=r.value, metrics=dict(r.metrics), **samples)
 
     def _candidate(self, n: int, value: float, params: dict[str, Any], attrs: dict[str, Any]) -> Candidate:
         return Candidate(

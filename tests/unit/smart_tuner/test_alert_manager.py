@@ -10,15 +10,12 @@ import logging
 import socket
 import ssl
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
-from email.parser import BytesParser
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +24,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests import alert_stub
+from tests.alert_stub import TOKEN, multipart, telegram_cfg
 from ttsops.config import AlertsConfig
 from ttsops.smart_tuner.alert_manager import Alert, AlertManager, Event, NullNotifier, build_notifier
 
-TOKEN = "123456:SECRET-bot-token-abc"
+stub = alert_stub.stub  # the fake Telegram/Slack/webhook server (a fixture, used by name below)
+
 SLACK_PATH = "/services/T000/B000/slacksecretXYZ"
 HOOK_PATH = "/hooks/webhooksecret987"
 SMTP_PASSWORD = "smtp-Pa55-secret"
@@ -48,57 +48,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-
-
-class Stub:
-    """A real HTTP server on 127.0.0.1 that records requests and answers from a script."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.statuses: list[int] = []  # consumed one per request; 200 when empty
-        self.body_for_status: dict[int, bytes] = {}
-        self.delay_s = 0.0
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                if stub.delay_s:
-                    time.sleep(stub.delay_s)
-                status = stub.statuses.pop(0) if stub.statuses else 200
-                payload = stub.body_for_status.get(status, b'{"ok": true, "result": {}}')
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client timed out and hung up
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def paths(self) -> list[str]:
-        return [r["path"] for r in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    s = Stub()
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -131,16 +80,6 @@ def tiny_wav() -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.sin(np.linspace(0, 100, 2205)).astype(np.float32), 22050, format="WAV")
     return buf.getvalue()
-
-
-def multipart(req: dict[str, Any]) -> dict[str, Message]:
-    head = f"Content-Type: {req['headers']['Content-Type']}\r\n\r\n".encode()
-    msg = BytesParser(policy=default_policy).parsebytes(head + req["body"])
-    return {part.get_param("name", header="content-disposition"): part for part in msg.iter_parts()}
-
-
-def telegram_cfg(stub: Stub, **extra: Any) -> dict[str, Any]:
-    return {"telegram": {"bot_token": TOKEN, "chat_id": "42", "api_base": stub.url}, **extra}
 
 
 # --- Telegram, Slack, webhook -------------------------------------------------------------------
