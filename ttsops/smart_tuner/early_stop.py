@@ -16,7 +16,9 @@ alignment (never formed, or collapsed) prunes; nothing stops during the first
 ``min_validations``; no plateau stop while the alignment has not yet reached
 ``alignment_threshold``, or reached it once but its smoothed level has fallen back below it
 (a Tacotron loss often flattens before attention snaps into place, and again while a marginal
-alignment firms up: two of our recorded runs dropped 20-30% after such a plateau).
+alignment firms up: two of our recorded runs dropped 20-30% after such a plateau), nor within
+``min_validations`` of the alignment first reaching the threshold (a recorded run was stopped for
+"overfitting" one validation after its alignment formed, just before its loss fell by 27%).
 There is deliberately no "max_patience ends it anyway" rule: on noisy or slowly converging curves
 it was the main source of false stops in the replay benchmark.
 
@@ -324,9 +326,16 @@ class EarlyStopController:
         if n < self.params.min_validations:
             return make(Action.CONTINUE, Reason.WARMUP, 1.0,
                         f"warm-up: {n} of {self.params.min_validations} validations")
-        if by["attention"].reason in (Reason.NOT_YET_ALIGNED, Reason.ALIGNMENT_SETTLING):
+        att = by["attention"]
+        if att.reason in (Reason.NOT_YET_ALIGNED, Reason.ALIGNMENT_SETTLING):
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
-                        f"no plateau stop before the alignment holds: {by['attention'].message}")
+                        f"no plateau stop before the alignment holds: {att.message}")
+        since = n - 1 - int(att.details.get("aligned_at", -self.params.min_validations))
+        if att.reason is Reason.ALIGNED and since < self.params.min_validations:
+            # the loss changes regime when attention forms: trends over the climb say nothing yet
+            return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
+                        f"aligned {since} validation(s) ago: the loss gets {self.params.min_validations} "
+                        f"validations to respond before a plateau stop")
         return self._by_vote(make, verdicts, score)
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:

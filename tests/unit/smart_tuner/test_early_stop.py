@@ -94,6 +94,22 @@ def test_marginal_alignment_blocks_plateau_stops_until_it_holds():
     assert t is not None and t > 50 and d.action is Action.STOP
 
 
+def test_no_plateau_stop_right_after_the_alignment_forms():
+    # recorded demo-size run (train-demo-converging-lr5e-4): loss drifting up at a 0.7 alignment,
+    # alignment reaches 0.8 at validation 46, loss falls 27% after; it was stopped at 47 ("overfitting")
+    rng = np.random.default_rng(5)
+    n = 70
+    loss = np.r_[np.linspace(9.0, 6.3, 30), np.linspace(6.3, 7.0, 16), np.linspace(6.8, 4.6, 24)]
+    loss = loss * (1 + 0.04 * rng.standard_normal(n))
+    align = np.r_[np.linspace(0.05, 0.7, 30), np.full(15, 0.7), np.full(25, 0.86)]
+    hist = {"val_loss": loss, "epoch": np.arange(1.0, n + 1), "attention_alignment_score": align}
+    ctl = EarlyStopController()
+    decisions = [ctl.decide_trial({k: v[:t] for k, v in hist.items()}, budget=n) for t in range(1, n + 1)]
+    after = decisions[45:53]  # validations 46..53: aligned 0..7 validations ago
+    assert all(not d.should_end and d.reason is Reason.WAITING_FOR_ALIGNMENT for d in after)
+    assert "validations to respond" in after[1].message
+
+
 def test_alignment_collapse_prunes_within_three_validations():
     hist = curve(60)
     hist["attention_alignment_score"][30:] = 0.3
