@@ -103,6 +103,10 @@ OBSERVED: dict[str, str] = {
     "demo-converging-lr1e-3": "converging",  # aligned 0.85-0.92 from epoch 14; noisy, still falling at 60
     "demo-converging-lr5e-4": "converging",  # alignment 0.65-0.72 for 20 epochs, 0.8 at 46; loss 6.3 -> 4.6 after
     "demo-plateau-lr-decay": "plateau",  # aligned 0.91; best 5.65 at epoch 27, 5.8-6.4 after the decay
+    "demo-diverging-lr3e-2-noclip": "diverging",  # no blow-up: best 6.1 at epoch 6, then 7-9; alignment 0.5-0.98
+    "demo-noisy-bs4": "converging",  # alignment 0.7-0.86; noisy, still falling at 25 (4.75)
+    "demo-overfitting-30clips": "plateau",  # did not overfit clearly: 6.9-8 from epoch 40, best 6.13 at 89
+    "demo-never-aligned-no-prior": "never_aligned",  # score <= 0.05 for 40 epochs while the loss falls to 3.7
 }
 
 
