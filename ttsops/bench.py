@@ -24,11 +24,12 @@ Per curve and method (T = the curve's epochs, t = the epoch at which the method 
   aligned, the first of >= 3 consecutive validations below the threshold *and* more than
   ``collapse_margin`` (0.15) below the robust peak so far (``running_peak``: the highest median of 3
   consecutive scores; a wobble around the threshold is not a collapse);
-  for a run that never aligns, the first validation at or after the alignment deadline (end of
-  ``warmup``) where the median of the last 5 scores is more than the margin below the threshold
-  (a marginal alignment, 0.65-0.8, is not a failure; see ``detectors_attention``);
+  for a run that never aligns (its robust peak never reached the threshold), the first of 3
+  validations in a row at or after the alignment deadline (end of ``warmup``) where the median of
+  the last 5 scores is more than the margin below the threshold (a marginal alignment, 0.65-0.8, is
+  not a failure; see ``detectors_attention``);
 - "plateau before alignment": a stop that is not a failure verdict (divergence, non-finite,
-  never aligned, collapse) taken before the alignment first reached the threshold.
+  never aligned, collapse) taken before the alignment's robust peak first reached the threshold.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ import json
 import math
 import statistics
 import time
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ import numpy as np
 from ttsops.config import TunerConfig, load_config
 from ttsops.errors import ConfigError, DataError
 from ttsops.smart_tuner.detectors import FAILURE_REASONS, patience_detector
-from ttsops.smart_tuner.detectors_attention import HOLD_WINDOW, running_peak
+from ttsops.smart_tuner.detectors_attention import HOLD_WINDOW, lower_median, running_peak
 from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 
 ALIGN = "attention_alignment_score"
@@ -170,15 +172,19 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
     a = curve.columns.get(ALIGN)
     if a is None or not np.isfinite(a).any():
         return None
-    reached = np.flatnonzero(a >= threshold)
+    peak = running_peak(a)
+    reached = np.flatnonzero(np.nan_to_num(peak, nan=-np.inf) >= threshold)
     if reached.size == 0:
         ep = curve.columns.get("epoch", np.arange(1, a.size + 1, dtype=float))
-        for i in np.flatnonzero(ep >= deadline):  # a marginal alignment (holding within the margin) is no failure
+        def failing(i: int) -> bool:  # a marginal alignment (holding within the margin) is no failure
             recent = a[: i + 1][np.isfinite(a[: i + 1])][-HOLD_WINDOW:]
-            if recent.size and float(np.median(recent)) < threshold - margin:
+            return bool(recent.size) and lower_median(recent) < threshold - margin
+
+        late = np.flatnonzero(ep >= deadline)
+        for i in late:  # like a collapse: 3 validations in a row (or to the end of the curve)
+            if all(failing(int(j)) for j in late[(late >= i) & (late < i + 3)]):
                 return int(i)
         return None
-    peak = running_peak(a)
     for i in range(int(reached[0]) + 1, a.size - 2):
         # NaN compares False: missing scores do not count
         if np.all(a[i : i + 3] < threshold) and np.all(a[i : i + 3] < peak[i] - margin):
@@ -194,8 +200,8 @@ def usable_mask(a: np.ndarray, threshold: float, margin: float) -> np.ndarray:
     threshold or within ``margin`` of the robust peak so far, ``running_peak``). NaN scores are
     not usable."""
     fin = np.where(np.isfinite(a), a, -np.inf)
-    reached = np.maximum.accumulate(fin) >= threshold
-    peak = np.nan_to_num(running_peak(a), nan=np.inf)
+    peak = np.nan_to_num(running_peak(a), nan=-np.inf)
+    reached = peak >= threshold  # robust: one lucky validation is not an alignment
     return reached & ((fin >= threshold) | (fin >= peak - margin))
 
 
@@ -244,7 +250,7 @@ def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold:
         saved = 1.0 - t / n
     onset = alignment_onset(curve, threshold, deadline, margin)
     latency = (t - 1 - onset) if (onset is not None and stop is not None) else None
-    aligned_before = has_align and bool(np.any(a[:t] >= threshold))
+    aligned_before = has_align and bool(np.any(np.nan_to_num(running_peak(a)[:t], nan=-np.inf) >= threshold))
     failure = reason in {r.value for r in FAILURE_REASONS}
     plateau_early = stop is not None and has_align and not aligned_before and not failure
     return Outcome(curve.name, curve.label, method, stop[0] if stop else None, reason, saved, regret,
@@ -375,17 +381,23 @@ def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outco
 
 def detector_params(items: Sequence[str]) -> DetectorParams:
     """``KEY=VALUE`` overrides of :class:`DetectorParams` (the knobs the YAML does not expose)."""
-    known = {f.name: f for f in fields(DetectorParams)}
+    hints = typing.get_type_hints(DetectorParams)
     changes: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"--param {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
-        default = getattr(DetectorParams(), key)
+        if not sep or key not in hints:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE with KEY one of {', '.join(hints)}")
+        kinds = [t for t in typing.get_args(hints[key]) or (hints[key],) if t is not type(None)]
+        optional = type(None) in typing.get_args(hints[key])
+        if value.lower() == "none":
+            if not optional:
+                raise ConfigError(f"--param {item!r}: {key} cannot be none")
+            changes[key] = None
+            continue
         try:
-            changes[key] = None if value.lower() == "none" else type(default if default is not None else 0.0)(value)
+            changes[key] = kinds[0](value)
         except ValueError:
-            raise ConfigError(f"--param {item!r}: {value!r} is not a valid {type(default).__name__}") from None
+            raise ConfigError(f"--param {item!r}: {value!r} is not a valid {kinds[0].__name__}") from None
     return DetectorParams(**changes)
 
 

@@ -9,9 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttsops.bench import METHODS, Curve, alignment_onset, load_curve, main, score, summarize, usable_mask
+from ttsops.bench import (
+    METHODS,
+    Curve,
+    alignment_onset,
+    detector_params,
+    load_curve,
+    main,
+    score,
+    summarize,
+    usable_mask,
+)
 from ttsops.errors import ConfigError, DataError
 from ttsops.smart_tuner.detectors_attention import running_peak
+from ttsops.smart_tuner.early_stop import DetectorParams
 
 
 def write_json(path: Path, name: str, label: str, loss, align=None) -> None:
@@ -60,11 +71,12 @@ def test_saved_and_regret_definitions():
 
 
 def test_usable_validations_follow_the_collapse_rule():
-    a = np.array([0.1, 0.5, 0.85, 0.78, 0.72, 0.9, 0.6, 0.55, np.nan, 0.95])
-    # not before the first 0.8; the robust peak (highest median of 3) is 0.78, not the single 0.9:
-    # 0.72 is within 0.1 of it (usable), 0.6 / 0.55 are not (collapsed); NaN is not usable
-    np.testing.assert_allclose(running_peak(a)[[2, 3, 5, 9]], [0.5, 0.78, 0.78, 0.78])
-    assert usable_mask(a, 0.8, 0.1).tolist() == [False, False, True, True, True, True, False, False, False, True]
+    a = np.array([0.1, 0.5, 0.85, 0.88, 0.72, 0.9, 0.6, 0.55, np.nan, 0.95])
+    # reached when the robust peak (highest median of 3) is >= 0.8: at 0.88, not at the first 0.85;
+    # 0.72 is more than 0.1 under the robust peak 0.85 (collapsed), 0.6 / 0.55 too; NaN is not usable
+    np.testing.assert_allclose(running_peak(a)[[1, 2, 3, 5, 9]], [0.1, 0.5, 0.85, 0.88, 0.88])
+    assert usable_mask(a, 0.8, 0.1).tolist() == [False, False, False, True, False, True, False, False, False, True]
+    assert not usable_mask(np.array([0.1, 0.5, 0.85, 0.6, 0.6]), 0.8, 0.15).any()  # one lucky 0.85: never aligned
     loss = np.array([5.0, 4.0, 3.0, 2.9, 2.95, 2.8, 1.0, 0.9, 0.8, 2.7])
     c = Curve("c", "alignment_collapse", "synthetic", {"val_loss": loss, "attention_alignment_score": a,
                                                         "epoch": np.arange(1.0, 11.0)})
@@ -115,5 +127,11 @@ def test_cli_errors(tmp_path):
         main(["early-stop", str(tmp_path), "--param", "stop_treshold=0.6"])
     with pytest.raises(ConfigError, match="'abc' is not a valid float"):
         main(["early-stop", str(tmp_path), "--param", "stop_threshold=abc"])
+    with pytest.raises(ConfigError, match="stop_threshold cannot be none"):
+        main(["early-stop", str(tmp_path), "--param", "stop_threshold=none"])
+    with pytest.raises(ConfigError, match="invalid flatline_validations=2"):
+        main(["early-stop", str(tmp_path), "--param", "flatline_validations=2"])
+    assert detector_params(["horizon=10", "min_delta=none"]) == DetectorParams(horizon=10, min_delta=None)
+    assert isinstance(detector_params(["horizon=10"]).horizon, int)
     with pytest.raises(SystemExit):
         main(["nonsense"])

@@ -98,7 +98,10 @@ def attention_detector(
         nonmonotonicity=nonmono, epoch=epoch, threshold=threshold,
         entropy=float(ent[-1]) if ent.size and math.isfinite(ent[-1]) else None,
     )
-    reached = np.flatnonzero(a >= threshold)
+    robust = running_peak(a)
+    info["robust_peak"] = float(robust[-1]) if math.isfinite(robust[-1]) else None
+    # reached on the robust peak: one lucky validation over the threshold is not an alignment
+    reached = np.flatnonzero(robust >= threshold)
     if reached.size:
         first = int(reached[0])
         info["aligned_at"] = int(idx[first])
@@ -128,11 +131,17 @@ def _flatline(name: str, a: np.ndarray, idx: np.ndarray, level: float, k: int,
 HOLD_WINDOW = 5  # validations whose median says where the alignment holds
 
 
+def lower_median(values: Sequence[float] | np.ndarray) -> float:
+    """The lower of the two middle values for an even count (never an average of two scores)."""
+    ordered = sorted(float(v) for v in values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def running_peak(alignment: Sequence[float] | np.ndarray) -> np.ndarray:
     """Causal robust peak per validation: the running max of the median of the last 3 finite
-    scores (at the start, the lower of the first two). NaN where no finite score has been seen yet.
-    The reference for "collapsed" here, in the replay harness's failure onset and its
-    usable-checkpoint rule."""
+    scores (with two scores, the lower one). NaN until two finite scores have been seen. The
+    reference for "reached the threshold" and "collapsed" here, and for the replay harness's
+    failure onset and usable-checkpoint rule."""
     raw = as_array(alignment)
     out = np.full(raw.shape, np.nan)
     recent: list[float] = []
@@ -140,9 +149,24 @@ def running_peak(alignment: Sequence[float] | np.ndarray) -> np.ndarray:
     for i, v in enumerate(raw):
         if math.isfinite(v):
             recent = (recent + [float(v)])[-3:]
-            peak = max(peak, sorted(recent)[(len(recent) - 1) // 2])
+            if len(recent) >= 2:
+                peak = max(peak, lower_median(recent))
         out[i] = peak if math.isfinite(peak) else math.nan
     return out
+
+
+def held_since(a: np.ndarray, first: int, threshold: float) -> int:
+    """Index (into ``a``) from which the alignment has held: the last point where the median of
+    the last ``HOLD_WINDOW`` scores since ``first`` came back to >= ``threshold`` (``first`` if it
+    never dipped)."""
+    since = first
+    below = False
+    for i in range(first, a.size):
+        ok = lower_median(a[first : i + 1][-HOLD_WINDOW:]) >= threshold
+        if ok and below:
+            since = i
+        below = not ok
+    return since
 
 
 def _after_alignment(
@@ -158,8 +182,9 @@ def _after_alignment(
                       f"alignment collapsed: {a[-1]:.2f} (peak {peak:.2f}, threshold {threshold:.2f}) "
                       f"for {consecutive} validations, drop began near validation {int(idx[first + onset]) + 1}",
                       prune=True, **info)
-    holding = float(np.median(a[first:][-HOLD_WINDOW:]))  # since alignment: no lag from the climb
+    holding = lower_median(a[first:][-HOLD_WINDOW:])  # since alignment: no lag from the climb
     info["holding"] = holding
+    info["held_since"] = int(idx[held_since(a, first, threshold)])
     if holding < threshold:
         return abstain(name, Reason.ALIGNMENT_SETTLING,
                        f"aligned at validation {int(idx[first]) + 1} but holding below the threshold: "
@@ -179,7 +204,7 @@ def _before_alignment(
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"not aligned yet ({a[-1]:.2f} < {threshold:.2f}); deadline epoch {deadline:g}, "
                        f"now {epoch:g}", **info)
-    holding = float(np.median(a[-HOLD_WINDOW:]))
+    holding = lower_median(a[-HOLD_WINDOW:])
     if holding >= threshold - margin:  # formed, not yet sharp: no failure (and no plateau stop)
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"marginal alignment: holding {holding:.2f}, within {margin:.2f} of {threshold:.2f} "

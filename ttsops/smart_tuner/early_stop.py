@@ -106,6 +106,8 @@ class DetectorParams:
             "stop_threshold": 0 < self.stop_threshold <= 1, "gp_std_inflation": self.gp_std_inflation >= 1,
             "horizon": self.horizon is None or self.horizon >= 1,
             "min_delta": self.min_delta is None or self.min_delta >= 0,
+            "collapse_margin": 0 <= self.collapse_margin < 1, "collapse_consecutive": self.collapse_consecutive >= 1,
+            "flatline_score": 0 <= self.flatline_score <= 1, "flatline_validations": self.flatline_validations >= 3,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -330,12 +332,15 @@ class EarlyStopController:
         if att.reason in (Reason.NOT_YET_ALIGNED, Reason.ALIGNMENT_SETTLING):
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
                         f"no plateau stop before the alignment holds: {att.message}")
-        since = n - 1 - int(att.details.get("aligned_at", -self.params.min_validations))
+        start = max(int(att.details.get("aligned_at", -self.params.min_validations)),
+                    int(att.details.get("held_since", -self.params.min_validations)))
+        since = n - 1 - start
         if att.reason is Reason.ALIGNED and since < self.params.min_validations:
-            # the loss changes regime when attention forms: trends over the climb say nothing yet
+            # the loss changes regime when attention forms (or firms up again after settling below
+            # the threshold): trends over the climb say nothing yet
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
-                        f"aligned {since} validation(s) ago: the loss gets {self.params.min_validations} "
-                        f"validations to respond before a plateau stop")
+                        f"aligned (holding) for {since} validation(s): the loss gets "
+                        f"{self.params.min_validations} validations to respond before a plateau stop")
         return self._by_vote(make, verdicts, score)
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:

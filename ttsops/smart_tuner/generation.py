@@ -218,7 +218,7 @@ class GenerationRunner:
             self._poll(watcher, tracker, st, proc)
             if self._report(trial, tracker, st):
                 return self._finish(st, proc, "pruned", st.prune_reason)
-            if st.early_stop:
+            if st.early_stop is not None:
                 return self._finish(st, proc, "complete", f"in-trial early stop: {st.early_stop}")
             reason = self.should_stop()
             if reason:

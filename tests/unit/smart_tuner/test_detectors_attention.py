@@ -48,6 +48,17 @@ def test_one_lucky_validation_over_the_threshold_is_not_the_peak():
     assert not judge(b[:9]).ends_run and judge(b[:10]).ends_run  # two in a row below 0.9 - 0.15
 
 
+def test_one_lucky_validation_does_not_make_a_failing_run_aligned():
+    # review finding: reaching the threshold on one raw score made collapse impossible (robust peak
+    # 0.62 < 0.8) and skipped the never-aligned rules, so this run could never be pruned
+    a = [0.1, 0.3, 0.5, 0.55, 0.6, 0.58, 0.62, 0.81] + [0.6, 0.57, 0.59, 0.56] * 5
+    r = judge(a, deadline_epoch=20)
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)
+    flat = [0.02, 0.03, 0.82] + [0.02] * 10
+    r = judge(flat, deadline_epoch=20)
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED) and "attention flat" in r.message
+
+
 def test_never_aligned_pruned_at_the_deadline_not_before():
     a = 0.25 + 0.01 * np.sin(np.arange(40))
     before = judge(a[:19], deadline_epoch=20)
@@ -94,4 +105,5 @@ def test_missing_or_nan_scores():
     assert attention_detector(None).reason is Reason.MISSING_METRIC
     assert judge([math.nan, math.nan]).reason is Reason.MISSING_METRIC
     r = judge([0.2, math.nan, 0.85, math.nan, 0.9])
-    assert r.reason is Reason.ALIGNED and r.details["aligned_at"] == 2
+    # reached once the robust peak is (the lower median of 0.2, 0.85, 0.9): at index 4, not 2
+    assert r.reason is Reason.ALIGNED and r.details["aligned_at"] == 4
