@@ -1,8 +1,10 @@
 """Attention health: has the alignment formed, is it holding, is it monotonic?
 
-Input: ``attention_alignment_score`` per validation (diagonality in [0, 1]; aligned when
->= ``alignment_threshold``, 0.8 by default), optionally ``attention_entropy`` and, when the trainer
-logs it, ``attention_monotonicity`` (share of decoder steps whose attention peak moves forward).
+Input: ``attention_alignment_score`` per validation (diagonality in [0, 1]; the alignment has
+*formed* once its robust peak, :func:`running_peak`, the highest median of 3 consecutive scores,
+reaches ``alignment_threshold``, 0.8 by default: one lucky validation does not count), optionally
+``attention_entropy`` and, when the trainer logs it, ``attention_monotonicity`` (share of decoder
+steps whose attention peak moves forward).
 
 Verdicts:
 
@@ -22,18 +24,17 @@ Verdicts:
   ``flatline_validations`` (8) scores are all below ``flatline_score`` (0.1, where uniform, stuck and
   random attention score) and not rising significantly. With the alignment prior our recorded
   healthy runs are above 0.1 within 4 validations; runs without it sat at 0.00 for 40 epochs;
-- ``alignment_collapsed`` (prune): the score reached the threshold once, and the last
-  ``consecutive`` validations are below the threshold and more than ``collapse_margin`` below the
-  peak (a wobble around 0.8 is not a collapse). The peak is robust (:func:`running_peak`: the
-  highest median of 3 consecutive scores), so one lucky validation at 0.81 in a run that holds
-  0.73-0.78 does not make the next ordinary 0.70 look like a collapse (a recorded train.py run did
-  exactly that and went on to its best loss);
-- ``alignment_settling`` (abstains, and the controller blocks plateau stops meanwhile): the score
-  reached the threshold once but the median of its last ``HOLD_WINDOW`` (5) validations is below
-  it now, without having collapsed. On
-  our recorded train.py runs the loss plateaus while the alignment holds at 0.7-0.8 and drops again
-  (7.2 -> 5.1) once the alignment firms up to 0.9: a plateau in this state is not convergence;
-- ``aligned`` (abstains).
+- ``alignment_collapsed`` (prune): the alignment formed, and the last ``consecutive`` validations
+  are below the threshold and more than ``collapse_margin`` below the robust peak (a wobble around
+  0.8 is not a collapse; with the raw maximum as the peak, one lucky 0.81 in a run holding
+  0.73-0.78 made the next ordinary 0.70 a "collapse" in a recorded run that went on to its best loss);
+- ``alignment_settling`` (abstains, and the controller blocks plateau stops meanwhile): the
+  alignment formed but the median of its last ``HOLD_WINDOW`` (5) validations since then is below
+  the threshold now, without having collapsed. On our recorded train.py runs the loss plateaus while
+  the alignment holds at 0.7-0.8 and drops again (7.2 -> 5.1) once it firms up to 0.9: a plateau in
+  this state is not convergence;
+- ``aligned`` (abstains; ``held_since`` says from which validation it holds, so the controller can
+  give the loss time to respond after a formation or a re-firming).
 
 Monotonicity: health = smoothed score - ``monotonic_penalty`` x non-monotonicity, where
 non-monotonicity is ``1 - attention_monotonicity`` when logged, else the share of the score's
