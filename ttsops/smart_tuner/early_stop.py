@@ -332,9 +332,8 @@ class EarlyStopController:
         if att.reason in (Reason.NOT_YET_ALIGNED, Reason.ALIGNMENT_SETTLING):
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
                         f"no plateau stop before the alignment holds: {att.message}")
-        start = max(int(att.details.get("aligned_at", -self.params.min_validations)),
-                    int(att.details.get("held_since", -self.params.min_validations)))
-        since = n - 1 - start
+        # held_since >= aligned_at: the later of the formation and the last re-firming
+        since = n - 1 - int(att.details.get("held_since", -self.params.min_validations))
         if att.reason is Reason.ALIGNED and since < self.params.min_validations:
             # the loss changes regime when attention forms (or firms up again after settling below
             # the threshold): trends over the climb say nothing yet

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 SR = 16000
@@ -279,3 +280,24 @@ class Chromium:
             self.proc.wait()
         os.close(self._to_child)
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def post_all_at_once(url: str, texts: list[str], timeout: float) -> list[Any]:
+    """POST each text to ``url``/v1/tts from its own thread, all released together by a barrier;
+    the responses in order (an exception object where a request failed)."""
+    results: list[Any] = [None] * len(texts)
+    barrier = threading.Barrier(len(texts))
+
+    def client(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = httpx.post(f"{url}/v1/tts", json={"text": texts[i]}, timeout=timeout)
+        except BaseException as e:  # the caller asserts on it
+            results[i] = e
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=2 * timeout)
+    return results

@@ -7,17 +7,17 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import soundfile as sf
+from serve_helpers import post_all_at_once
 
+from tests.helpers import free_port
 from ttsops.cli import main as ttsops_main
 from ttsops.serve.loader import default_synthesizer_loader
 
@@ -47,22 +47,8 @@ def test_real_model_over_http(serve, tiny_checkpoint):
 
 
 def test_eight_concurrent_clients_on_the_real_model(serve, tiny_checkpoint):
-    results: list[httpx.Response | BaseException | None] = [None] * 8
     with serve({"tiny": str(tiny_checkpoint)}, default_synthesizer_loader("cpu")) as url:
-        barrier = threading.Barrier(8)
-
-        def client(i: int) -> None:
-            try:
-                barrier.wait()
-                results[i] = httpx.post(f"{url}/v1/tts", json={"text": f"Sentence number {i}."}, timeout=120)
-            except BaseException as e:  # reported below
-                results[i] = e
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
+        results = post_all_at_once(url, [f"Sentence number {i}." for i in range(8)], timeout=120)
     for resp in results:
         assert isinstance(resp, httpx.Response), resp
         assert _plausible(resp)
@@ -90,7 +76,7 @@ def test_cli_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     )
     assert ttsops_main(["synthesize", "hi", "-o", str(tmp_path / "x.wav"), "--model", str(garbage)]) == 2
     assert ttsops_main(["synthesize", "hi", "-o", str(tmp_path / "x.wav")]) == 2
-    assert ttsops_main(["serve", "--model", str(garbage), "--port", str(_free_port())]) == 2
+    assert ttsops_main(["serve", "--model", str(garbage), "--port", str(free_port())]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ttsops: error:")]
     assert lines[0] == f"ttsops: error: model source {tmp_path / 'nope.pt'}: no such file or directory"
     assert lines[1].startswith(f"ttsops: error: cannot read checkpoint {garbage}")
@@ -98,15 +84,9 @@ def test_cli_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     assert lines[3].startswith(f"ttsops: error: cannot read checkpoint {garbage}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_cli_in_a_subprocess_answers_and_stops_on_sigint(tiny_checkpoint, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TTSOPS_API_TOKEN": "tok", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,

@@ -4,12 +4,11 @@ behind it: formats, every kind of bad request, auth, metrics and concurrency."""
 from __future__ import annotations
 
 import io
-import threading
 
 import httpx
 import pytest
 import soundfile as sf
-from serve_helpers import SECONDS_PER_CHAR, SR, SineLoader, write_sine_checkpoint
+from serve_helpers import SECONDS_PER_CHAR, SR, SineLoader, post_all_at_once, write_sine_checkpoint
 
 
 @pytest.fixture
@@ -165,22 +164,8 @@ def test_two_apps_keep_separate_metrics(serve, sine_ckpt, tmp_path):
 def test_eight_concurrent_clients_all_succeed_in_parallel(serve, sine_ckpt):
     loader = SineLoader(delay_s=0.3)
     texts = [f"Client number {i} says" + " hello" * i for i in range(8)]
-    results: list[httpx.Response | BaseException] = [None] * 8  # type: ignore[list-item]
     with serve({"voice": str(sine_ckpt)}, loader) as url:
-        barrier = threading.Barrier(8)
-
-        def client(i: int) -> None:
-            try:
-                barrier.wait()
-                results[i] = httpx.post(f"{url}/v1/tts", json={"text": texts[i]}, timeout=60)
-            except BaseException as e:  # reported below
-                results[i] = e
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        results = post_all_at_once(url, texts, timeout=60)
     for text, resp in zip(texts, results, strict=True):
         assert isinstance(resp, httpx.Response), resp
         seconds, _ = _wav(resp)

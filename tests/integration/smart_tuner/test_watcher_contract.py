@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import free_port
 from ttsops.errors import TunerError
 from ttsops.smart_tuner.log_watcher import follow, make_watcher
 from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore, latency_summary
@@ -227,17 +227,11 @@ def mlflow_sqlite_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow_sqlite') / 'mlflow.db'}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_http_uri(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 (one worker), stopped with its process group."""
     d = tmp_path_factory.mktemp("mlflow_http")
-    port = _free_port()
+    port = free_port()
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),
         "server",

@@ -7,7 +7,6 @@ import datetime as dt
 import io
 import json
 import logging
-import socket
 import ssl
 import struct
 import time
@@ -26,6 +25,7 @@ import soundfile as sf
 
 from tests import alert_stub
 from tests.alert_stub import TOKEN, multipart, telegram_cfg
+from tests.helpers import free_port
 from ttsops.config import AlertsConfig
 from ttsops.smart_tuner.alert_manager import Alert, AlertManager, Event, NullNotifier, build_notifier
 
@@ -225,16 +225,10 @@ def test_full_queue_drops_instead_of_blocking(stub, clock):
 
 
 # --- secrets ------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_secrets_never_appear_in_logs_or_repr(stub, client, clock, caplog):
     caplog.set_level(logging.DEBUG)
     stub.statuses = [500] * 20
-    dead = f"http://127.0.0.1:{_free_port()}"  # connection refused: the exception carries the URL
+    dead = f"http://127.0.0.1:{free_port()}"  # connection refused: the exception carries the URL
     cfg = {
         "telegram": {"bot_token": TOKEN, "chat_id": "42", "api_base": dead},
         "slack_webhook": stub.url + SLACK_PATH,
@@ -242,7 +236,7 @@ def test_secrets_never_appear_in_logs_or_repr(stub, client, clock, caplog):
         "email_recipients": ["ops@example.com"],
         "smtp": {
             "host": "127.0.0.1",
-            "port": _free_port(),
+            "port": free_port(),
             "security": "none",
             "username": "u",
             "password": SMTP_PASSWORD,
@@ -332,7 +326,7 @@ def test_email_with_auth_and_attachments_reaches_smtp_server(tmp_path, client, c
         kwargs.update(tls_context=server_ctx, require_starttls=True)
     else:  # implicit TLS: aiosmtpd only counts STARTTLS as TLS for its AUTH rule
         kwargs.update(ssl_context=server_ctx, auth_require_tls=False)
-    inbox, port = _Inbox(), _free_port()
+    inbox, port = _Inbox(), free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:
@@ -367,7 +361,7 @@ def test_email_with_auth_and_attachments_reaches_smtp_server(tmp_path, client, c
 def test_wrong_smtp_password_gives_up_without_retry(tmp_path, client, clock):
     from aiosmtpd.controller import Controller
 
-    inbox, port = _Inbox(), _free_port()
+    inbox, port = _Inbox(), free_port()
     controller = Controller(
         inbox,
         hostname="127.0.0.1",
