@@ -90,6 +90,14 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-converged-48clips": {"intent": "converging", "size": "demo", "clips": "48",
                                "hparams": ("epochs=150,batch_size=16,learning_rate=1e-3,seed=29,lr_decay_start=200,"
                                            "lr_decay_steps=100,lr_decay_rate=0.5")},
+    # held out: recorded on 2026-11-29 after the training-progress gate and the "still forming" grace
+    # rule were frozen, then replayed once (benchmarks/README.md says what the rules did on them)
+    "overfitting-20clips-seed12": {"intent": "overfitting", "clips": "20", "corpus_seed": "12",
+                                   "hparams": ("epochs=100,batch_size=7,learning_rate=2e-3,seed=13,val_fraction=0.3,"
+                                               "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    "demo-converged-lr-decay-seed30": {"intent": "converging", "size": "demo", "clips": "120", "corpus_seed": "3",
+                                       "hparams": ("epochs=80,batch_size=16,learning_rate=1.5e-3,seed=30,lr_decay_start=200,"
+                                                   "lr_decay_steps=100,lr_decay_rate=0.5")},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {

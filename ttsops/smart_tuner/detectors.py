@@ -69,6 +69,7 @@ class Reason(StrEnum):
     ALIGNMENT_COLLAPSED = "alignment_collapsed"
     ALIGNMENT_SETTLING = "alignment_settling"
     WAITING_FOR_ALIGNMENT = "waiting_for_alignment"
+    TRAINING_PROGRESS = "training_progress"
     VOTE_STOP = "vote_stop"
     VOTE_CONTINUE = "vote_continue"
     STUDY_NO_IMPROVEMENT = "study_no_improvement"

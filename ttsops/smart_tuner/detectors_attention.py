@@ -14,7 +14,9 @@ Verdicts:
   by default: attention must form while the model is warming up) the score is still below the
   threshold and its Sen's slope, even at the favourable end of its CI, would not reach the threshold
   within ``progress_patience`` validations; a run that is visibly climbing (projected to get there
-  in time, or rising significantly by Mann-Kendall) gets that long past the deadline, no more;
+  in time, or rising significantly by Mann-Kendall) gets that long past the deadline, no more, and
+  only while it is still forming: its robust peak rose within the last ``window`` validations (a
+  run climbing back towards a level it had and lost is not forming, it is failing);
 - a *marginal* alignment is neither: past the deadline, a run whose last ``HOLD_WINDOW`` scores
   hold within ``collapse_margin`` of the threshold (0.65-0.8 by default) has formed an alignment
   that is not yet sharp. It is not pruned, and (as ``not_yet_aligned``) not stopped for a plateau.
@@ -138,6 +140,14 @@ def lower_median(values: Sequence[float] | np.ndarray) -> float:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def held_alignment(alignment: Sequence[float] | np.ndarray) -> float | None:
+    """Where the alignment holds: the lower median of the last ``HOLD_WINDOW`` finite scores
+    (None without any). What the study level judges a generation by, like the in-trial rules: one
+    unlucky last validation does not make an aligned generation unaligned."""
+    _, a = finite_points(as_array(alignment))
+    return lower_median(a[-HOLD_WINDOW:]) if a.size else None
+
+
 def running_peak(alignment: Sequence[float] | np.ndarray) -> np.ndarray:
     """Causal robust peak per validation: the running max of the median of the last 3 finite
     scores (with two scores, the lower one). NaN until two finite scores have been seen. The
@@ -221,16 +231,30 @@ def _before_alignment(
     # with 3 updates per epoch was at 0.49 at the deadline, projected 16 validations short, and
     # aligned 10 validations later)
     climbing = mk is not None and mk.p_increasing < 0.05 and mk.slope > 0
-    if (needed <= patience or climbing) and validations_past < patience:
+    # ... but only a run still forming its alignment: one recovering towards a level it reached
+    # before and lost (a recorded bs-4 run peaked at 0.73 early, then wandered 0.5-0.7 for 20
+    # epochs while its loss rose) is not climbing, it is failing
+    age = _peak_age(a)
+    info["robust_peak_age"] = age
+    forming = age < window
+    if forming and (needed <= patience or climbing) and validations_past < patience:
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"past the deadline but climbing: ~{needed:.0f} validations to {threshold:.2f} "
                        f"at the fastest plausible rate (score {a[-1]:.2f}, "
                        f"{validations_past}/{patience} validations of grace used)", **info)
-    why = ("no longer climbing" if rate <= 0 else
+    why = (f"no new high for {age} validations (robust peak {info['robust_peak']:.2f})" if not forming else
+           "no longer climbing" if rate <= 0 else
            f"~{needed:.0f} validations to go" if needed > patience else f"{validations_past} validations past the deadline")
     return result(name, 1.0, Reason.NEVER_ALIGNED,
                   f"never aligned: score {a[-1]:.2f} (health {health:.2f}) < {threshold:.2f} at epoch "
                   f"{epoch:g}, deadline {deadline:g}; {why}", prune=True, **info)
+
+
+def _peak_age(a: np.ndarray) -> int:
+    """Validations since the robust peak (:func:`running_peak`) last rose (all of them if never)."""
+    peak = np.nan_to_num(running_peak(a), nan=-np.inf)
+    rises = np.flatnonzero(np.diff(peak) > 0)
+    return int(a.size - 2 - rises[-1]) if rises.size else int(a.size)
 
 
 def _validations_past_deadline(epoch: float, deadline: float, idx: np.ndarray) -> int:

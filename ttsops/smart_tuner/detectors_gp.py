@@ -17,7 +17,9 @@ at the observed points (a denoised best: the raw minimum of a noisy curve is bia
 
 Cost: only the last ``window`` finite points are used (default 30) and the optimiser runs once
 from the previous fit's hyperparameters when the caller passes them back (``theta``), so a fit takes
-milliseconds. scikit-learn is imported lazily. Non-finite points are dropped.
+milliseconds. scikit-learn is imported lazily (``load_backend()`` imports it ahead of time: the
+EarlyStopController does so when it is built, so no decision pays the ~1 s import). Non-finite
+points are dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class Forecast:
     p_improve: float  # P(forecast < best * (1 - min_delta))
     transform: str
     theta: tuple[float, ...]  # fitted kernel hyperparameters (log scale), to warm-start the next fit
+
+
+def load_backend() -> None:
+    """Import scikit-learn's GP now (about a second, once per process) rather than in a decision."""
+    import sklearn.gaussian_process  # noqa: F401
 
 
 def _kernel(theta: Sequence[float] | None):  # type: ignore[no-untyped-def]

@@ -256,3 +256,40 @@ def cusum_detector(
                       f"no level drop >= {min_delta:.2%} confirmed for {since} validations ({where})", **info)
     return result(name, score, Reason.IMPROVING,
                   f"{since} validations since the last confirmed drop ({where}), patience {patience}", **info)
+
+
+# --- training progress --------------------------------------------------------------------------
+def training_progress_detector(
+    train_loss: Sequence[float] | np.ndarray | None, *, window: int, horizon: float, floor: float,
+    alpha: float = 0.05, min_points: int = 6,
+) -> DetectorResult:
+    """Is the *training* loss still falling by more than ``floor`` (relative) over ``horizon``
+    validations? Prechelt's "training progress" (1998): while the model still learns the training
+    set, a flat validation curve is not convergence yet; once both have stalled, nothing more is
+    coming. Never votes (it is a gate for the controller).
+
+    ``train_loss`` is the value current at each validation (train.py logs it every N steps, so
+    neighbouring validations often repeat a value): repeats are collapsed before Mann-Kendall and
+    Sen's slope (at its median, not the optimistic end: this is a gate, not a stop signal) on the
+    last ``window`` validations. Score 1 = still progressing.
+    """
+    name = "training_progress"
+    raw = as_array(train_loss)
+    idx, y = finite_points(raw[-window:])
+    if y.size:
+        keep = np.r_[True, np.diff(y) != 0]  # one point per logged value
+        idx, y = idx[keep], y[keep]
+    if y.size < min_points:
+        return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} distinct train_loss values, need {min_points}")
+    mk = mann_kendall(y, idx.astype(float), alpha=alpha)
+    level = abs(mk.intercept + mk.slope * idx[-1]) or abs(float(np.median(y))) or 1.0
+    fall = -mk.slope * horizon / level
+    progressing = mk.p_decreasing < alpha and fall >= floor
+    info = dict(fall=fall, horizon=horizon, floor=floor, p_decreasing=mk.p_decreasing, points=int(y.size))
+    if progressing:
+        return result(name, 1.0, Reason.IMPROVING,
+                      f"train_loss still falling: {fall:.1%} per {horizon:g} validations at Sen's slope "
+                      f"(MK p={mk.p_decreasing:.3g}) >= {floor:.1%}", voting=False, ends=False, **info)
+    return result(name, 0.0, Reason.PLATEAU,
+                  f"train_loss stalled: {fall:.1%} per {horizon:g} validations (MK p={mk.p_decreasing:.3g}), "
+                  f"floor {floor:.1%}", voting=False, ends=False, **info)

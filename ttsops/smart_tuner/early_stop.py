@@ -18,7 +18,10 @@ alignment (never formed, or collapsed) prunes; nothing stops during the first
 (a Tacotron loss often flattens before attention snaps into place, and again while a marginal
 alignment firms up: two of our recorded runs dropped 20-30% after such a plateau), nor within
 ``min_validations`` of the alignment first reaching the threshold (a recorded run was stopped for
-"overfitting" one validation after its alignment formed, just before its loss fell by 27%).
+"overfitting" one validation after its alignment formed, just before its loss fell by 27%); and
+no stop the vote asks for while ``train_loss`` (when the history has it) is still falling by at
+least ``train_progress_floor`` over the horizon (Prechelt's training progress: recorded demo-size
+runs sat flat for 20-60 epochs while their training loss kept falling, then dropped 17-67%).
 There is deliberately no "max_patience ends it anyway" rule: on noisy or slowly converging curves
 it was the main source of false stops in the replay benchmark.
 
@@ -60,8 +63,8 @@ from ttsops.smart_tuner.detectors import (
     since_improvement,
 )
 from ttsops.smart_tuner.detectors_attention import attention_detector
-from ttsops.smart_tuner.detectors_gp import forecast_detector
-from ttsops.smart_tuner.detectors_stats import cusum_detector, trend_detector
+from ttsops.smart_tuner.detectors_gp import forecast_detector, load_backend
+from ttsops.smart_tuner.detectors_stats import cusum_detector, training_progress_detector, trend_detector
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "statistical_consensus": ("mann_kendall", "cusum", "adaptive_patience", "generation_patience"),
@@ -90,6 +93,7 @@ class DetectorParams:
     flatline_score: float = 0.1  # attention scoring below this for flatline_validations in a row ...
     flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
+    train_progress_floor: float | None = 0.05  # no plateau stop while train_loss falls >= this per horizon; None: off
     gp_std_inflation: float = 2.0  # widen the GP's forecast std (its 95% band covered ~80% on test curves)
     min_delta: float | None = None  # relative; None: tuner_min_delta
     gp_cache_size: int = 64
@@ -107,6 +111,7 @@ class DetectorParams:
             "horizon": self.horizon is None or self.horizon >= 1,
             "min_delta": self.min_delta is None or self.min_delta >= 0,
             "collapse_margin": 0 <= self.collapse_margin < 1, "collapse_consecutive": self.collapse_consecutive >= 1,
+            "train_progress_floor": self.train_progress_floor is None or self.train_progress_floor > 0,
             "flatline_score": 0 <= self.flatline_score <= 1, "flatline_validations": self.flatline_validations >= 3,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -186,6 +191,7 @@ class EarlyStopController:
         self._log: list[dict[str, Any]] = []
         self._counts = {"trial": 0, "study": 0}
         self._fits: dict[str, int] = {}
+        load_backend()  # the one-time import of scikit-learn's GP belongs to set-up, not to a decision
 
     # --- public API ------------------------------------------------------------------------
     @property
@@ -235,8 +241,9 @@ class EarlyStopController:
         direction: Literal["minimize", "maximize"] = "minimize",
     ) -> Decision:
         """End the study? ``generation_objectives``: the objective of each finished generation in
-        order (NaN for a failed one); ``generation_alignment``: each generation's final alignment
-        score, if known (the study does not end on a plateau before some generation aligned)."""
+        order (NaN for a failed one); ``generation_alignment``: where each generation's alignment
+        held at its end (the tuner passes the median of its last 5 scores), if known (the study
+        does not end on a plateau before some generation aligned)."""
         t0 = self._clock()
         y = as_array(generation_objectives) * (-1.0 if direction == "maximize" else 1.0)
         verdicts = self._study_verdicts(y, generation_alignment)
@@ -282,6 +289,9 @@ class EarlyStopController:
             self._forecast(y, horizon, "trial"),
             self._attention(h, epochs),
         ]
+        if p.train_progress_floor is not None:
+            verdicts.append(training_progress_detector(h.get("train_loss"), window=p.window, horizon=horizon,
+                                                       floor=p.train_progress_floor, alpha=p.alpha))
         baseline = patience_detector(y, cfg.adaptive_patience.initial_patience, md)
         verdicts.append(dataclasses.replace(baseline, voting=False))
         return verdicts
@@ -340,6 +350,10 @@ class EarlyStopController:
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0,
                         f"aligned (holding) for {since} validation(s): the loss gets "
                         f"{self.params.min_validations} validations to respond before a plateau stop")
+        tp = by.get("training_progress")
+        if tp is not None and tp.score >= 0.5 and score >= self.params.stop_threshold:
+            return make(Action.CONTINUE, Reason.TRAINING_PROGRESS, 1.0,
+                        f"vote {score:.2f} says stop, but the model is still learning: {tp.message}")
         return self._by_vote(make, verdicts, score)
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:

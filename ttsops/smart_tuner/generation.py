@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import TunerError
+from ttsops.smart_tuner.detectors_attention import held_alignment
 from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore
 from ttsops.smart_tuner.trainer_wrapper import (
     Checkpoint,
@@ -88,6 +89,7 @@ class GenerationResult:
     latencies: list[float] = field(default_factory=list)  # log -> decision, per report
     first_metric_s: list[float] = field(default_factory=list)  # launch -> first record, per attempt
     exit_codes: list[int] = field(default_factory=list)  # of the attempts that crashed
+    alignment_held: float | None = None  # where the alignment held at the end (median of the last 5 scores)
 
     @property
     def refused_input(self) -> bool:
@@ -305,6 +307,7 @@ class GenerationRunner:
         r = st.result
         r.state, r.reason, r.value, r.validations = state, reason, st.value, st.validations
         r.metrics, r.attempts = dict(st.metrics), st.attempt + 1
+        r.alignment_held = held_alignment([row.get("attention_alignment_score", float("nan")) for row in st.rows])
         r.checkpoint = self.wrapper.latest_checkpoint(st.spec.gen_dir)
         if state == "complete" and st.value is None:
             r.state, r.reason = "failed", f"{reason}, but no validation was ever logged"

@@ -48,6 +48,7 @@ GEN_DIR_ATTR = "ttsops.gen_dir"
 RUN_ID_ATTR = "ttsops.mlflow_run_id"
 CKPT_ATTR = "ttsops.checkpoint"
 METRICS_ATTR = "ttsops.metrics"
+ALIGNMENT_ATTR = "ttsops.alignment_held"  # median of the generation's last 5 alignment scores
 RESULT_ATTR = "ttsops.result"
 PLAN_ATTR = "ttsops.plan"
 ELAPSED_PREFIX = "ttsops.elapsed."
@@ -148,8 +149,9 @@ def elapsed_s(study_attrs: dict[str, Any]) -> float:
 
 
 def generation_objectives(trials: list[FrozenTrial]) -> tuple[list[float], list[float]]:
-    """Per finished generation in trial order: objective (NaN unless COMPLETE) and final
-    alignment score (NaN if unknown); re-queued FAILs are left out."""
+    """Per finished generation in trial order: objective (NaN unless COMPLETE) and the alignment
+    it held at the end (``ALIGNMENT_ATTR``, the median of its last 5 scores; studies written before
+    it existed: the last score; NaN if unknown); re-queued FAILs are left out."""
     again = requeued_numbers(trials)
     values, align = [], []
     for t in sorted(trials, key=lambda t: t.number):
@@ -157,7 +159,9 @@ def generation_objectives(trials: list[FrozenTrial]) -> tuple[list[float], list[
             continue
         ok = t.state == TrialState.COMPLETE and t.value is not None
         values.append(float(t.value) if ok else math.nan)
-        a = (t.user_attrs.get(METRICS_ATTR) or {}).get("attention_alignment_score")
+        a = t.user_attrs.get(ALIGNMENT_ATTR)
+        if a is None:
+            a = (t.user_attrs.get(METRICS_ATTR) or {}).get("attention_alignment_score")
         align.append(float(a) if a is not None else math.nan)
     return values, align
 

@@ -363,6 +363,8 @@ class Tuner:
         n = trial.number
         trial.set_user_attr(ss.CKPT_ATTR, str(r.checkpoint) if r.checkpoint else None)
         trial.set_user_attr(ss.METRICS_ATTR, r.metrics)
+        if r.alignment_held is not None:
+            trial.set_user_attr(ss.ALIGNMENT_ATTR, r.alignment_held)
         trial.set_user_attr(
             ss.RESULT_ATTR,
             {

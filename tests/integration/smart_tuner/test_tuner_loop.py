@@ -233,6 +233,10 @@ def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus, mlflow
     for c in children:  # train.py logged into the tuner's child runs
         assert {"val_loss", "attention_alignment_score", "mcd", "objective"} <= set(c.data.metrics)
         assert c.info.status == "FINISHED"
+    for t in (t0, t1):  # the study level judges where the alignment held: median of the last 5
+        hist = mlflow_client(cfg).get_metric_history(t.user_attrs[ss.RUN_ID_ATTR], "attention_alignment_score")
+        last = sorted(m.value for m in sorted(hist, key=lambda m: m.step)[-5:])
+        assert t.user_attrs[ss.ALIGNMENT_ATTR] == pytest.approx(last[(len(last) - 1) // 2])
     assert children[1].data.tags["ttsops.warm_start_source"].startswith("generation ")
     best = min((t0, t1), key=lambda t: t.value)
     best_path = tmp_path / "runs" / "real" / BEST_FILE

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.detectors_attention import attention_detector
+from ttsops.smart_tuner.detectors_attention import attention_detector, held_alignment
 
 
 def judge(scores, **kw):
@@ -74,6 +74,21 @@ def test_climbing_alignment_gets_grace_past_the_deadline_but_not_forever():
     assert (r.action, r.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)  # stalled far below 0.8
 
 
+def test_recovering_towards_a_lost_level_is_not_climbing():
+    # recorded train.py run (train-noisy-bs4): 0.70-0.88 in its first epochs, robust peak 0.73, then
+    # 0.49-0.69 while its loss rose; at the deadline the last 10 scores rise significantly, but
+    # they climb back towards a level the run had and lost: pruned, not given grace
+    a = [0.70, 0.88, 0.67, 0.73, 0.73, 0.76, 0.60, 0.57, 0.60, 0.54, 0.58, 0.49, 0.52, 0.49, 0.55,
+         0.60, 0.69, 0.57, 0.59, 0.63]
+    r = judge(a, deadline_epoch=20)
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)
+    assert "no new high" in r.message and r.details["robust_peak_age"] >= 10
+    # the same rise from a run that never was higher is still forming: grace
+    forming = [0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.33, 0.36, 0.38, 0.4, 0.43, 0.45, 0.47,
+               0.49, 0.52, 0.53, 0.55, 0.56]
+    assert judge(forming, deadline_epoch=20).reason is Reason.NOT_YET_ALIGNED
+
+
 def test_marginal_alignment_past_the_deadline_is_not_a_failure():
     # recorded train.py run (train-converging-lr1e-3-seed3-long): holds 0.61-0.68 at the deadline,
     # 0.72-0.78 for the next 100 epochs while its loss drops again from 7.2 to 5.3
@@ -107,3 +122,9 @@ def test_missing_or_nan_scores():
     r = judge([0.2, math.nan, 0.85, math.nan, 0.9])
     # reached once the robust peak is (the lower median of 0.2, 0.85, 0.9): at index 4, not 2
     assert r.reason is Reason.ALIGNED and r.details["aligned_at"] == 4
+
+
+def test_held_alignment_is_the_median_of_the_last_five_finite_scores():
+    assert held_alignment([0.1, 0.9, 0.88, 0.91, 0.87, 0.2]) == 0.88  # one bad last validation
+    assert held_alignment([0.5, math.nan, 0.7]) == 0.5  # lower median of an even count
+    assert held_alignment([]) is None and held_alignment([math.nan]) is None

@@ -15,6 +15,7 @@ from ttsops.smart_tuner.detectors_stats import (
     cusum_improvements,
     mann_kendall,
     sens_slope,
+    training_progress_detector,
     trend_detector,
 )
 
@@ -136,3 +137,27 @@ def test_cusum_detector_plateau_vs_falling():
     assert p.reason is Reason.PLATEAU and p.ends_run
     assert f.reason is Reason.IMPROVING and not f.ends_run
     assert abs(p.details["since_last_shift"] - 20) <= 4
+
+
+def test_training_progress_falling_vs_stalled():
+    rng = np.random.default_rng(3)
+    t = np.arange(40, dtype=float)
+    falling = 3.0 * np.exp(-t / 60) * (1 + 0.01 * rng.standard_normal(40))
+    flat = 2.0 * (1 + 0.01 * rng.standard_normal(40))
+    kw = dict(window=20, horizon=15, floor=0.05)
+    on = training_progress_detector(falling, **kw)
+    off = training_progress_detector(flat, **kw)
+    assert on.score == 1.0 and on.details["fall"] >= 0.05 and not on.voting and not on.ends_run
+    assert off.score == 0.0 and off.reason is Reason.PLATEAU and abs(off.details["fall"]) < 0.05
+    # a fall below the floor is "stalled" even when significant
+    assert training_progress_detector(falling, window=20, horizon=15, floor=0.5).score == 0.0
+
+
+def test_training_progress_collapses_repeats_and_abstains_without_data():
+    # train.py logs train_loss every N steps: neighbouring validations repeat the last value
+    logged = 3.0 * np.exp(-np.arange(8) / 6)
+    repeated = np.repeat(logged, 3)[:20]
+    r = training_progress_detector(repeated, window=20, horizon=15, floor=0.05)
+    assert r.details["points"] == 7 and r.score == 1.0
+    assert training_progress_detector(None, window=20, horizon=15, floor=0.05).reason is Reason.INSUFFICIENT_DATA
+    assert training_progress_detector([np.nan] * 30, window=20, horizon=15, floor=0.05).voting is False

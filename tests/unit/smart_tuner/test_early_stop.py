@@ -115,6 +115,25 @@ def test_no_plateau_stop_right_after_the_alignment_forms():
     assert "validations to respond" in after[1].message
 
 
+def test_no_plateau_stop_while_the_training_loss_still_falls():
+    # validation loss flat and aligned (the vote says stop), training loss still falling 10% per
+    # 15 validations: not converged yet (Prechelt's training progress)
+    hist = curve(80)
+    falling = 3.0 * np.exp(-np.arange(80) / 140.0)
+    t_plain, _ = first_end(EarlyStopController(), hist, budget=200)  # (the look-ahead shrinks near the budget)
+    t, d = first_end(EarlyStopController(), {**hist, "train_loss": falling}, budget=200)
+    assert t_plain is not None and t is None
+    assert d.reason is Reason.TRAINING_PROGRESS and "still learning" in d.message
+    # once the training loss stalls too, the same run stops
+    stalled = np.where(np.arange(80) < 30, falling, falling[29])
+    t2, d2 = first_end(EarlyStopController(), {**hist, "train_loss": stalled}, budget=200)
+    assert t2 is not None and d2.action is Action.STOP and t2 > t_plain - 1
+    # the gate can be switched off
+    t3, _ = first_end(EarlyStopController(params=DetectorParams(train_progress_floor=None)),
+                      {**hist, "train_loss": falling}, budget=200)
+    assert t3 == t_plain
+
+
 def test_alignment_collapse_prunes_within_three_validations():
     hist = curve(60)
     hist["attention_alignment_score"][30:] = 0.3
