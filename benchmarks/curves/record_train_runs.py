@@ -98,6 +98,9 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-converged-lr-decay-seed30": {"intent": "converging", "size": "demo", "clips": "120", "corpus_seed": "3",
                                        "hparams": ("epochs=80,batch_size=16,learning_rate=1.5e-3,seed=30,lr_decay_start=200,"
                                                    "lr_decay_steps=100,lr_decay_rate=0.5")},
+    "demo-overfitting-30clips-seed9": {"intent": "overfitting", "size": "demo", "clips": "30", "corpus_seed": "9",
+                                       "hparams": ("epochs=100,batch_size=7,learning_rate=2e-3,seed=31,val_fraction=0.3,"
+                                                   "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {
@@ -122,6 +125,10 @@ OBSERVED: dict[str, str] = {
     "demo-never-aligned-no-prior": "never_aligned",  # score <= 0.05 for 40 epochs while the loss falls to 3.7
     "demo-converged-48clips": "converging",  # 3 updates/epoch: alignment 0.5 at epoch 21, 0.8 at 31; best 5.3 at 147
     "demo-converged-lr-decay": "converging",  # aligned 0.83-0.89 from 31; flat 4.1-4.9 (66-76), 3.5 at 91 as the rate decays
+    # held out (2026-11-29)
+    "demo-converged-lr-decay-seed30": "converging",  # aligned 0.85 at 13, dipped to 0.74 (28-40), 0.84 again; best 4.18 at 79 of 80
+    "demo-overfitting-30clips-seed9": "overfitting",  # aligned 0.87 at 22; best 5.96 at 37, then 6.3-7.2 while train_loss 4.9 -> 2.5
+    "overfitting-20clips-seed12": "plateau",  # 0.80 at epoch 16, dipped to 0.57 (20-28), back to 0.85; val 6.9-7.9 from 59, best 6.80 at 100
 }
 
 
