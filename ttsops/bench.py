@@ -51,7 +51,7 @@ import numpy as np
 from ttsops.config import TunerConfig, load_config
 from ttsops.errors import ConfigError, DataError
 from ttsops.smart_tuner.detectors import FAILURE_REASONS, patience_detector
-from ttsops.smart_tuner.detectors_attention import HOLD_WINDOW, lower_median, running_peak
+from ttsops.smart_tuner.detectors_attention import held_alignment, running_peak
 from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 
 ALIGN = "attention_alignment_score"
@@ -177,8 +177,8 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
     if reached.size == 0:
         ep = curve.columns.get("epoch", np.arange(1, a.size + 1, dtype=float))
         def failing(i: int) -> bool:  # a marginal alignment (holding within the margin) is no failure
-            recent = a[: i + 1][np.isfinite(a[: i + 1])][-HOLD_WINDOW:]
-            return bool(recent.size) and lower_median(recent) < threshold - margin
+            held = held_alignment(a[: i + 1])
+            return held is not None and held < threshold - margin
 
         late = np.flatnonzero(ep >= deadline)
         for i in late:  # like a collapse: 3 validations in a row (or to the end of the curve)

@@ -101,6 +101,12 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-overfitting-30clips-seed9": {"intent": "overfitting", "size": "demo", "clips": "30", "corpus_seed": "9",
                                        "hparams": ("epochs=100,batch_size=7,learning_rate=2e-3,seed=31,val_fraction=0.3,"
                                                    "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    # held out, long runs with train.py's defaults (lr 1e-3, its decay starts after 10000 steps: never
+    # here) on small corpora, as a user with little data would train: settings fixed before recording
+    "demo-long-48clips": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "40",
+                          "hparams": "epochs=200,batch_size=16,seed=40"},
+    "demo-long-30clips": {"intent": "converging", "size": "demo", "clips": "30", "corpus_seed": "41",
+                          "hparams": "epochs=200,batch_size=7,seed=41,val_fraction=0.3"},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {

@@ -215,7 +215,7 @@ def _before_alignment(
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"not aligned yet ({a[-1]:.2f} < {threshold:.2f}); deadline epoch {deadline:g}, "
                        f"now {epoch:g}", **info)
-    holding = lower_median(a[-HOLD_WINDOW:])
+    holding = held_alignment(a)
     if holding >= threshold - margin:  # formed, not yet sharp: no failure (and no plateau stop)
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"marginal alignment: holding {holding:.2f}, within {margin:.2f} of {threshold:.2f} "

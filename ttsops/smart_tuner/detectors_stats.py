@@ -134,6 +134,11 @@ def mann_kendall(
     )
 
 
+def _sen_level(mk: MannKendall, idx: np.ndarray, y: np.ndarray) -> float:
+    """The Sen line's level at the latest point (the scale for relative gains), never 0."""
+    return abs(mk.intercept + mk.slope * idx[-1]) or abs(float(np.median(y))) or 1.0
+
+
 def trend_detector(
     values: Sequence[float] | np.ndarray, *, window: int, horizon: float, min_delta: float,
     alpha: float = 0.05, min_points: int = 6,
@@ -152,7 +157,7 @@ def trend_detector(
     if y.size < min_points:
         return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} finite values, need {min_points}")
     mk = mann_kendall(y, idx.astype(float), alpha=alpha)
-    level = abs(mk.intercept + mk.slope * idx[-1]) or abs(float(np.median(y))) or 1.0
+    level = _sen_level(mk, idx, y)
     gain = -mk.slope_low * horizon / level
     info = dict(p_decreasing=mk.p_decreasing, p_increasing=mk.p_increasing, z=mk.z,
                 sen_slope_rel=mk.slope / level, slope_ci_rel=[mk.slope_low / level, mk.slope_high / level],
@@ -282,7 +287,7 @@ def training_progress_detector(
     if y.size < min_points:
         return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} distinct train_loss values, need {min_points}")
     mk = mann_kendall(y, idx.astype(float), alpha=alpha)
-    level = abs(mk.intercept + mk.slope * idx[-1]) or abs(float(np.median(y))) or 1.0
+    level = _sen_level(mk, idx, y)
     fall = -mk.slope * horizon / level
     progressing = mk.p_decreasing < alpha and fall >= floor
     info = dict(fall=fall, horizon=horizon, floor=floor, p_decreasing=mk.p_decreasing, points=int(y.size))

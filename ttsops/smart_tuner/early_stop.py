@@ -21,7 +21,9 @@ alignment firms up: two of our recorded runs dropped 20-30% after such a plateau
 "overfitting" one validation after its alignment formed, just before its loss fell by 27%); and
 no stop the vote asks for while ``train_loss`` (when the history has it) is still falling by at
 least ``train_progress_floor`` over the horizon (Prechelt's training progress: recorded demo-size
-runs sat flat for 20-60 epochs while their training loss kept falling, then dropped 17-67%).
+runs sat flat for 20-60 epochs while their training loss kept falling, then fell 8-49% more).
+It vetoes overfitting stops too (the two cannot be told apart on these curves), and it weakens
+near the end of the budget, where the horizon is shorter.
 There is deliberately no "max_patience ends it anyway" rule: on noisy or slowly converging curves
 it was the main source of false stops in the replay benchmark.
 
@@ -93,7 +95,7 @@ class DetectorParams:
     flatline_score: float = 0.1  # attention scoring below this for flatline_validations in a row ...
     flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
-    train_progress_floor: float | None = 0.05  # no plateau stop while train_loss falls >= this per horizon; None: off
+    train_progress_floor: float | None = 0.05  # no stop (overfitting included) while train_loss falls >= this per horizon; None: off
     gp_std_inflation: float = 2.0  # widen the GP's forecast std (its 95% band covered ~80% on test curves)
     min_delta: float | None = None  # relative; None: tuner_min_delta
     gp_cache_size: int = 64

@@ -160,4 +160,5 @@ def test_training_progress_collapses_repeats_and_abstains_without_data():
     r = training_progress_detector(repeated, window=20, horizon=15, floor=0.05)
     assert r.details["points"] == 7 and r.score == 1.0
     assert training_progress_detector(None, window=20, horizon=15, floor=0.05).reason is Reason.INSUFFICIENT_DATA
-    assert training_progress_detector([np.nan] * 30, window=20, horizon=15, floor=0.05).voting is False
+    flat_nan = training_progress_detector([np.nan] * 30, window=20, horizon=15, floor=0.05)
+    assert flat_nan.reason is Reason.INSUFFICIENT_DATA and flat_nan.score == 0.0
