@@ -112,7 +112,7 @@ def attention_detector(
     flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
     if flat is not None:
         return flat
-    return _before_alignment(name, a, idx, epoch, health, threshold, deadline_epoch,
+    return _before_alignment(name, a, idx, robust, epoch, health, threshold, deadline_epoch,
                              progress_patience, window, collapse_margin, info)
 
 
@@ -207,8 +207,8 @@ def _after_alignment(
 
 
 def _before_alignment(
-    name: str, a: np.ndarray, idx: np.ndarray, epoch: float, health: float, threshold: float,
-    deadline: float, patience: int, window: int, margin: float, info: dict[str, object],
+    name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, health: float,
+    threshold: float, deadline: float, patience: int, window: int, margin: float, info: dict[str, object],
 ) -> DetectorResult:
     info["deadline_epoch"] = deadline
     if epoch < deadline or a.size < 3:
@@ -234,7 +234,7 @@ def _before_alignment(
     # ... but only a run still forming its alignment: one recovering towards a level it reached
     # before and lost (a recorded bs-4 run peaked at 0.73 early, then wandered 0.5-0.7 for 20
     # epochs while its loss rose) is not climbing, it is failing
-    age = _peak_age(a)
+    age = _peak_age(robust)
     info["robust_peak_age"] = age
     forming = age < window
     if forming and (needed <= patience or climbing) and validations_past < patience:
@@ -250,11 +250,11 @@ def _before_alignment(
                   f"{epoch:g}, deadline {deadline:g}; {why}", prune=True, **info)
 
 
-def _peak_age(a: np.ndarray) -> int:
-    """Validations since the robust peak (:func:`running_peak`) last rose (all of them if never)."""
-    peak = np.nan_to_num(running_peak(a), nan=-np.inf)
+def _peak_age(robust: np.ndarray) -> int:
+    """Validations since the robust peak (``running_peak``'s output) last rose (all of them if never)."""
+    peak = np.nan_to_num(robust, nan=-np.inf)
     rises = np.flatnonzero(np.diff(peak) > 0)
-    return int(a.size - 2 - rises[-1]) if rises.size else int(a.size)
+    return int(peak.size - 2 - rises[-1]) if rises.size else int(peak.size)
 
 
 def _validations_past_deadline(epoch: float, deadline: float, idx: np.ndarray) -> int:
