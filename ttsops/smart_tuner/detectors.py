@@ -12,7 +12,8 @@ numpy in, no I/O, no clock) that returns a frozen :class:`DetectorResult`:
 - ``voting``: False when the detector abstains (too little data, metric not logged, attention
   healthy) so the weighted vote ignores it, but its explanation is still kept.
 
-The detectors live in four modules: this one (types, smoothing, patience, divergence),
+The detectors live in four modules: this one (types, smoothing, patience, divergence, the
+learning-rate schedule),
 ``detectors_stats`` (Mann-Kendall with Sen's slope, CUSUM), ``detectors_gp`` (Gaussian-process
 forecast) and ``detectors_attention`` (alignment health).
 
@@ -70,6 +71,7 @@ class Reason(StrEnum):
     ALIGNMENT_SETTLING = "alignment_settling"
     WAITING_FOR_ALIGNMENT = "waiting_for_alignment"
     TRAINING_PROGRESS = "training_progress"
+    LR_ANNEALING = "lr_annealing"
     VOTE_STOP = "vote_stop"
     VOTE_CONTINUE = "vote_continue"
     STUDY_NO_IMPROVEMENT = "study_no_improvement"
@@ -318,3 +320,36 @@ def divergence_detector(
                       prune=True, best=best, ratio=worst)
     return result(name, 0.0, Reason.IMPROVING, f"loss within {worst:.2f}x of its best ({best:.5g})",
                   voting=False, best=best, ratio=worst)
+
+
+def lr_annealing_detector(
+    learning_rate: Sequence[float] | np.ndarray | None, *, window: int, drop: float, min_fraction: float,
+) -> DetectorResult:
+    """Is the learning-rate schedule still annealing? True when the rate fell by at least ``drop``
+    (relative) over the last ``window`` validations and is still above ``min_fraction`` of its peak.
+
+    A plateau reached at a rate that is still being lowered is not the model's floor: the noise of
+    SGD/Adam steps shrinks with the rate, and the loss usually steps down after each decay (the
+    reason ``ReduceLROnPlateau`` has a ``cooldown``). After a one-off step decay the gate holds for
+    ``window`` validations (a cooldown); under a continuous decay it holds until the rate is spent
+    (below ``min_fraction`` of its peak, where further decay changes nothing). Never votes (it is a
+    gate for the controller); score 1 = still annealing. NaN means "not logged at this validation".
+    """
+    name = "lr_annealing"
+    lr = as_array(learning_rate)
+    _, fin = finite_points(lr)
+    if fin.size < 2:
+        return abstain(name, Reason.MISSING_METRIC if not fin.size else Reason.INSUFFICIENT_DATA,
+                       f"{fin.size} learning_rate value(s) logged")
+    _, recent = finite_points(lr[-window:])
+    peak, now = float(np.max(fin)), float(fin[-1])
+    start = float(recent[0]) if recent.size else now
+    fell = 1.0 - now / start if start > 0 else 0.0
+    info = dict(learning_rate=now, fell=fell, window=window, fraction_of_peak=now / peak if peak > 0 else None)
+    if fell >= drop and now > min_fraction * peak:
+        return result(name, 1.0, Reason.LR_ANNEALING,
+                      f"learning rate still annealing: {now:.3g}, down {fell:.0%} over the last {window} "
+                      f"validations ({now / peak:.1%} of its peak)", voting=False, ends=False, **info)
+    why = "spent" if now <= min_fraction * peak else "steady"
+    return result(name, 0.0, Reason.PLATEAU, f"learning rate {why}: {now:.3g}, down {fell:.0%} over the last "
+                  f"{window} validations", voting=False, ends=False, **info)

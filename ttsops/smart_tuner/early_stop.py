@@ -60,6 +60,7 @@ from ttsops.smart_tuner.detectors import (
     columns,
     divergence_detector,
     jsonable,
+    lr_annealing_detector,
     patience_detector,
     result,
     since_improvement,
@@ -96,6 +97,8 @@ class DetectorParams:
     flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
     train_progress_floor: float | None = 0.05  # no stop (overfitting included) while train_loss falls >= this per horizon; None: off
+    lr_annealing_drop: float | None = 0.2  # no plateau stop while the learning rate fell >= this over `window`; None: off
+    lr_annealing_min_fraction: float = 0.05  # ... unless it is below this fraction of its peak (spent)
     gp_std_inflation: float = 2.0  # widen the GP's forecast std (its 95% band covered ~80% on test curves)
     min_delta: float | None = None  # relative; None: tuner_min_delta
     gp_cache_size: int = 64
@@ -114,6 +117,8 @@ class DetectorParams:
             "min_delta": self.min_delta is None or self.min_delta >= 0,
             "collapse_margin": 0 <= self.collapse_margin < 1, "collapse_consecutive": self.collapse_consecutive >= 1,
             "train_progress_floor": self.train_progress_floor is None or self.train_progress_floor > 0,
+            "lr_annealing_drop": self.lr_annealing_drop is None or 0 < self.lr_annealing_drop < 1,
+            "lr_annealing_min_fraction": 0 <= self.lr_annealing_min_fraction < 1,
             "flatline_score": 0 <= self.flatline_score <= 1, "flatline_validations": self.flatline_validations >= 3,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -294,6 +299,9 @@ class EarlyStopController:
         if p.train_progress_floor is not None:
             verdicts.append(training_progress_detector(h.get("train_loss"), window=p.window, horizon=horizon,
                                                        floor=p.train_progress_floor, alpha=p.alpha))
+        if p.lr_annealing_drop is not None:
+            verdicts.append(lr_annealing_detector(h.get("learning_rate"), window=p.window, drop=p.lr_annealing_drop,
+                                                  min_fraction=p.lr_annealing_min_fraction))
         baseline = patience_detector(y, cfg.adaptive_patience.initial_patience, md)
         verdicts.append(dataclasses.replace(baseline, voting=False))
         return verdicts
@@ -356,14 +364,26 @@ class EarlyStopController:
         if tp is not None and tp.score >= 0.5 and score >= self.params.stop_threshold:
             return make(Action.CONTINUE, Reason.TRAINING_PROGRESS, 1.0,
                         f"vote {score:.2f} says stop, but the model is still learning: {tp.message}")
+        an = by.get("lr_annealing")
+        if an is not None and an.score >= 0.5 and score >= self.params.stop_threshold and not self._overfitting(by):
+            return make(Action.CONTINUE, Reason.LR_ANNEALING, 1.0,
+                        f"vote {score:.2f} says plateau, but the schedule is still lowering the rate: {an.message}")
         return self._by_vote(make, verdicts, score)
+
+    def _overfitting(self, by: Mapping[str, DetectorResult]) -> bool:
+        """The vote's case is a real rise (a lower rate does not cure overfitting): the strongest voter
+        says overfitting and the curve rose by more than ``min_delta`` over the trend window (Mann-
+        Kendall also calls a flat noisy curve "rising" at +0.02%/validation)."""
+        mk = by["mann_kendall"]
+        rise = (mk.details.get("sen_slope_rel") or 0.0) * (mk.details.get("window") or 0)
+        return _top_reason(list(by.values())) is Reason.OVERFITTING and rise > self.min_delta
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:
         thr = self.params.stop_threshold
         voters = sorted((v for v in verdicts if v.voting), key=lambda v: -v.score)
         lines = "; ".join(f"{v.name}: {v.message}" for v in voters[:3])
         if score >= thr:
-            top = voters[0].reason if voters and voters[0].score >= 0.5 else Reason.VOTE_STOP
+            top = _top_reason(verdicts)
             return make(Action.STOP, top, score, f"stop (vote {score:.2f} >= {thr:.2f}): {lines}")
         return make(Action.CONTINUE, Reason.VOTE_CONTINUE, 1.0 - score,
                     f"continue (vote {score:.2f} < {thr:.2f}): {lines}")
@@ -424,6 +444,12 @@ class EarlyStopController:
                           "reason": d.reason.value, "score": round(d.score, 4), "message": d.message})
         del self._log[: -self.params.log_size]
         return d
+
+
+def _top_reason(verdicts: Sequence[DetectorResult]) -> Reason:
+    """The reason of the strongest voter when it says end (else the vote's own)."""
+    top = max((v for v in verdicts if v.voting), key=lambda v: v.score, default=None)
+    return top.reason if top is not None and top.score >= 0.5 else Reason.VOTE_STOP
 
 
 def _maker(level: Literal["trial", "study"], verdicts: list[DetectorResult], groups: dict[str, float | None],

@@ -15,6 +15,7 @@ from ttsops.smart_tuner.detectors import (
     adaptive_patience,
     adaptive_patience_detector,
     divergence_detector,
+    lr_annealing_detector,
     patience_detector,
     since_improvement,
     smooth,
@@ -126,6 +127,29 @@ def test_divergence_prunes_on_non_finite_loss_or_grad_norm():
     assert divergence_detector([1.0, 0.9], grad_norm=[1.0, math.inf]).action is Action.PRUNE
     assert not divergence_detector([1.0, 0.9], grad_norm=[1.0, math.nan]).ends_run  # not logged here
     assert not divergence_detector([1.0, math.nan, 0.9, 0.8]).ends_run  # only the latest counts
+
+
+def test_lr_annealing_while_the_rate_falls_until_it_is_spent():
+    kw = dict(window=20, drop=0.2, min_fraction=0.05)
+    constant = lr_annealing_detector([1e-3] * 40, **kw)
+    assert constant.score == 0.0 and "steady" in constant.message
+    decaying = 1e-3 * 0.5 ** (np.arange(60) / 33.0)  # halves every 33 validations (train.py's exponential decay)
+    on = lr_annealing_detector(decaying[:40], **kw)
+    assert on.score == 1.0 and on.reason is Reason.LR_ANNEALING and not on.ends_run and not on.voting
+    step = np.r_[np.full(30, 1e-3), np.full(30, 5e-4)]  # one step decay at validation 31: a cooldown
+    assert lr_annealing_detector(step[:45], **kw).score == 1.0
+    assert lr_annealing_detector(step[:51], **kw).score == 0.0  # 20 validations after the step
+    spent = 1e-3 * 0.5 ** (np.arange(200) / 20.0)  # below 5% of the peak after ~87 validations
+    assert lr_annealing_detector(spent[:80], **kw).score == 1.0
+    off = lr_annealing_detector(spent[:100], **kw)
+    assert off.score == 0.0 and "spent" in off.message
+    warmup = np.linspace(1e-4, 1e-3, 30)  # a rising rate is not annealing
+    assert lr_annealing_detector(warmup, **kw).score == 0.0
+    # NaN = not logged at this validation (train.py logs training metrics every N steps)
+    sparse = np.where(np.arange(40) % 3 == 0, decaying[:40], np.nan)
+    assert lr_annealing_detector(sparse, **kw).score == 1.0
+    assert lr_annealing_detector(None, **kw).reason is Reason.MISSING_METRIC
+    assert lr_annealing_detector([np.nan, 1e-3], **kw).reason is Reason.INSUFFICIENT_DATA
 
 
 def test_results_serialise_to_strict_json():

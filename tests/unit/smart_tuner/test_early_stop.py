@@ -136,6 +136,36 @@ def test_no_plateau_stop_while_the_training_loss_still_falls():
     assert t3 == t_plain
 
 
+def test_no_plateau_stop_while_the_learning_rate_is_still_being_lowered():
+    # aligned and flat (the vote says plateau) while the schedule halves the rate every 20
+    # validations: the gate holds until the rate is spent (< 5% of its peak), then the run stops
+    hist = curve(140)
+    lr = 1e-3 * 0.5 ** (np.maximum(np.arange(140) - 10, 0) / 20.0)
+    t_plain, _ = first_end(EarlyStopController(), hist, budget=300)
+    t, d = first_end(EarlyStopController(), {**hist, "learning_rate": lr}, budget=300)
+    spent = int(np.argmax(lr < 0.05 * lr[0])) + 1
+    assert t_plain is not None and t_plain < spent
+    assert t is not None and t >= spent and d.action is Action.STOP
+    ctl = EarlyStopController()
+    gated = [ctl.decide_trial({k: v[:n] for k, v in {**hist, "learning_rate": lr}.items()}, budget=300)
+             for n in range(1, spent)]
+    assert any(d.reason is Reason.LR_ANNEALING and "still lowering the rate" in d.message for d in gated)
+    # a constant rate does not gate; and the gate can be switched off
+    assert first_end(EarlyStopController(), {**hist, "learning_rate": np.full(140, 1e-3)}, budget=300)[0] == t_plain
+    off = EarlyStopController(params=DetectorParams(lr_annealing_drop=None))
+    assert first_end(off, {**hist, "learning_rate": lr}, budget=300)[0] == t_plain
+
+
+def test_a_falling_learning_rate_does_not_hold_back_an_overfitting_stop():
+    hist = curve(90)
+    t = np.arange(90)
+    hist["val_loss"] = hist["val_loss"] * (1 + 0.01 * np.maximum(t - 12, 0))  # 1% a validation from 12 on
+    lr = 1e-3 * 0.5 ** (t / 20.0)  # not spent before validation 87
+    t_lr, d_lr = first_end(EarlyStopController(), {**hist, "learning_rate": lr})
+    # held while the trend window still spans the minimum, stopped as soon as the rise is significant
+    assert t_lr is not None and t_lr <= 35 and d_lr.reason is Reason.OVERFITTING
+
+
 def test_alignment_collapse_prunes_within_three_validations():
     hist = curve(60)
     hist["attention_alignment_score"][30:] = 0.3
