@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,14 +43,14 @@ class CoreEngineConfig(_Section):
 
 
 # --- optimization ------------------------------------------------------------------------------
-class Sampler(str, Enum):
+class Sampler(StrEnum):
     tpe = "tpe"
     cma_es = "cma_es"
     bohb = "bohb"
     random = "random"
 
 
-class Pruner(str, Enum):
+class Pruner(StrEnum):
     hyperband = "hyperband"
     median = "median"
     none = "none"

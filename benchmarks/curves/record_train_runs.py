@@ -105,6 +105,17 @@ RUNS: dict[str, dict[str, str | None]] = {
     # here) on small corpora, as a user with little data would train: settings fixed before recording
     "demo-long-30clips": {"intent": "converging", "size": "demo", "clips": "30", "corpus_seed": "41",
                           "hparams": "epochs=200,batch_size=7,seed=41,val_fraction=0.3"},
+    # held out: recorded on 2026-11-29 (fourth session) after the learning-rate annealing gate was
+    # frozen at 474e4be, settings fixed before recording: a step-wise decay on the demo model, a fast
+    # decay on the tiny model (spent by epoch ~85), and the demo model at train.py's defaults
+    "demo-lr-decay-48clips-seed51": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "51",
+                                     "hparams": ("epochs=120,batch_size=16,learning_rate=1e-3,seed=51,lr_decay_start=120,"
+                                                 "lr_decay_steps=60,lr_decay_rate=0.5")},
+    "tiny-lr-decay-seed52": {"intent": "converging", "clips": "48", "corpus_seed": "52",
+                             "hparams": ("epochs=100,batch_size=8,learning_rate=2e-3,seed=52,lr_decay_start=90,"
+                                         "lr_decay_steps=90,lr_decay_rate=0.5")},
+    "demo-default-60clips-seed53": {"intent": "converging", "size": "demo", "clips": "60", "corpus_seed": "53",
+                                    "hparams": "epochs=150,batch_size=8,seed=53"},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {

@@ -24,6 +24,7 @@ NO_ALIGNMENT_HELP = {  # tiny model, no alignment prior, no guided attention: it
     "postnet_embedding_dim": 32, "attention_dim": 32, "n_frames_per_step": 3, "batch_size": 4,
     "max_decoder_steps": 100, "val_fraction": 0.25, "n_audio_metric_clips": 1,
     "attention_prior_weight": 0.0, "guided_attention_weight": 0.0,
+    "log_every_steps": 1,  # training metrics (train_loss, learning_rate) at every step, as the demo logs them
 }
 
 
@@ -85,6 +86,28 @@ def test_generation_that_never_aligns_is_pruned_by_the_attention_detector(tmp_pa
     last = decisions[-1]
     assert (last.action, last.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)
     assert last.verdict("attention").action is Action.PRUNE
+
+    # the decision the tuner logged saw the training-side columns its gates read: the live rows carry
+    # train.py's learning_rate (and train_loss) between validations, not only the validation metrics
+    logged = decision_artifact(cfg, "early_stop/trial_prune.json", tmp_path / "artifact")
+    verdicts = {v["name"]: v for v in logged["verdicts"]}
+    assert logged["reason"] == Reason.NEVER_ALIGNED.value
+    lr = verdicts["lr_annealing"]
+    assert lr["reason"] not in (Reason.MISSING_METRIC.value, Reason.INSUFFICIENT_DATA.value), lr
+    assert 0 < lr["details"]["learning_rate"] <= 2e-3
+    assert "train_loss" in verdicts["training_progress"]["message"]
+
+
+def decision_artifact(cfg: Any, path: str, dst: Path) -> dict[str, Any]:
+    import json
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.monitoring.platforms.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name("noalign")
+    (child,) = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("ttsops.role") == "generation"]
+    dst.mkdir(parents=True, exist_ok=True)
+    return json.loads(Path(client.download_artifacts(child.info.run_id, path, str(dst))).read_text())
 
 
 def _trials(cfg: Any) -> list[Any]:

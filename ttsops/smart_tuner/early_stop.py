@@ -23,7 +23,11 @@ no stop the vote asks for while ``train_loss`` (when the history has it) is stil
 least ``train_progress_floor`` over the horizon (Prechelt's training progress: recorded demo-size
 runs sat flat for 20-60 epochs while their training loss kept falling, then fell 8-49% more).
 It vetoes overfitting stops too (the two cannot be told apart on these curves), and it weakens
-near the end of the budget, where the horizon is shorter.
+near the end of the budget, where the horizon is shorter. Nor does a plateau stop while the
+``learning_rate`` schedule is still lowering the rate (``lr_annealing_detector``: down by
+``lr_annealing_drop`` over ``window`` validations, not yet spent): a plateau at a falling rate is not
+the model's floor (a recorded 48-clip run fell 11.6% more as its rate decayed); a real rise
+(overfitting by more than ``min_delta``) still stops.
 There is deliberately no "max_patience ends it anyway" rule: on noisy or slowly converging curves
 it was the main source of false stops in the replay benchmark.
 
