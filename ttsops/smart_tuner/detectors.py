@@ -330,8 +330,8 @@ def lr_annealing_detector(
 
     A plateau reached at a rate that is still being lowered is not the model's floor: the noise of
     SGD/Adam steps shrinks with the rate, and the loss usually steps down after each decay (the
-    reason ``ReduceLROnPlateau`` has a ``cooldown``). After a one-off step decay the gate holds for
-    ``window`` validations (a cooldown); under a continuous decay it holds until the rate is spent
+    reason ``ReduceLROnPlateau`` has a ``cooldown``). After a one-off step decay the gate holds until
+    the step leaves the window (``window - 1`` validations: a cooldown); under a continuous decay it holds until the rate is spent
     (below ``min_fraction`` of its peak, where further decay changes nothing). Never votes (it is a
     gate for the controller); score 1 = still annealing. NaN means "not logged at this validation".
     """
@@ -341,10 +341,14 @@ def lr_annealing_detector(
     if fin.size < 2:
         return abstain(name, Reason.MISSING_METRIC if not fin.size else Reason.INSUFFICIENT_DATA,
                        f"{fin.size} learning_rate value(s) logged")
+    # from the highest rate within the window, including the one current when it began (NaN = not
+    # logged, carried over): a warm-up inside the window or a gap before it does not hide a decay
+    idx, _ = finite_points(lr)
+    before = idx[idx <= lr.size - window]
     _, recent = finite_points(lr[-window:])
-    peak, now = float(np.max(fin)), float(fin[-1])
-    start = float(recent[0]) if recent.size else now
-    fell = 1.0 - now / start if start > 0 else 0.0
+    span = np.r_[recent, lr[before[-1]]] if before.size else recent
+    peak, now, start = float(np.max(fin)), float(fin[-1]), float(np.max(span))
+    fell = max(0.0, 1.0 - now / start) if start > 0 else 0.0
     info = dict(learning_rate=now, fell=fell, window=window, fraction_of_peak=now / peak if peak > 0 else None)
     if fell >= drop and now > min_fraction * peak:
         return result(name, 1.0, Reason.LR_ANNEALING,

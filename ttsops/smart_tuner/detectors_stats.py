@@ -285,7 +285,8 @@ def training_progress_detector(
         keep = np.r_[True, np.diff(y) != 0]  # one point per logged value
         idx, y = idx[keep], y[keep]
     if y.size < min_points:
-        return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} distinct train_loss values, need {min_points}")
+        return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} distinct train_loss values, need {min_points}",
+                       points=int(y.size))
     mk = mann_kendall(y, idx.astype(float), alpha=alpha)
     level = _sen_level(mk, idx, y)
     fall = -mk.slope * horizon / level

@@ -369,18 +369,19 @@ class EarlyStopController:
             return make(Action.CONTINUE, Reason.TRAINING_PROGRESS, 1.0,
                         f"vote {score:.2f} says stop, but the model is still learning: {tp.message}")
         an = by.get("lr_annealing")
-        if an is not None and an.score >= 0.5 and score >= self.params.stop_threshold and not self._overfitting(by):
+        if (an is not None and an.score >= 0.5 and score >= self.params.stop_threshold
+                and not self._overfitting(by, verdicts)):
             return make(Action.CONTINUE, Reason.LR_ANNEALING, 1.0,
                         f"vote {score:.2f} says plateau, but the schedule is still lowering the rate: {an.message}")
         return self._by_vote(make, verdicts, score)
 
-    def _overfitting(self, by: Mapping[str, DetectorResult]) -> bool:
+    def _overfitting(self, by: Mapping[str, DetectorResult], verdicts: Sequence[DetectorResult]) -> bool:
         """The vote's case is a real rise (a lower rate does not cure overfitting): the strongest voter
         says overfitting and the curve rose by more than ``min_delta`` over the trend window (Mann-
         Kendall also calls a flat noisy curve "rising" at +0.02%/validation)."""
         mk = by["mann_kendall"]
-        rise = (mk.details.get("sen_slope_rel") or 0.0) * (mk.details.get("window") or 0)
-        return _top_reason(list(by.values())) is Reason.OVERFITTING and rise > self.min_delta
+        rise = (mk.details.get("sen_slope_rel") or 0.0) * max(0, (mk.details.get("window") or 0) - 1)
+        return _top_reason(verdicts) is Reason.OVERFITTING and rise > self.min_delta
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:
         thr = self.params.stop_threshold

@@ -137,14 +137,20 @@ def test_lr_annealing_while_the_rate_falls_until_it_is_spent():
     on = lr_annealing_detector(decaying[:40], **kw)
     assert on.score == 1.0 and on.reason is Reason.LR_ANNEALING and not on.ends_run and not on.voting
     step = np.r_[np.full(30, 1e-3), np.full(30, 5e-4)]  # one step decay at validation 31: a cooldown
-    assert lr_annealing_detector(step[:45], **kw).score == 1.0
-    assert lr_annealing_detector(step[:51], **kw).score == 0.0  # 20 validations after the step
+    assert lr_annealing_detector(step[:49], **kw).score == 1.0  # the step's validation 31 is in the window
+    assert lr_annealing_detector(step[:50], **kw).score == 0.0  # ... and now it is the window's first
     spent = 1e-3 * 0.5 ** (np.arange(200) / 20.0)  # below 5% of the peak after ~87 validations
     assert lr_annealing_detector(spent[:80], **kw).score == 1.0
     off = lr_annealing_detector(spent[:100], **kw)
     assert off.score == 0.0 and "spent" in off.message
     warmup = np.linspace(1e-4, 1e-3, 30)  # a rising rate is not annealing
-    assert lr_annealing_detector(warmup, **kw).score == 0.0
+    rising = lr_annealing_detector(warmup, **kw)
+    assert rising.score == 0.0 and rising.details["fell"] == 0.0
+    # a warm-up inside the window, then a decay: judged from the highest rate in the window
+    assert lr_annealing_detector(np.r_[np.linspace(1e-4, 1e-3, 10), 1e-3 * 0.9 ** np.arange(1, 11)], **kw).score == 1.0
+    # the rate current when the window began counts even if it was logged before it (a gap)
+    gap = np.r_[np.full(10, 1e-3), np.full(25, np.nan), [6e-4]]
+    assert lr_annealing_detector(gap, **kw).details["fell"] == pytest.approx(0.4)
     # NaN = not logged at this validation (train.py logs training metrics every N steps)
     sparse = np.where(np.arange(40) % 3 == 0, decaying[:40], np.nan)
     assert lr_annealing_detector(sparse, **kw).score == 1.0
