@@ -116,6 +116,15 @@ RUNS: dict[str, dict[str, str | None]] = {
                                          "lr_decay_steps=90,lr_decay_rate=0.5")},
     "demo-default-60clips-seed53": {"intent": "converging", "size": "demo", "clips": "60", "corpus_seed": "53",
                                     "hparams": "epochs=150,batch_size=8,seed=53"},
+    # held out as well, settings fixed at c1fc2f0 before recording: train.py's defaults on the demo and
+    # tiny models, and one more attempt at a demo-size overfitting run
+    "demo-default-48clips-seed54": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "54",
+                                    "hparams": "epochs=150,batch_size=8,seed=54"},
+    "tiny-default-48clips-seed55": {"intent": "converging", "clips": "48", "corpus_seed": "55",
+                                    "hparams": "epochs=120,batch_size=8,seed=55"},
+    "demo-overfitting-24clips-seed56": {"intent": "overfitting", "size": "demo", "clips": "24", "corpus_seed": "56",
+                                        "hparams": ("epochs=120,batch_size=6,learning_rate=2e-3,seed=56,val_fraction=0.3,"
+                                                    "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {
