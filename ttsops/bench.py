@@ -21,9 +21,10 @@ Per curve and method (T = the curve's epochs, t = the epoch at which the method 
   the two definitions should agree, and where they do not, the table shows it;
 - a false stop is ``R > tuner_min_delta``;
 - alignment-failure latency: validations from the failure onset to the stop. Onset: for a run that
-  aligned, the first of >= 3 consecutive validations below the threshold *and* more than
-  ``collapse_margin`` (0.15) below the robust peak so far (``running_peak``: the highest median of 3
-  consecutive scores; a wobble around the threshold is not a collapse);
+  aligned, the first of >= 3 consecutive validations below the marginal band (``threshold -
+  collapse_margin``, 0.65) *and* more than ``collapse_margin`` (0.15) below the robust peak so far
+  (``running_peak``: the highest median of 3 consecutive scores; a wobble around the threshold, or
+  a sag into the band a marginal alignment holds, is not a collapse);
   for a run that never aligns (its robust peak never reached the threshold), the first of 3
   validations in a row at or after the alignment deadline (end of ``warmup``) where the median of
   the last 5 scores is more than the margin below the threshold (a marginal alignment, 0.65-0.8, is
@@ -187,7 +188,8 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
         return None
     for i in range(int(reached[0]) + 1, a.size - 2):
         # NaN compares False: missing scores do not count
-        if np.all(a[i : i + 3] < threshold) and np.all(a[i : i + 3] < peak[i] - margin):
+        # out of the marginal band too (below threshold - margin, the never-aligned rule's line)
+        if np.all(a[i : i + 3] < threshold - margin) and np.all(a[i : i + 3] < peak[i] - margin):
             return i
     return None
 

@@ -154,6 +154,10 @@ OBSERVED: dict[str, str] = {
     "demo-overfitting-30clips-seed9": "overfitting",  # aligned 0.87 at 22; best 5.96 at 37, then 6.3-7.2 while train_loss 4.9 -> 2.5
     "demo-long-30clips": "converging",  # aligned 0.95 by 46; val 8-9.4 from 70 to 130 at a constant rate, then 5.68 at 197 of 200
     "overfitting-20clips-seed12": "plateau",  # 0.80 at epoch 16, dipped to 0.57 (20-28), back to 0.85; val 6.9-7.9 from 59, best 6.80 at 100
+    "demo-lr-decay-48clips-seed51": "converging",  # best 7.42 at 24 before alignment; aligned 0.8 by 41 (val up to 12-14), then 7.79 at 105 of 120 as the rate decayed
+    "tiny-lr-decay-seed52": "overfitting",  # aligned 0.81 at 5; best 5.56 at 50 as the rate decayed, then 6.0-6.4 while train_loss kept falling
+    "demo-default-60clips-seed53": "converging",  # aligned ~0.8 by 16, marginal 0.71-0.84 after; improves to 3.16 at 138 of 150
+    "demo-default-48clips-seed54": "converging",  # aligned 0.93 by 37, sagged to 0.76-0.78 (52-54) at a new best loss, 0.80-0.90 after; best 3.13 at 149 of 150
 }
 
 

@@ -41,11 +41,21 @@ def test_one_lucky_validation_over_the_threshold_is_not_the_peak():
     # to its best loss; the old raw-max peak called 0.68 / 0.69 a collapse
     a = [0.10, 0.42, 0.64, 0.72, 0.78, 0.81, 0.76, 0.78, 0.70, 0.68, 0.69, 0.70, 0.75, 0.70, 0.75]
     assert all(not judge(a[:t]).ends_run for t in range(1, len(a) + 1))
-    # the same dip after a peak that held (0.9, 0.91, 0.9) is a collapse
-    b = [0.10, 0.42, 0.64, 0.72, 0.90, 0.91, 0.90, 0.78, 0.70, 0.68, 0.69]
+    # after a peak that held (0.9, 0.91, 0.9), a fall out of the marginal band is a collapse ...
+    b = [0.10, 0.42, 0.64, 0.72, 0.90, 0.91, 0.90, 0.78, 0.62, 0.58, 0.59]
     r = judge(b)
     assert (r.action, r.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED)
-    assert not judge(b[:9]).ends_run and judge(b[:10]).ends_run  # two in a row below 0.9 - 0.15
+    assert not judge(b[:9]).ends_run and judge(b[:10]).ends_run  # two in a row below 0.65 and 0.9 - 0.15
+
+
+def test_a_sag_into_the_marginal_band_is_settling_not_a_collapse():
+    # held-out recorded run (train-demo-default-48clips-seed54): peak 0.93, then 0.77-0.78 for two
+    # validations while its loss reached a new best; pruned as collapsed when the line was the
+    # threshold, it went on to improve by 30%. A marginal alignment is no failure, after a peak either
+    a = [0.1, 0.4, 0.8, 0.86, 0.9, 0.93, 0.91, 0.94, 0.87, 0.84, 0.80, 0.79, 0.78, 0.82, 0.77, 0.77, 0.76, 0.83]
+    assert all(not judge(a[:t]).ends_run for t in range(1, len(a) + 1))
+    assert judge(a[:17]).reason is Reason.ALIGNMENT_SETTLING  # plateau stops wait meanwhile
+    assert judge(a[:17] + [0.6, 0.55]).reason is Reason.ALIGNMENT_COLLAPSED  # out of the band: a collapse
 
 
 def test_one_lucky_validation_does_not_make_a_failing_run_aligned():
