@@ -158,6 +158,8 @@ OBSERVED: dict[str, str] = {
     "tiny-lr-decay-seed52": "overfitting",  # aligned 0.81 at 5; best 5.56 at 50 as the rate decayed, then 6.0-6.4 while train_loss kept falling
     "demo-default-60clips-seed53": "converging",  # aligned ~0.8 by 16, marginal 0.71-0.84 after; improves to 3.16 at 138 of 150
     "demo-default-48clips-seed54": "converging",  # aligned 0.93 by 37, sagged to 0.76-0.78 (52-54) at a new best loss, 0.80-0.90 after; best 3.13 at 149 of 150
+    "tiny-default-48clips-seed55": "converging",  # robust peak 0.81 at 10, fell to 0.58-0.66 (12-20), back to 0.77-0.87; best 4.48 at 111 of 120
+    "demo-overfitting-24clips-seed56": "overfitting",  # aligned 0.82 by 37; best 6.23 at 42, then 7.4-11 while train_loss 5.1 -> 2.8
 }
 
 

@@ -101,3 +101,10 @@ def test_no_plateau_stop_while_the_schedule_still_lowers_the_rate(name, window):
     gated = [ctl.decide_trial({k: v[:n] for k, v in c.columns.items()}, budget=c.length).reason
              for n in range(*window)]
     assert Reason.LR_ANNEALING in gated
+
+
+def test_a_sag_into_the_marginal_band_after_a_peak_is_not_pruned():
+    # held-out demo run at train.py's defaults: peak 0.93, 0.76-0.78 at validations 52-54 while its
+    # loss reached a new best; pruned there as "collapsed" by the old line (R 46.5%)
+    c, t, d = replay("train-demo-default-48clips-seed54")
+    assert d.reason is not Reason.ALIGNMENT_COLLAPSED and regret(c, t) <= 0.005, (t, d.message)
