@@ -125,6 +125,21 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-overfitting-24clips-seed56": {"intent": "overfitting", "size": "demo", "clips": "24", "corpus_seed": "56",
                                         "hparams": ("epochs=120,batch_size=6,learning_rate=2e-3,seed=56,val_fraction=0.3,"
                                                     "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    # held out, settings fixed at d8b5f8c before recording, replayed once with the rules of d8b5f8c
+    "tiny-default-48clips-seed61": {"intent": "converging", "clips": "48", "corpus_seed": "61",
+                                    "hparams": "epochs=120,batch_size=8,seed=61"},
+    "tiny-default-48clips-seed62": {"intent": "converging", "clips": "48", "corpus_seed": "62",
+                                    "hparams": "epochs=120,batch_size=8,seed=62"},
+    "tiny-overfitting-20clips-seed63": {"intent": "overfitting", "clips": "20", "corpus_seed": "63",
+                                        "hparams": ("epochs=100,batch_size=7,learning_rate=2e-3,seed=63,val_fraction=0.3,"
+                                                    "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    "demo-default-48clips-seed64": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "64",
+                                    "hparams": "epochs=120,batch_size=8,seed=64"},
+    "demo-default-48clips-seed65": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "65",
+                                    "hparams": "epochs=120,batch_size=8,seed=65"},
+    "demo-lr-decay-48clips-seed66": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "66",
+                                     "hparams": ("epochs=120,batch_size=16,learning_rate=1.5e-3,seed=66,lr_decay_start=150,"
+                                                 "lr_decay_steps=90,lr_decay_rate=0.5")},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {
