@@ -175,6 +175,12 @@ OBSERVED: dict[str, str] = {
     "demo-default-48clips-seed54": "converging",  # aligned 0.93 by 37, sagged to 0.76-0.78 (52-54) at a new best loss, 0.80-0.90 after; best 3.13 at 149 of 150
     "tiny-default-48clips-seed55": "converging",  # robust peak 0.81 at 10, fell to 0.58-0.66 (12-20), back to 0.77-0.87; best 4.48 at 111 of 120
     "demo-overfitting-24clips-seed56": "overfitting",  # aligned 0.82 by 37; best 6.23 at 42, then 7.4-11 while train_loss 5.1 -> 2.8
+    "tiny-default-48clips-seed61": "converging",  # marginal 0.73-0.79 to epoch 60, then 0.82-0.86; best 4.73 at 110 of 120
+    "tiny-default-48clips-seed62": "converging",  # 0.70-0.81 throughout; best 4.26 at 101 of 120
+    "tiny-overfitting-20clips-seed63": "overfitting",  # 0.75-0.80; best 6.68 at 59, then 7.2-7.7
+    "demo-default-48clips-seed64": "converging",  # aligned 0.82 by 20; best 3.52 at 101 of 120
+    "demo-default-48clips-seed65": "converging",  # val 10.8 -> 23-25 for 3 validations (9-11) while aligning, train_loss falling; best 3.44 at 117
+    "demo-lr-decay-48clips-seed66": "plateau",  # aligned 0.84 by 30; best 4.20 at 82, 4.25-4.45 after as the rate decayed to ~10%
 }
 
 
