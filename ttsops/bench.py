@@ -188,8 +188,9 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
         return None
     for i in range(int(reached[0]) + 1, a.size - 2):
         # NaN compares False: missing scores do not count
-        # out of the marginal band too (below threshold - margin, the never-aligned rule's line)
-        if np.all(a[i : i + 3] < threshold - margin) and np.all(a[i : i + 3] < peak[i] - margin):
+        # out of the marginal band (below threshold - margin, the never-aligned rule's line); the
+        # robust peak is >= the threshold from here on, so also more than the margin below it
+        if np.all(a[i : i + 3] < threshold - margin):
             return i
     return None
 

@@ -331,23 +331,21 @@ def lr_annealing_detector(
     A plateau reached at a rate that is still being lowered is not the model's floor: the noise of
     SGD/Adam steps shrinks with the rate, and the loss usually steps down after each decay (the
     reason ``ReduceLROnPlateau`` has a ``cooldown``). After a one-off step decay the gate holds until
-    the step leaves the window (``window - 1`` validations: a cooldown); under a continuous decay it holds until the rate is spent
-    (below ``min_fraction`` of its peak, where further decay changes nothing). Never votes (it is a
-    gate for the controller); score 1 = still annealing. NaN means "not logged at this validation".
+    the step leaves the window (``window - 1`` validations: a cooldown); under a continuous decay it
+    holds until the rate is spent (below ``min_fraction`` of its peak, where further decay changes
+    nothing). Never votes (it is a gate for the controller); score 1 = still annealing. NaN means
+    "not logged at this validation".
     """
     name = "lr_annealing"
     lr = as_array(learning_rate)
-    _, fin = finite_points(lr)
+    idx, fin = finite_points(lr)
     if fin.size < 2:
         return abstain(name, Reason.MISSING_METRIC if not fin.size else Reason.INSUFFICIENT_DATA,
                        f"{fin.size} learning_rate value(s) logged")
     # from the highest rate within the window, including the one current when it began (NaN = not
     # logged, carried over): a warm-up inside the window or a gap before it does not hide a decay
-    idx, _ = finite_points(lr)
-    before = idx[idx <= lr.size - window]
-    _, recent = finite_points(lr[-window:])
-    span = np.r_[recent, lr[before[-1]]] if before.size else recent
-    peak, now, start = float(np.max(fin)), float(fin[-1]), float(np.max(span))
+    began = max(int(np.searchsorted(idx, lr.size - window, side="right")) - 1, 0)
+    peak, now, start = float(np.max(fin)), float(fin[-1]), float(np.max(fin[began:]))
     fell = max(0.0, 1.0 - now / start) if start > 0 else 0.0
     info = dict(learning_rate=now, fell=fell, window=window, fraction_of_peak=now / peak if peak > 0 else None)
     if fell >= drop and now > min_fraction * peak:

@@ -188,9 +188,10 @@ def _after_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
     consecutive: int, info: dict[str, object],
 ) -> DetectorResult:
-    peak = float(running_peak(a)[-1])
+    peak = float(info["robust_peak"])  # type: ignore[arg-type]  # set by the caller; finite once reached
     tail = a[-consecutive:]
-    if a.size - first > consecutive and np.all(tail < threshold - margin) and np.all(tail < peak - margin):
+    # the robust peak is >= the threshold here, so this is also more than the margin below the peak
+    if a.size - first > consecutive and np.all(tail < threshold - margin):
         onset, strength = cusum_changepoint(a[first:])
         info.update(collapse_onset=int(idx[first + onset]), shift_strength=strength)
         return result(name, 1.0, Reason.ALIGNMENT_COLLAPSED,

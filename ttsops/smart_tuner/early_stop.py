@@ -44,7 +44,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -370,25 +370,25 @@ class EarlyStopController:
                         f"vote {score:.2f} says stop, but the model is still learning: {tp.message}")
         an = by.get("lr_annealing")
         if (an is not None and an.score >= 0.5 and score >= self.params.stop_threshold
-                and not self._overfitting(by, verdicts)):
+                and not self._overfitting(by)):
             return make(Action.CONTINUE, Reason.LR_ANNEALING, 1.0,
                         f"vote {score:.2f} says plateau, but the schedule is still lowering the rate: {an.message}")
         return self._by_vote(make, verdicts, score)
 
-    def _overfitting(self, by: Mapping[str, DetectorResult], verdicts: Sequence[DetectorResult]) -> bool:
+    def _overfitting(self, by: Mapping[str, DetectorResult]) -> bool:
         """The vote's case is a real rise (a lower rate does not cure overfitting): the strongest voter
         says overfitting and the curve rose by more than ``min_delta`` over the trend window (Mann-
         Kendall also calls a flat noisy curve "rising" at +0.02%/validation)."""
         mk = by["mann_kendall"]
         rise = (mk.details.get("sen_slope_rel") or 0.0) * max(0, (mk.details.get("window") or 0) - 1)
-        return _top_reason(verdicts) is Reason.OVERFITTING and rise > self.min_delta
+        return _top_reason(by.values()) is Reason.OVERFITTING and rise > self.min_delta
 
     def _by_vote(self, make: Callable[..., Decision], verdicts: list[DetectorResult], score: float) -> Decision:
         thr = self.params.stop_threshold
         voters = sorted((v for v in verdicts if v.voting), key=lambda v: -v.score)
         lines = "; ".join(f"{v.name}: {v.message}" for v in voters[:3])
         if score >= thr:
-            top = _top_reason(verdicts)
+            top = _top_reason(voters)
             return make(Action.STOP, top, score, f"stop (vote {score:.2f} >= {thr:.2f}): {lines}")
         return make(Action.CONTINUE, Reason.VOTE_CONTINUE, 1.0 - score,
                     f"continue (vote {score:.2f} < {thr:.2f}): {lines}")
@@ -451,7 +451,7 @@ class EarlyStopController:
         return d
 
 
-def _top_reason(verdicts: Sequence[DetectorResult]) -> Reason:
+def _top_reason(verdicts: Iterable[DetectorResult]) -> Reason:
     """The reason of the strongest voter when it says end (else the vote's own)."""
     top = max((v for v in verdicts if v.voting), key=lambda v: v.score, default=None)
     return top.reason if top is not None and top.score >= 0.5 else Reason.VOTE_STOP
