@@ -16,6 +16,11 @@ The corpora are synthesised into ``WORK/corpus-<n>`` on first use (``ttsops data
 
 Costs 2-15 minutes of 1-thread CPU per run (tiny model ~4 s per epoch on 48 clips, demo model ~10-16 s
 on 120 clips, validation with one free-running sample included); always under ``nice``.
+
+On a GPU machine: ``--device cuda --jobs 8 --deadline 330`` trains the chosen runs side by side on one
+GPU (one CPU thread each) and sends SIGINT to any still running after ``--deadline`` seconds: train.py
+then saves and exits, and the curve ends there (its ``source.stopped_by`` says so). The corpora must
+already be in WORK when the machine has no flite.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 TINY = ("encoder_embedding_dim=64,attention_rnn_dim=128,decoder_rnn_dim=128,prenet_dim=64,"
@@ -140,6 +147,25 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-lr-decay-48clips-seed66": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "66",
                                      "hparams": ("epochs=120,batch_size=16,learning_rate=1.5e-3,seed=66,lr_decay_start=150,"
                                                  "lr_decay_steps=90,lr_decay_rate=0.5")},
+    # held out, on a GPU (fifth session, 2026-11-29): settings fixed before recording, all eight trained
+    # side by side on one H200 (``--device cuda --jobs 8 --deadline``), far longer than a CPU budget
+    # allows: train.py's defaults on both model sizes, a decaying rate, an overfitting set-up
+    "gpu-demo-default-120clips-seed71": {"intent": "converging", "size": "demo", "clips": "120", "device": "cuda",
+                                         "hparams": "epochs=600,batch_size=16,seed=71"},
+    "gpu-demo-lr-decay-120clips-seed72": {"intent": "converging", "size": "demo", "clips": "120", "device": "cuda",
+                                          "hparams": ("epochs=600,batch_size=16,seed=72,lr_decay_start=700,"
+                                                      "lr_decay_steps=700,lr_decay_rate=0.5")},
+    "gpu-demo-default-48clips-seed73": {"intent": "converging", "size": "demo", "device": "cuda",
+                                        "hparams": "epochs=600,batch_size=8,seed=73"},
+    "gpu-tiny-default-48clips-seed74": {"intent": "converging", "device": "cuda", "hparams": "epochs=600,batch_size=8,seed=74"},
+    "gpu-tiny-default-48clips-seed75": {"intent": "converging", "device": "cuda", "hparams": "epochs=600,batch_size=8,seed=75"},
+    "gpu-tiny-default-48clips-seed76": {"intent": "converging", "device": "cuda", "hparams": "epochs=600,batch_size=8,seed=76"},
+    "gpu-tiny-overfitting-20clips-seed77": {"intent": "overfitting", "clips": "20", "corpus_seed": "11", "device": "cuda",
+                                            "hparams": ("epochs=600,batch_size=7,learning_rate=2e-3,seed=77,val_fraction=0.3,"
+                                                        "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
+    "gpu-tiny-lr-decay-48clips-seed78": {"intent": "converging", "device": "cuda",
+                                         "hparams": ("epochs=600,batch_size=8,learning_rate=2e-3,seed=78,lr_decay_start=600,"
+                                                     "lr_decay_steps=300,lr_decay_rate=0.5")},
 }
 # what the recorded curves actually showed (Adam with clipping did not blow up at these rates)
 OBSERVED: dict[str, str] = {
@@ -201,19 +227,33 @@ def corpus_for(spec: dict[str, str | None], work: Path) -> Path:
     return path
 
 
-def command(name: str, spec: dict[str, str | None], corpus: Path, work: Path) -> list[str]:
+def command(name: str, spec: dict[str, str | None], corpus: Path, work: Path, device: str = "cpu") -> list[str]:
     return ["nice", "-n", "19", ".venv/bin/python", "-m", "ttsops.train", "-o", str(work / name), "--dataset",
-            str(corpus), "--hparams", f"{SIZES[spec.get('size') or 'tiny']},{spec['hparams']}", "resources.device=cpu",
-            "resources.num_threads=1"]
+            str(corpus), "--hparams", f"{SIZES[spec.get('size') or 'tiny']},{spec['hparams']}",
+            f"resources.device={device}", "resources.num_threads=1"]
 
 
-def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, timeout_s: float) -> None:
-    cmd = command(name, spec, corpus, work)
+def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, timeout_s: float,
+          device: str = "cpu", deadline: float | None = None) -> str | None:
+    """Run train.py to its last epoch; past ``deadline`` (time.time()) SIGINT it. Returns how the run
+    was cut short (None when it ran all its epochs)."""
+    cmd = command(name, spec, corpus, work, device)
     cmd[3] = sys.executable
     t0 = time.time()
+    stopped_by = None
     with open(work / f"{name}.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
-    print(f"{name}: exit {proc.returncode} after {time.time() - t0:.0f} s", flush=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            now = time.time()
+            if deadline is not None and now > deadline and stopped_by is None:
+                stopped_by = f"SIGINT from the recorder's wall-clock deadline after {now - t0:.0f} s"
+                proc.send_signal(signal.SIGINT)
+            if now - t0 > timeout_s + 120:
+                proc.kill()
+            time.sleep(1.0)
+    print(f"{name}: exit {proc.returncode} after {time.time() - t0:.0f} s{' (' + stopped_by + ')' if stopped_by else ''}",
+          flush=True)
+    return stopped_by
 
 
 def extract(name: str, work: Path) -> dict[str, list[float | None]]:
@@ -247,14 +287,15 @@ def _clean(v: float | None) -> float | str | None:
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else round(v, 6)
 
 
-def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | None]], cmd: list[str], out: Path) -> None:
+def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | None]], cmd: list[str], out: Path,
+          device: str = "cpu, 1 thread", stopped_by: str | None = None) -> None:
     label = OBSERVED.get(name, str(spec["intent"]))
     doc = {
         "format": "ttsops.curve/v1", "name": f"train-{name}", "label": label,
         "source": {"kind": "train.py", "intent": spec["intent"], "hparams": f"{SIZES[spec.get('size') or 'tiny']},{spec['hparams']}",
                    "command": cmd, "git_commit": _git_commit(), "recorded": time.strftime("%Y-%m-%d"),
                    "corpus": f"ttsops data synth-corpus --n {spec.get('clips') or 48} --seed {spec.get('corpus_seed') or 0} (flite rms)",
-                   "device": "cpu, 1 thread"},
+                   "device": device, **({"stopped_by": stopped_by} if stopped_by else {})},
         "objective": {"metric": "val_loss", "direction": "minimize"},
         "columns": {k: [_clean(None if v is None else float(v)) for v in vals] for k, vals in cols.items()},
     }
@@ -269,15 +310,38 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--extract-only", action="store_true", help="re-read finished runs, do not train")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--device", default="cpu", help="train.py's resources.device (cpu, cuda)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
+    ap.add_argument("--deadline", type=float, default=None, help="seconds; then SIGINT the runs still going")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    for name, spec in RUNS.items():
-        if args.only and name not in args.only:
-            continue
-        corpus = corpus_for(spec, args.work)
-        if not args.extract_only:
-            train(name, spec, corpus, args.work, args.timeout)
-        write(name, spec, extract(name, args.work), command(name, spec, corpus, args.work), args.out)
+    chosen = {n: spec for n, spec in RUNS.items() if not args.only or n in args.only}
+    if args.only and set(args.only) - set(chosen):
+        raise SystemExit(f"--only: no such run(s): {sorted(set(args.only) - set(chosen))}")
+    if (spec_device := {n: s.get("device") for n, s in chosen.items() if (s.get("device") or "cpu") != args.device}):
+        raise SystemExit(f"--device {args.device}: these runs are specified for another device: {spec_device}")
+    corpora = {n: corpus_for(spec, args.work) for n, spec in chosen.items()}
+    device = f"{args.device}, 1 thread"
+    if args.device.startswith("cuda"):
+        import torch
+
+        device = f"{args.device} ({torch.cuda.get_device_name(0)}), 1 CPU thread, {args.jobs} runs sharing the GPU"
+    stopped: dict[str, str | None] = dict.fromkeys(chosen)
+    if not args.extract_only:
+        deadline = time.time() + args.deadline if args.deadline else None
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {n: pool.submit(train, n, spec, corpora[n], args.work, args.timeout, args.device, deadline)
+                       for n, spec in chosen.items()}
+            stopped = {n: f.result() for n, f in futures.items()}
+    for name, spec in chosen.items():
+        recorded_on = device
+        if args.extract_only:
+            prior = args.out / f"train-{name}.json"  # keep what the recording said about itself
+            if prior.exists():
+                src = json.loads(prior.read_text())["source"]
+                recorded_on, stopped[name] = src.get("device", device), src.get("stopped_by")
+        write(name, spec, extract(name, args.work), command(name, spec, corpora[name], args.work, args.device),
+              args.out, recorded_on, stopped[name])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ class MelDataset(Dataset):
                 else:
                     wav, _ = load_audio(u.wav, self.mel_cfg.sample_rate)
                     mel = extractor(wav).numpy()
-                    tmp = path.with_suffix(f".{id(self)}.tmp.npy")
+                    tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp.npy")  # runs may share a corpus
                     np.save(tmp, mel)
                     tmp.replace(path)
                 mels.append(torch.from_numpy(mel))

@@ -14,14 +14,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    enabled: bool = False  # a process group was joined (torchrun): DDP and the collectives are on
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -32,14 +29,19 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Join the process group when launched by torchrun (``TORCHELASTIC_RUN_ID`` set, or WORLD_SIZE > 1).
+
+    ``torchrun --nproc_per_node=1`` joins a group of one: the same DDP and NCCL code paths as a
+    multi-GPU run, on a machine with a single GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, enabled=True)
 
 
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -48,6 +50,16 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= info.world_size
     return value
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any: ranks must agree to skip a step or to stop,
+    or the ones that go on wait forever in the next all-reduce. NCCL needs the tensor on the GPU."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def shutdown(info: DistInfo) -> None:
@@ -62,7 +74,8 @@ def weights_checksum(model: torch.nn.Module) -> float:
 
 def verify_replicas(model: torch.nn.Module, info: DistInfo) -> list[float]:
     """All ranks must hold identical weights after DDP training; raise if they drifted apart."""
-    local = torch.tensor([weights_checksum(model)], dtype=torch.float64)
+    device = next(model.parameters()).device  # NCCL gathers GPU tensors only
+    local = torch.tensor([weights_checksum(model)], dtype=torch.float64, device=device)
     if not info.enabled:
         return [float(local)]
     gathered = [torch.zeros_like(local) for _ in range(info.world_size)]

@@ -32,7 +32,14 @@ from ttsops.data.dataset import (
     split,
 )
 from ttsops.train.checkpoint import STATE, CheckpointManager, load_checkpoint, warm_start, write_json_atomic
-from ttsops.train.distributed import DistInfo, init_distributed, resolve_device, shutdown, verify_replicas
+from ttsops.train.distributed import (
+    DistInfo,
+    any_rank,
+    init_distributed,
+    resolve_device,
+    shutdown,
+    verify_replicas,
+)
 from ttsops.train.setup import RunSetup, resolve_setup
 from ttsops.train.tracking import Tracker
 from ttsops.train.trainer import Trainer
@@ -177,6 +184,11 @@ class Run:
         self.save(is_best)
         self.write_state("running")
 
+    def stop_agreed(self) -> bool:
+        """A signal seen by any rank stops all of them at the same step (torchrun forwards SIGINT to
+        every worker, but they need not see it between the same two steps)."""
+        return any_rank(self.stop.requested, self.dist, self.trainer.device)
+
     def train_epoch(self, bar, task) -> bool:
         """Train the rest of the current epoch; False when stopped early."""
         t = self.trainer
@@ -191,7 +203,7 @@ class Run:
                 bar.update(task, description=f"step {t.progress.step} loss {stats['train_loss']:.3f}")
             if t.progress.step % self.save_every == 0:
                 self.save()
-            if self.stop.requested or (self.s.max_steps and t.progress.step >= self.s.max_steps):
+            if self.stop_agreed() or (self.s.max_steps and t.progress.step >= self.s.max_steps):
                 return False
         t.progress.epoch += 1
         t.progress.epochs_this_process += 1
@@ -214,7 +226,7 @@ class Run:
                     return "stopped"
                 if t.progress.epochs_this_process % hp.val_every_epochs == 0:
                     self.validate_and_log()
-                if self.stop.requested:
+                if self.stop_agreed():
                     self.save()
                     return "stopped"
         self.save()
@@ -227,6 +239,10 @@ def train(s: RunSetup, stop: StopFlag) -> int:
     device = resolve_device(s.cfg.resources.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = init_distributed(device)
     trainer = Trainer(s.hp, device, dist, s.cfg.resources.mixed_precision, s.cfg.resources.gradient_checkpointing)
+    logger.info("device %s%s, %s, %s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "",
+                f"autocast {str(trainer.amp_dtype).removeprefix('torch.')}" if trainer.amp_dtype else "fp32",
+                f"DDP rank {dist.rank} of {dist.world_size} over {torch.distributed.get_backend()}" if dist.enabled
+                else "one process")
     resumed_run_id = restore(trainer, s)
     run = Run(s, trainer, dist, stop, resumed_run_id)
     status = "failed"

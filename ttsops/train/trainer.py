@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ttsops.model.layers import spectral_dropout
 from ttsops.model.loss import Losses, tacotron2_loss
 from ttsops.model.tacotron2 import ModelConfig, Tacotron2
-from ttsops.train.distributed import DistInfo, all_reduce_mean
+from ttsops.train.distributed import DistInfo, all_reduce_mean, any_rank
 from ttsops.train.hparams import HParams
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,9 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.model.train()
         losses, _, _ = self._losses(batch, train=True)
-        if not torch.isfinite(losses.total):
-            logger.warning("step %d: non-finite loss %s, skipping the update", self.progress.step, losses.total.item())
+        if any_rank(not bool(torch.isfinite(losses.total)), self.dist, self.device):  # all ranks skip, or none
+            logger.warning("step %d: non-finite loss %s on this or another rank, skipping the update",
+                           self.progress.step, losses.total.item())
             self.opt.zero_grad(set_to_none=True)
             self.progress.step += 1
             return {"train_loss": float("nan"), "grad_norm": float("nan"), "learning_rate": self.lr}

@@ -148,3 +148,46 @@ def test_ddp_two_gloo_processes_keep_identical_weights(tiny_dataset, tmp_path) -
     log = " ".join(proc.stderr.split())
     assert "weights identical on all 2 ranks" in log
     assert json.loads((out / "train_state.json").read_text())["step"] == 2
+
+
+@pytest.mark.slow
+def test_ddp_a_signal_seen_by_one_rank_stops_both_at_the_same_step(tiny_dataset, tmp_path) -> None:
+    """Ranks must agree to stop: if rank 1 alone leaves the loop, rank 0 waits in its next all-reduce
+    forever (here: until the timeout below fails the test)."""
+    psutil = pytest.importorskip("psutil", reason="psutil comes with mlflow; needed to find the worker pids")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "ttsops.train", *common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=500")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        state_file = out / "train_state.json"
+        deadline = time.time() + 180
+        while time.time() < deadline and not (state_file.exists() and json.loads(state_file.read_text())["step"] >= 2):
+            time.sleep(0.2)
+        rank0 = json.loads(state_file.read_text())["pid"]
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.pid != rank0
+                   and "ttsops.train" in " ".join(c.cmdline())]
+        assert len(workers) == 1, [c.cmdline() for c in workers]
+        workers[0].send_signal(signal.SIGINT)  # rank 1 only, not torchrun
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            for c in psutil.Process(proc.pid).children(recursive=True):
+                c.kill()
+            proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    assert "weights identical on all 2 ranks" in " ".join(output.split())
+    assert json.loads(state_file.read_text())["status"] == "stopped"
+
+
+@pytest.mark.slow
+def test_torchrun_with_one_process_takes_the_ddp_path(tiny_dataset, tmp_path) -> None:
+    """``--nproc_per_node=1`` joins a group of one (the DDP/NCCL paths on a one-GPU machine)."""
+    out = tmp_path / "ddp1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+           "-m", "ttsops.train", *common(tiny_dataset, out, "--hparams", TINY_HPARAMS, "--max_steps", "2")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "weights identical on all 1 ranks" in " ".join(proc.stderr.split())
