@@ -28,7 +28,9 @@ Per curve and method (T = the curve's epochs, t = the epoch at which the method 
   for a run that never aligns (its robust peak never reached the threshold), the first of 3
   validations in a row at or after the alignment deadline (end of ``warmup``) where the median of
   the last 5 scores is more than the margin below the threshold (a marginal alignment, 0.65-0.8, is
-  not a failure; see ``detectors_attention``);
+  not a failure; see ``detectors_attention``). Only for curves not labelled healthy (converging,
+  plateau, noisy, overfitting): the label says what the whole curve showed, and an alignment that
+  dipped and came back to the run's best loss is no failure (if it is pruned, that is a false stop);
 - "plateau before alignment": a stop that is not a failure verdict (divergence, non-finite,
   never aligned, collapse) taken before the alignment's robust peak first reached the threshold.
 """
@@ -196,6 +198,7 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
 
 
 FAILURE_LABELS = frozenset({"diverging", "never_aligned", "alignment_collapse"})
+HEALTHY_LABELS = frozenset({"converging", "plateau", "noisy", "overfitting"})
 
 
 def usable_mask(a: np.ndarray, threshold: float, margin: float) -> np.ndarray:
@@ -251,7 +254,9 @@ def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold:
         saved = 1.0 - float(ep[t - 1]) / float(ep[n - 1])
     else:
         saved = 1.0 - t / n
-    onset = alignment_onset(curve, threshold, deadline, margin)
+    # a curve labelled healthy (the label is what its whole curve showed) has no alignment failure,
+    # whatever a dip of its score looks like: pruning it is a false stop, not a failure caught
+    onset = None if curve.label in HEALTHY_LABELS else alignment_onset(curve, threshold, deadline, margin)
     latency = (t - 1 - onset) if (onset is not None and stop is not None) else None
     aligned_before = has_align and bool(np.any(np.nan_to_num(running_peak(a)[:t], nan=-np.inf) >= threshold))
     failure = reason in {r.value for r in FAILURE_REASONS}

@@ -135,3 +135,17 @@ def test_cli_errors(tmp_path):
     assert isinstance(detector_params(["horizon=10"]).horizon, int)
     with pytest.raises(SystemExit):
         main(["nonsense"])
+
+
+def test_a_curve_labelled_healthy_has_no_alignment_failure_to_catch():
+    # the score dips out of the band for 3 validations and comes back: a failure onset by the score
+    # alone, but the label (what the whole curve showed) says the run was fine, so a prune there is
+    # scored as a stop (with its regret), not as a failure caught
+    a = [0.2, 0.8, 0.81, 0.8, 0.6, 0.58, 0.6, 0.85, 0.86]
+    cols = {"val_loss": np.linspace(2, 1, len(a)), "attention_alignment_score": np.array(a),
+            "epoch": np.arange(1.0, len(a) + 1)}
+    assert alignment_onset(Curve("c", "converging", "s", cols), 0.8, 20) == 4
+    for label, onset in (("converging", None), ("alignment_collapse", 4), ("unlabelled", 4)):
+        o = score(Curve("c", label, "s", cols), "ensemble", (6, "alignment_collapsed"), threshold=0.8, deadline=20)
+        assert o.onset == onset
+        assert o.regret > 0  # stopped at 6 of a curve still falling: regret either way

@@ -33,7 +33,11 @@ Verdicts:
   "collapse" in a recorded run that went on to its best loss). A sag into the marginal band is
   ``alignment_settling``, as a marginal alignment is never a failure: a held-out demo-size run
   peaked at 0.93, sagged to 0.77 for two validations while its loss reached a new best, and was
-  pruned as collapsed when the line was the threshold (it improved 30% more);
+  pruned as collapsed when the line was the threshold (it improved 30% more). A *barely formed*
+  alignment, one whose robust peak is under ``threshold + firm_margin`` (0.85), has to stay below
+  the band for ``barely_formed_consecutive`` (10) validations instead: two held-out tiny runs
+  touched 0.80-0.81, fell to 0.57-0.66 for 5-7 validations and came back to 0.85 and their best
+  loss, while every real collapse on our curves fell from a robust peak of 0.87-0.95;
 - ``alignment_settling`` (abstains, and the controller blocks plateau stops meanwhile): the
   alignment formed but the median of its last ``HOLD_WINDOW`` (5) validations since then is below
   the threshold now, without having collapsed. On our recorded train.py runs the loss plateaus while
@@ -84,7 +88,8 @@ def attention_detector(
     alignment: Sequence[float] | np.ndarray | None, *, threshold: float = 0.8,
     monotonic_penalty: float = 0.1, epochs: Sequence[float] | np.ndarray | None = None,
     deadline_epoch: float = 20.0, progress_patience: int = 15, collapse_margin: float = 0.15,
-    consecutive: int = 2, entropy: Sequence[float] | np.ndarray | None = None,
+    consecutive: int = 2, firm_margin: float = 0.05, barely_formed_consecutive: int = 10,
+    entropy: Sequence[float] | np.ndarray | None = None,
     monotonicity: Sequence[float] | np.ndarray | None = None, window: int = 10, alpha: float = 0.3,
     flatline_score: float = 0.1, flatline_validations: int = 8,
 ) -> DetectorResult:
@@ -112,7 +117,10 @@ def attention_detector(
     if reached.size:
         first = int(reached[0])
         info["aligned_at"] = int(idx[first])
-        return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive, info)
+        firm = float(robust[-1]) >= threshold + firm_margin
+        info.update(firm=firm, firm_peak=threshold + firm_margin)
+        return _after_alignment(name, a, idx, first, threshold, collapse_margin,
+                                consecutive if firm else barely_formed_consecutive, info)
     flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
     if flat is not None:
         return flat
@@ -188,19 +196,28 @@ def _after_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
     consecutive: int, info: dict[str, object],
 ) -> DetectorResult:
+    """``consecutive``: validations below the band that make a collapse (more for a barely-formed
+    alignment, ``info["firm"]`` False)."""
     peak = float(info["robust_peak"])  # type: ignore[arg-type]  # set by the caller; finite once reached
-    tail = a[-consecutive:]
-    # the robust peak is >= the threshold here, so this is also more than the margin below the peak
-    if a.size - first > consecutive and np.all(tail < threshold - margin):
+    below = a[first + 1 :] < threshold - margin
+    # validations below the band in a row, up to now; the robust peak is >= the threshold here, so
+    # below the band is also more than the margin below the peak
+    run = int(below.size - np.flatnonzero(~below)[-1] - 1) if (~below).any() else int(below.size)
+    barely = "" if info["firm"] else f"barely formed (robust peak {peak:.2f}): "
+    if run >= consecutive:
         onset, strength = cusum_changepoint(a[first:])
         info.update(collapse_onset=int(idx[first + onset]), shift_strength=strength)
         return result(name, 1.0, Reason.ALIGNMENT_COLLAPSED,
-                      f"alignment collapsed: {a[-1]:.2f} (peak {peak:.2f}, threshold {threshold:.2f}) "
-                      f"for {consecutive} validations, drop began near validation {int(idx[first + onset]) + 1}",
+                      f"alignment collapsed: {barely}{a[-1]:.2f} (peak {peak:.2f}, threshold {threshold:.2f}) "
+                      f"for {run} validations, drop began near validation {int(idx[first + onset]) + 1}",
                       prune=True, **info)
     holding = lower_median(a[first:][-HOLD_WINDOW:])  # since alignment: no lag from the climb
     info["holding"] = holding
     info["held_since"] = int(idx[held_since(a, first, threshold)])
+    if barely and run >= 2:
+        return abstain(name, Reason.ALIGNMENT_SETTLING,
+                       f"{barely}below {threshold - margin:.2f} for {run} validations ({a[-1]:.2f}); a barely-formed "
+                       f"alignment (robust peak < {info['firm_peak']:.2f}) collapses after {consecutive}", **info)
     if holding < threshold:
         return abstain(name, Reason.ALIGNMENT_SETTLING,
                        f"aligned at validation {int(idx[first]) + 1} but holding below the threshold: "

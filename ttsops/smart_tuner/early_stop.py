@@ -96,6 +96,8 @@ class DetectorParams:
     divergence_consecutive: int = 3  # validations in a row
     collapse_margin: float = 0.15  # recorded runs wobble 0.1-0.15 below their peak and recover
     collapse_consecutive: int = 2
+    firm_margin: float = 0.05  # robust peak >= threshold + this: a firm alignment, collapse after collapse_consecutive
+    barely_formed_consecutive: int = 10  # ... else (barely formed) the dip must last this many validations
     alignment_deadline_epochs: float | None = None  # None: end of the warmup stage
     flatline_score: float = 0.1  # attention scoring below this for flatline_validations in a row ...
     flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
@@ -120,6 +122,8 @@ class DetectorParams:
             "horizon": self.horizon is None or self.horizon >= 1,
             "min_delta": self.min_delta is None or self.min_delta >= 0,
             "collapse_margin": 0 <= self.collapse_margin < 1, "collapse_consecutive": self.collapse_consecutive >= 1,
+            "firm_margin": 0 <= self.firm_margin < 1,
+            "barely_formed_consecutive": self.barely_formed_consecutive >= self.collapse_consecutive,
             "train_progress_floor": self.train_progress_floor is None or self.train_progress_floor > 0,
             "lr_annealing_drop": self.lr_annealing_drop is None or 0 < self.lr_annealing_drop < 1,
             "lr_annealing_min_fraction": 0 <= self.lr_annealing_min_fraction < 1,
@@ -319,7 +323,8 @@ class EarlyStopController:
             h.get("attention_alignment_score"), threshold=am.alignment_threshold,
             monotonic_penalty=am.monotonic_penalty, epochs=epochs, deadline_epoch=self.alignment_deadline,
             progress_patience=ap.max_patience, collapse_margin=self.params.collapse_margin,
-            consecutive=self.params.collapse_consecutive, entropy=h.get("attention_entropy"),
+            consecutive=self.params.collapse_consecutive, firm_margin=self.params.firm_margin,
+            barely_formed_consecutive=self.params.barely_formed_consecutive, entropy=h.get("attention_entropy"),
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
             flatline_score=self.params.flatline_score, flatline_validations=self.params.flatline_validations,
         )

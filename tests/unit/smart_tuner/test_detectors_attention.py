@@ -138,3 +138,27 @@ def test_held_alignment_is_the_median_of_the_last_five_finite_scores():
     assert held_alignment([0.1, 0.9, 0.88, 0.91, 0.87, 0.2]) == 0.88  # one bad last validation
     assert held_alignment([0.5, math.nan, 0.7]) == 0.5  # lower median of an even count
     assert held_alignment([]) is None and held_alignment([math.nan]) is None
+
+
+def test_a_barely_formed_alignment_gets_longer_before_a_dip_is_a_collapse():
+    # the shape of two recorded tiny runs (seed12, seed55): the robust peak touches 0.80-0.81, the
+    # score falls to ~0.6 for 5-7 validations, then comes back to 0.85 and the run's best loss
+    rise = [0.1, 0.4, 0.65, 0.79, 0.80, 0.81, 0.80]
+    dip = [0.62, 0.58, 0.60, 0.57, 0.61, 0.59, 0.60]
+    a = rise + dip + [0.72, 0.80, 0.84, 0.85, 0.86]
+    verdicts = [judge(a[:t]) for t in range(1, len(a) + 1)]
+    assert not any(v.ends_run for v in verdicts)
+    during = judge(rise + dip)
+    assert during.reason is Reason.ALIGNMENT_SETTLING and not during.voting and not during.details["firm"]
+    assert "barely formed" in during.message
+    # ... a dip that lasts barely_formed_consecutive validations is a collapse all the same
+    stuck = rise + dip + [0.55, 0.5, 0.45]
+    r = judge(stuck)
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED) and "barely formed" in r.message
+    assert not judge(stuck[:-1]).ends_run
+    assert judge(stuck[:-1], barely_formed_consecutive=2).ends_run  # the knob is what spared it
+    # the same dip after a firm peak (robust 0.9 >= 0.8 + firm_margin) is a collapse within 2
+    firm = [0.1, 0.4, 0.65, 0.88, 0.90, 0.91, 0.90] + dip[:2]
+    r = judge(firm)
+    assert (r.action, r.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED) and r.details["firm"]
+    assert not judge(firm, firm_margin=0.15).ends_run  # 0.90 < 0.95: barely formed under that margin
