@@ -162,6 +162,17 @@ RUNS: dict[str, dict[str, str | None]] = {
                                     "hparams": "epochs=120,batch_size=8,seed=85"},
     "demo-default-48clips-seed86": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "86",
                                     "hparams": "epochs=120,batch_size=8,seed=86"},
+    # held out, fifth session, settings fixed before recording: long CPU runs (3-4x the epochs of the
+    # runs above), trained as one would without a budget, to see what the rules do past the point
+    # where the shorter runs ended: train.py's defaults, and a decaying rate on both sizes
+    "tiny-long-default-48clips-seed91": {"intent": "converging", "clips": "48", "corpus_seed": "91",
+                                         "hparams": "epochs=400,batch_size=8,seed=91"},
+    "tiny-long-lr-decay-48clips-seed92": {"intent": "converging", "clips": "48", "corpus_seed": "92",
+                                          "hparams": ("epochs=400,batch_size=8,learning_rate=2e-3,seed=92,lr_decay_start=600,"
+                                                      "lr_decay_steps=600,lr_decay_rate=0.5")},
+    "demo-long-lr-decay-48clips-seed93": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "93",
+                                          "hparams": ("epochs=300,batch_size=8,learning_rate=1.5e-3,seed=93,lr_decay_start=600,"
+                                                      "lr_decay_steps=600,lr_decay_rate=0.5")},
     # held out, on a GPU (fifth session, 2026-11-29; NOT RECORDED YET: no GPU was lent in the end): settings fixed before recording, all eight trained
     # side by side on one H200 (``--device cuda --jobs 8 --deadline``), far longer than a CPU budget
     # allows: train.py's defaults on both model sizes, a decaying rate, an overfitting set-up
