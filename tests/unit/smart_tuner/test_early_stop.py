@@ -11,7 +11,8 @@ import pytest
 from ttsops.config import SmartEarlyStoppingConfig
 from ttsops.errors import ConfigError, TunerError
 from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.early_stop import GROUPS, DetectorParams, EarlyStopController, columns, vote
+from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController, columns
+from ttsops.smart_tuner.early_stop_types import GROUPS, vote
 
 
 def curve(n: int, *, align_at: float | None = 6.0, floor: float = 0.5, tau: float = 4.0, noise: float = 0.002,
