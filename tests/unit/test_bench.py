@@ -11,16 +11,15 @@ import pytest
 
 from ttsops.bench import (
     METHODS,
-    Curve,
     alignment_onset,
     detector_params,
-    load_curve,
     main,
     score,
     summarize,
     usable_mask,
 )
 from ttsops.errors import ConfigError, DataError
+from ttsops.smart_tuner.curves import Curve, load_curve
 from ttsops.smart_tuner.detectors_attention import running_peak
 from ttsops.smart_tuner.early_stop import DetectorParams
 

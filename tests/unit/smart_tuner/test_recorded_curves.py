@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttsops.bench import load_curve
+from ttsops.smart_tuner.curves import load_curve
 from ttsops.smart_tuner.detectors import Action, Reason
 from ttsops.smart_tuner.early_stop import EarlyStopController
 
