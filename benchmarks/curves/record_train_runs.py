@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,9 +148,10 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-lr-decay-48clips-seed66": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "66",
                                      "hparams": ("epochs=120,batch_size=16,learning_rate=1.5e-3,seed=66,lr_decay_start=150,"
                                                  "lr_decay_steps=90,lr_decay_rate=0.5")},
-    # held out, fifth session (2026-11-29): settings fixed before recording, recorded on the CPU before
-    # the rule they test (a barely-formed alignment's dip is not a collapse) was written, replayed
-    # once after it was committed: train.py's defaults on fresh corpora, as seed55/61/62 and seed64
+    # held out, fifth session (2026-11-29): settings fixed, and the first two started, before the rule
+    # they test (a barely-formed alignment's dip is not a collapse) was written; none was looked at
+    # before the rule was committed (4239675), then each was replayed once: train.py's defaults on
+    # fresh corpora, as seed55/61/62 and seed64
     "tiny-default-48clips-seed81": {"intent": "converging", "clips": "48", "corpus_seed": "81",
                                     "hparams": "epochs=120,batch_size=8,seed=81"},
     "tiny-default-48clips-seed82": {"intent": "converging", "clips": "48", "corpus_seed": "82",
@@ -260,26 +262,43 @@ def command(name: str, spec: dict[str, str | None], corpus: Path, work: Path, de
 
 
 def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, timeout_s: float,
-          device: str = "cpu", deadline: float | None = None) -> str | None:
-    """Run train.py to its last epoch; past ``deadline`` (time.time()) SIGINT it. Returns how the run
-    was cut short (None when it ran all its epochs)."""
+          device: str = "cpu", deadline: float | None = None) -> tuple[bool, str | None]:
+    """Run train.py to its last epoch. Past ``deadline`` (time.time()) or ``timeout_s`` it gets SIGINT
+    (train.py saves and exits 0: the curve ends there), 120 s later SIGKILL. Returns (usable, how
+    the run was cut short or None); a run not started (deadline passed), killed or failed is not usable."""
+    if deadline is not None and time.time() > deadline:
+        print(f"{name}: not started, the deadline has passed", flush=True)
+        return False, None
+    if (work / name).exists():  # a new recording replaces the old one (one MLflow run per store)
+        print(f"{name}: removing the previous recording in {work / name}", flush=True)
+        shutil.rmtree(work / name)
     cmd = command(name, spec, corpus, work, device)
     cmd[3] = sys.executable
     t0 = time.time()
     stopped_by = None
+    killed = False
     with open(work / f"{name}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
             now = time.time()
-            if deadline is not None and now > deadline and stopped_by is None:
-                stopped_by = f"SIGINT from the recorder's wall-clock deadline after {now - t0:.0f} s"
+            limit = min(deadline or math.inf, t0 + timeout_s)
+            if now > limit and stopped_by is None:
+                why = "wall-clock deadline" if deadline is not None and now > deadline else "timeout"
+                stopped_by = f"SIGINT from the recorder's {why} after {now - t0:.0f} s"
                 proc.send_signal(signal.SIGINT)
-            if now - t0 > timeout_s + 120:
+            if stopped_by is not None and now > limit + 120:
                 proc.kill()
+                killed = True
             time.sleep(1.0)
-    print(f"{name}: exit {proc.returncode} after {time.time() - t0:.0f} s{' (' + stopped_by + ')' if stopped_by else ''}",
+    state_file = work / name / "train_state.json"
+    status = json.loads(state_file.read_text()).get("status") if state_file.exists() else None
+    if status == "finished":
+        stopped_by = None  # the signal came after its last epoch
+    usable = proc.returncode == 0 and not killed and status in ("finished", "stopped")
+    print(f"{name}: exit {proc.returncode}, status {status} after {time.time() - t0:.0f} s"
+          f"{' (' + stopped_by + ')' if stopped_by else ''}{'' if usable else ': NOT USABLE, no curve written'}",
           flush=True)
-    return stopped_by
+    return usable, stopped_by
 
 
 def extract(name: str, work: Path) -> dict[str, list[float | None]]:
@@ -314,7 +333,9 @@ def _clean(v: float | None) -> float | str | None:
 
 
 def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | None]], cmd: list[str], out: Path,
-          device: str = "cpu, 1 thread", stopped_by: str | None = None) -> None:
+          device: str = "cpu, 1 thread", stopped_by: str | None = None, prior: dict | None = None) -> None:
+    """``prior``: the ``source`` of the file being rewritten (extract-only): where, when and at which
+    commit the run was recorded stay as they were."""
     label = OBSERVED.get(name, str(spec["intent"]))
     doc = {
         "format": "ttsops.curve/v1", "name": f"train-{name}", "label": label,
@@ -325,6 +346,8 @@ def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | N
         "objective": {"metric": "val_loss", "direction": "minimize"},
         "columns": {k: [_clean(None if v is None else float(v)) for v in vals] for k, vals in cols.items()},
     }
+    if prior:
+        doc["source"].update({k: prior[k] for k in ("git_commit", "recorded", "device", "stopped_by") if k in prior})
     out.mkdir(parents=True, exist_ok=True)
     (out / f"train-{name}.json").write_text(json.dumps(doc) + "\n")
 
@@ -341,33 +364,46 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=None, help="seconds; then SIGINT the runs still going")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    chosen = {n: spec for n, spec in RUNS.items() if not args.only or n in args.only}
-    if args.only and set(args.only) - set(chosen):
-        raise SystemExit(f"--only: no such run(s): {sorted(set(args.only) - set(chosen))}")
-    if (spec_device := {n: s.get("device") for n, s in chosen.items() if (s.get("device") or "cpu") != args.device}):
-        raise SystemExit(f"--device {args.device}: these runs are specified for another device: {spec_device}")
+    if args.only:
+        chosen = {n: spec for n, spec in RUNS.items() if n in args.only}
+        if set(args.only) - set(chosen):
+            raise SystemExit(f"--only: no such run(s): {sorted(set(args.only) - set(chosen))}")
+        if (other := {n: s.get("device") for n, s in chosen.items() if (s.get("device") or "cpu") != args.device}):
+            raise SystemExit(f"--device {args.device}: these runs are specified for another device: {other}")
+    else:  # every run of this device
+        chosen = {n: spec for n, spec in RUNS.items() if (spec.get("device") or "cpu") == args.device}
+        print(f"{len(chosen)} runs for --device {args.device} (of {len(RUNS)})", flush=True)
     corpora = {n: corpus_for(spec, args.work) for n, spec in chosen.items()}
+
+    def save(name: str, stopped_by: str | None, device: str, prior: dict | None = None) -> None:
+        write(name, chosen[name], extract(name, args.work), command(name, chosen[name], corpora[name], args.work,
+                                                                      args.device), args.out, device, stopped_by, prior)
+
+    if args.extract_only:
+        for name in chosen:
+            prior_file = args.out / f"train-{name}.json"  # keep what the recording said about itself
+            prior = json.loads(prior_file.read_text())["source"] if prior_file.exists() else None
+            save(name, prior.get("stopped_by") if prior else None, f"{args.device}, 1 thread", prior)
+        return
     device = f"{args.device}, 1 thread"
     if args.device.startswith("cuda"):
         import torch
 
-        device = f"{args.device} ({torch.cuda.get_device_name(0)}), 1 CPU thread, {args.jobs} runs sharing the GPU"
-    stopped: dict[str, str | None] = dict.fromkeys(chosen)
-    if not args.extract_only:
-        deadline = time.time() + args.deadline if args.deadline else None
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {n: pool.submit(train, n, spec, corpora[n], args.work, args.timeout, args.device, deadline)
-                       for n, spec in chosen.items()}
-            stopped = {n: f.result() for n, f in futures.items()}
-    for name, spec in chosen.items():
-        recorded_on = device
-        if args.extract_only:
-            prior = args.out / f"train-{name}.json"  # keep what the recording said about itself
-            if prior.exists():
-                src = json.loads(prior.read_text())["source"]
-                recorded_on, stopped[name] = src.get("device", device), src.get("stopped_by")
-        write(name, spec, extract(name, args.work), command(name, spec, corpora[name], args.work, args.device),
-              args.out, recorded_on, stopped[name])
+        gpu = torch.device(args.device if ":" in args.device else "cuda:0")
+        device = (f"{args.device} ({torch.cuda.get_device_name(gpu)}), 1 CPU thread, "
+                  f"{min(args.jobs, len(chosen))} runs sharing the GPU")
+    deadline = time.time() + args.deadline if args.deadline else None
+
+    def record(name: str) -> bool:  # each curve is written as soon as its run ends
+        usable, stopped_by = train(name, chosen[name], corpora[name], args.work, args.timeout, args.device, deadline)
+        if usable:
+            save(name, stopped_by, device)
+        return usable
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        done = dict(zip(chosen, pool.map(record, chosen), strict=True))
+    if not all(done.values()):
+        raise SystemExit(f"no curve for: {sorted(n for n, ok in done.items() if not ok)}")
 
 
 if __name__ == "__main__":

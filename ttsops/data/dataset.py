@@ -181,7 +181,9 @@ class BucketBatchSampler(Sampler[list[int]]):
             part = sorted(idx[s:s + chunk], key=lambda i: self.lengths[i])
             batches += [part[j:j + self.batch_size] for j in range(0, len(part), self.batch_size)]
         rng.shuffle(batches)
-        n = (len(batches) // self.world) * self.world or len(batches)
+        if 0 < len(batches) < self.world:  # every rank needs a batch, or the others wait in DDP's all-reduce
+            batches = (batches * self.world)[: self.world]
+        n = (len(batches) // self.world) * self.world
         return batches[:n][self.rank::self.world]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -119,7 +119,7 @@ def attention_detector(
         info["aligned_at"] = int(idx[first])
         firm = float(robust[-1]) >= threshold + firm_margin
         info.update(firm=firm, firm_peak=threshold + firm_margin)
-        return _after_alignment(name, a, idx, first, threshold, collapse_margin,
+        return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive,
                                 consecutive if firm else barely_formed_consecutive, info)
     flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
     if flat is not None:
@@ -194,10 +194,10 @@ def held_since(a: np.ndarray, first: int, threshold: float) -> int:
 
 def _after_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
-    consecutive: int, info: dict[str, object],
+    firm_consecutive: int, consecutive: int, info: dict[str, object],
 ) -> DetectorResult:
-    """``consecutive``: validations below the band that make a collapse (more for a barely-formed
-    alignment, ``info["firm"]`` False)."""
+    """``consecutive``: validations below the band that make a collapse (``firm_consecutive``, or
+    more for a barely-formed alignment, ``info["firm"]`` False)."""
     peak = float(info["robust_peak"])  # type: ignore[arg-type]  # set by the caller; finite once reached
     below = a[first + 1 :] < threshold - margin
     # validations below the band in a row, up to now; the robust peak is >= the threshold here, so
@@ -214,7 +214,7 @@ def _after_alignment(
     holding = lower_median(a[first:][-HOLD_WINDOW:])  # since alignment: no lag from the climb
     info["holding"] = holding
     info["held_since"] = int(idx[held_since(a, first, threshold)])
-    if barely and run >= 2:
+    if barely and run >= firm_consecutive:  # would be a collapse were the alignment firm
         return abstain(name, Reason.ALIGNMENT_SETTLING,
                        f"{barely}below {threshold - margin:.2f} for {run} validations ({a[-1]:.2f}); a barely-formed "
                        f"alignment (robust peak < {info['firm_peak']:.2f}) collapses after {consecutive}", **info)

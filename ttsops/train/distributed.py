@@ -22,9 +22,12 @@ class DistInfo:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda:<local_rank> when available, else cpu."""
+    """``auto`` -> cuda:<local_rank> when available, else cpu; a bare ``cuda`` -> cuda:<local_rank>
+    (under torchrun each worker takes its own GPU; ``cuda:N`` pins every worker to N)."""
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cuda":
+        return torch.device(f"cuda:{local_rank}")
     return torch.device(spec)
 
 
