@@ -262,13 +262,14 @@ def command(name: str, spec: dict[str, str | None], corpus: Path, work: Path, de
 
 
 def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, timeout_s: float,
-          device: str = "cpu", deadline: float | None = None) -> tuple[bool, str | None]:
+          device: str = "cpu", deadline: float | None = None) -> tuple[bool, str | None, str | None]:
     """Run train.py to its last epoch. Past ``deadline`` (time.time()) or ``timeout_s`` it gets SIGINT
     (train.py saves and exits 0: the curve ends there), 120 s later SIGKILL. Returns (usable, how
-    the run was cut short or None); a run not started (deadline passed), killed or failed is not usable."""
+    the run was cut short or None, the commit checked out when it started: train.py is imported from
+    the working tree then); a run not started (deadline passed), killed or failed is not usable."""
     if deadline is not None and time.time() > deadline:
         print(f"{name}: not started, the deadline has passed", flush=True)
-        return False, None
+        return False, None, None
     if (work / name).exists():  # a new recording replaces the old one (one MLflow run per store)
         print(f"{name}: removing the previous recording in {work / name}", flush=True)
         shutil.rmtree(work / name)
@@ -277,6 +278,7 @@ def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, time
     t0 = time.time()
     stopped_by = None
     killed = False
+    commit = _git_commit()
     with open(work / f"{name}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
@@ -298,7 +300,7 @@ def train(name: str, spec: dict[str, str | None], corpus: Path, work: Path, time
     print(f"{name}: exit {proc.returncode}, status {status} after {time.time() - t0:.0f} s"
           f"{' (' + stopped_by + ')' if stopped_by else ''}{'' if usable else ': NOT USABLE, no curve written'}",
           flush=True)
-    return usable, stopped_by
+    return usable, stopped_by, commit
 
 
 def extract(name: str, work: Path) -> dict[str, list[float | None]]:
@@ -333,14 +335,15 @@ def _clean(v: float | None) -> float | str | None:
 
 
 def write(name: str, spec: dict[str, str | None], cols: dict[str, list[float | None]], cmd: list[str], out: Path,
-          device: str = "cpu, 1 thread", stopped_by: str | None = None, prior: dict | None = None) -> None:
+          device: str = "cpu, 1 thread", stopped_by: str | None = None, prior: dict | None = None,
+          commit: str | None = None) -> None:
     """``prior``: the ``source`` of the file being rewritten (extract-only): where, when and at which
     commit the run was recorded stay as they were."""
     label = OBSERVED.get(name, str(spec["intent"]))
     doc = {
         "format": "ttsops.curve/v1", "name": f"train-{name}", "label": label,
         "source": {"kind": "train.py", "intent": spec["intent"], "hparams": f"{SIZES[spec.get('size') or 'tiny']},{spec['hparams']}",
-                   "command": cmd, "git_commit": _git_commit(), "recorded": time.strftime("%Y-%m-%d"),
+                   "command": cmd, "git_commit": commit or _git_commit(), "recorded": time.strftime("%Y-%m-%d"),
                    "corpus": f"ttsops data synth-corpus --n {spec.get('clips') or 48} --seed {spec.get('corpus_seed') or 0} (flite rms)",
                    "device": device, **({"stopped_by": stopped_by} if stopped_by else {})},
         "objective": {"metric": "val_loss", "direction": "minimize"},
@@ -375,9 +378,10 @@ def main() -> None:
         print(f"{len(chosen)} runs for --device {args.device} (of {len(RUNS)})", flush=True)
     corpora = {n: corpus_for(spec, args.work) for n, spec in chosen.items()}
 
-    def save(name: str, stopped_by: str | None, device: str, prior: dict | None = None) -> None:
+    def save(name: str, stopped_by: str | None, device: str, prior: dict | None = None,
+             commit: str | None = None) -> None:
         write(name, chosen[name], extract(name, args.work), command(name, chosen[name], corpora[name], args.work,
-                                                                      args.device), args.out, device, stopped_by, prior)
+                                                                      args.device), args.out, device, stopped_by, prior, commit)
 
     if args.extract_only:
         for name in chosen:
@@ -395,9 +399,10 @@ def main() -> None:
     deadline = time.time() + args.deadline if args.deadline else None
 
     def record(name: str) -> bool:  # each curve is written as soon as its run ends
-        usable, stopped_by = train(name, chosen[name], corpora[name], args.work, args.timeout, args.device, deadline)
+        usable, stopped_by, commit = train(name, chosen[name], corpora[name], args.work, args.timeout, args.device,
+                                           deadline)
         if usable:
-            save(name, stopped_by, device)
+            save(name, stopped_by, device, commit=commit)
         return usable
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
