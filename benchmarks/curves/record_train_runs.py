@@ -235,6 +235,16 @@ OBSERVED: dict[str, str] = {
     "demo-default-48clips-seed64": "converging",  # aligned 0.82 by 20; best 3.52 at 101 of 120
     "demo-default-48clips-seed65": "converging",  # val 10.8 -> 23-25 for 3 validations (9-11) while aligning, train_loss falling; best 3.44 at 117
     "demo-lr-decay-48clips-seed66": "plateau",  # aligned 0.84 by 30; best 4.20 at 82, 4.25-4.45 after as the rate decayed to ~10%
+    # held out, fifth session (replayed once with the rules of 4239675)
+    "tiny-default-48clips-seed81": "converging",  # 0.80 by 20, holds 0.80-0.84; best 4.51 at 119 of 120
+    "tiny-default-48clips-seed82": "converging",  # 0.80 by 9, 0.85-0.92 after; best 4.32 at 118 of 120
+    "tiny-default-48clips-seed83": "converging",  # 0.81 at 11, 0.74-0.75 (16-20), 0.84-0.88, then 0.72-0.84; best 4.04 at 114
+    "tiny-default-48clips-seed84": "converging",  # 0.77 at 9, fell to 0.40 (12-18), back to 0.80 by 39, 0.85-0.90 after; best 4.25 at 118
+    "demo-default-48clips-seed85": "converging",  # 0.80 by 21, 0.77-0.86, sagged to 0.62-0.74 (46-56), 0.76-0.83 after; best 3.63 at 105
+    "demo-default-48clips-seed86": "converging",  # 0.81 by 16, 0.80-0.90; val 3.9-4.8 from 70 (3.88 at 80), best 3.69 at 112 of 120
+    "tiny-long-default-48clips-seed91": "converging",  # 0.74 at 10, 0.59-0.66 (13-20), 0.7-0.8 to 150, 0.83-0.91 after; best 2.61 at 366 of 400
+    "tiny-long-lr-decay-48clips-seed92": "converging",  # 0.95 at 12-13, then 0.73-0.83; val 6.2-7.9 (16-45), best 2.95 at 293 of 400
+    "demo-long-lr-decay-48clips-seed93": "converging",  # val 8.9 at 4, 16-23 at 5-8 (attention forming), 0.8 by 30, 0.9 from 230; best 2.11 at 235 of 300
 }
 
 
