@@ -175,6 +175,17 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-long-lr-decay-48clips-seed93": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "93",
                                           "hparams": ("epochs=300,batch_size=8,learning_rate=1.5e-3,seed=93,lr_decay_start=600,"
                                                       "lr_decay_steps=600,lr_decay_rate=0.5")},
+    # held out, fifth session, settings fixed before recording and before the divergence rule they test
+    # (a larger jump before the alignment forms) was committed: the demo model at train.py's defaults,
+    # short runs (the early phase is what the rule is about), fresh corpora
+    "demo-default-48clips-seed101": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "101",
+                                     "hparams": "epochs=40,batch_size=8,seed=101"},
+    "demo-default-48clips-seed102": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "102",
+                                     "hparams": "epochs=40,batch_size=8,seed=102"},
+    "demo-default-48clips-seed103": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "103",
+                                     "hparams": "epochs=40,batch_size=8,seed=103"},
+    "demo-default-48clips-seed104": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "104",
+                                     "hparams": "epochs=40,batch_size=8,seed=104"},
     # held out, on a GPU (fifth session, 2026-11-29; NOT RECORDED YET: no GPU was lent in the end): settings fixed before recording, all eight trained
     # side by side on one H200 (``--device cuda --jobs 8 --deadline``), far longer than a CPU budget
     # allows: train.py's defaults on both model sizes, a decaying rate, an overfitting set-up
