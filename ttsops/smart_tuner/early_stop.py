@@ -180,14 +180,17 @@ class EarlyStopController:
         epoch = float(epochs[-1]) if epochs is not None and epochs.size and math.isfinite(epochs[-1]) else float(y.size)
         _, patience = adaptive_patience(epoch, cfg.adaptive_patience)
         horizon = self._horizon(y.size, budget)
+        attention = self._attention(h, epochs)
+        # not aligned yet (robust peak below the threshold): only a larger jump is a divergence
+        unaligned = attention.reason is not Reason.MISSING_METRIC and "aligned_at" not in attention.details
         verdicts = [
-            divergence_detector(y, factor=p.divergence_factor, consecutive=p.divergence_consecutive,
-                                grad_norm=h.get("grad_norm")),
+            divergence_detector(y, factor=p.divergence_factor_unaligned if unaligned else p.divergence_factor,
+                                consecutive=p.divergence_consecutive, grad_norm=h.get("grad_norm")),
             trend_detector(y, window=p.window, horizon=horizon, min_delta=md, alpha=p.alpha),
             cusum_detector(y, patience=patience, min_delta=md, h=p.cusum_h),
             adaptive_patience_detector(y, epochs, cfg.adaptive_patience, md, alpha=p.smoothing_alpha),
             self._forecast(y, horizon, "trial"),
-            self._attention(h, epochs),
+            attention,
         ]
         if p.train_progress_floor is not None:
             verdicts.append(training_progress_detector(h.get("train_loss"), window=p.window, horizon=horizon,

@@ -34,6 +34,9 @@ class DetectorParams:
     cusum_h: float = 5.0  # CUSUM alarm threshold (in noise sigmas)
     divergence_factor: float = 2.0  # x the best loss, for
     divergence_consecutive: int = 3  # validations in a row
+    # ... and before the alignment has formed (its robust peak below alignment_threshold): teacher-forced
+    # val_loss swings 2-2.6x for a few validations while the attention reorganises (two recorded demo runs)
+    divergence_factor_unaligned: float = 3.0
     collapse_margin: float = 0.15  # recorded runs wobble 0.1-0.15 below their peak and recover
     collapse_consecutive: int = 2
     firm_margin: float = 0.05  # robust peak >= threshold + this: a firm alignment, collapse after collapse_consecutive
@@ -58,6 +61,7 @@ class DetectorParams:
             "gp_refit_every": self.gp_refit_every >= 1,
             "alpha": 0 < self.alpha < 1, "cusum_h": self.cusum_h > 0,
             "divergence_factor": self.divergence_factor > 1,
+            "divergence_factor_unaligned": self.divergence_factor_unaligned >= self.divergence_factor,
             "stop_threshold": 0 < self.stop_threshold <= 1, "gp_std_inflation": self.gp_std_inflation >= 1,
             "horizon": self.horizon is None or self.horizon >= 1,
             "min_delta": self.min_delta is None or self.min_delta >= 0,

@@ -61,6 +61,29 @@ def test_divergence_prunes():
     assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)
 
 
+def test_before_the_alignment_forms_a_divergence_needs_a_larger_jump():
+    # the shape of two recorded demo runs (seed65, seed93): val_loss jumps 2-2.6x its best for 3-4
+    # validations while the attention forms (0.4-0.55) and train_loss falls; both aligned and trained on
+    loss = [66.5, 33.9, 18.7, 8.9, 16.0, 18.0, 23.2, 21.4, 7.5]
+    forming = [0.05, 0.05, 0.15, 0.37, 0.47, 0.55, 0.56, 0.51, 0.65]
+    hist = {"val_loss": np.array(loss), "attention_alignment_score": np.array(forming),
+            "epoch": np.arange(1.0, len(loss) + 1)}
+    assert first_end(EarlyStopController(), hist)[0] is None
+    d = EarlyStopController(params=DetectorParams(divergence_factor_unaligned=2.0)).decide_trial(
+        {k: v[:8] for k, v in hist.items()})
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)  # the knob is what spares it
+    # once aligned, the same 2x jump is a divergence ...
+    aligned = [0.05, 0.5, 0.85, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    d = EarlyStopController().decide_trial({"val_loss": np.array(loss[:8]), "attention_alignment_score": np.array(aligned[:8]),
+                                            "epoch": hist["epoch"][:8]})
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)
+    # ... and before it, a blow-up (>= 3x) still is
+    blown = loss[:5] + [40.0, 60.0, 90.0]
+    d = EarlyStopController().decide_trial({"val_loss": np.array(blown), "attention_alignment_score": np.array(forming[:8]),
+                                            "epoch": hist["epoch"][:8]})
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)
+
+
 def test_no_plateau_stop_before_alignment_then_never_aligned_prunes():
     hist = curve(60, align_at=None, tau=2.0)  # loss flat from ~10, alignment never forms
     ctl = EarlyStopController()
