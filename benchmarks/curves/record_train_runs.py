@@ -256,10 +256,10 @@ OBSERVED: dict[str, str] = {
     "tiny-long-default-48clips-seed91": "converging",  # 0.74 at 10, 0.59-0.66 (13-20), 0.7-0.8 to 150, 0.83-0.91 after; best 2.61 at 366 of 400
     "tiny-long-lr-decay-48clips-seed92": "converging",  # 0.95 at 12-13, then 0.73-0.83; val 6.2-7.9 (16-45), best 2.95 at 293 of 400
     "demo-long-lr-decay-48clips-seed93": "converging",  # val 8.9 at 4, 16-23 at 5-8 (attention forming), 0.8 by 30, 0.9 from 230; best 2.11 at 235 of 300
-    "demo-default-48clips-seed101": "converging",  # val 8.5 at 6, 21.7-26.4 at 8-10 (attention 0.6-0.75); aligned by 17; best 5.33 at 40 of 40
+    "demo-default-48clips-seed101": "converging",  # val 8.5 at 6, 21.7-26.4 at 8-10 (attention 0.52-0.67); aligned by 17; best 5.33 at 40 of 40
     "demo-default-48clips-seed102": "converging",  # val swings 10-26 at 5-13 while aligning (0.85 by 17); best 5.67 at 38 of 40
     "demo-default-48clips-seed103": "converging",  # val 11.5-24.6 at 4-11; 0.8 by 22; best 6.06 at 36 of 40
-    "demo-default-48clips-seed104": "converging",  # val 9.7 at 7, 19.8-23.2 at 8-11 (attention 0.6-0.7); 0.8 by 21; best 6.75 at 39
+    "demo-default-48clips-seed104": "converging",  # val 9.7 at 7, 19.8-23.2 at 8-11 (attention 0.49-0.65); 0.8 by 21; best 6.75 at 39
 }
 
 
