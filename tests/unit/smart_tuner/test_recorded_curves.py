@@ -10,15 +10,15 @@ import pytest
 
 from ttsops.smart_tuner.curves import load_curve
 from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.early_stop import EarlyStopController
+from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 
 RECORDED = Path(__file__).resolve().parents[3] / "benchmarks" / "curves" / "recorded"
 
 
-def replay(name: str):
+def replay(name: str, params: DetectorParams | None = None):
     """(validations seen when it ended, the decision) or (None, last decision)."""
     c = load_curve(RECORDED / f"{name}.json")
-    ctl = EarlyStopController(metric=c.metric)
+    ctl = EarlyStopController(params=params, metric=c.metric)
     for t in range(1, c.length + 1):
         d = ctl.decide_trial({k: v[:t] for k, v in c.columns.items()}, budget=c.length)
         if d.should_end:
@@ -56,10 +56,16 @@ def test_a_plateau_before_the_second_descent_is_not_a_stop(name):
     assert regret(c, t) <= 0.005, (t, d.message)
 
 
-def test_loss_blow_up_is_pruned_as_divergence():
+def test_a_val_only_blow_up_before_alignment_is_pruned_by_the_deadline():
+    # lr 1 without clipping: val_loss 23 -> 117, 85, 40, 113, 90, 63 while the attention never forms.
+    # Before alignment a divergence needs 3x for 3 validations (the lowest of each three here is
+    # 1.7-2.7x), so it is pruned as never aligned at the deadline (epoch 20) ...
     c, t, d = replay("train-diverging-lr1-noclip")
-    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE)
-    assert t < c.length
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED)
+    assert t == 20 and c.columns["epoch"][t - 1] == 20
+    # ... where the 2x line, kept for aligned runs, pruned it 6 validations earlier
+    c, t, d = replay("train-diverging-lr1-noclip", DetectorParams(divergence_factor_unaligned=2.0))
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.DIVERGENCE) and t == 14
 
 
 def test_overfitting_run_is_stopped_without_regret():
