@@ -46,6 +46,15 @@ SIZES = {"tiny": TINY, "demo": DEMO}
 METRICS = ("val_loss", "mel_loss", "gate_loss", "attention_alignment_score", "attention_entropy",
            "mcd", "pesq", "stoi", "grad_norm", "learning_rate", "train_loss")
 
+def at_defaults(seed: int, epochs: int, size: str = "tiny", clips: int = 48) -> dict[str, str | None]:
+    """A run at train.py's defaults (batch 8) on a fresh corpus seeded like the run, meant to converge."""
+    spec: dict[str, str | None] = {"intent": "converging", "clips": str(clips), "corpus_seed": str(seed),
+                                   "hparams": f"epochs={epochs},batch_size=8,seed={seed}"}
+    if size != "tiny":
+        spec["size"] = size
+    return spec
+
+
 # name -> intended behaviour, extra hparams, model size and corpus ("clips" x "corpus_seed", default
 # 48 x seed 0). Every run in OBSERVED is recorded in benchmarks/curves/recorded/; plateau-lr-decay's
 # sibling overfitting-no-dropout was never recorded (overfitting-20clips replaced it).
@@ -122,29 +131,22 @@ RUNS: dict[str, dict[str, str | None]] = {
     "tiny-lr-decay-seed52": {"intent": "converging", "clips": "48", "corpus_seed": "52",
                              "hparams": ("epochs=100,batch_size=8,learning_rate=2e-3,seed=52,lr_decay_start=90,"
                                          "lr_decay_steps=90,lr_decay_rate=0.5")},
-    "demo-default-60clips-seed53": {"intent": "converging", "size": "demo", "clips": "60", "corpus_seed": "53",
-                                    "hparams": "epochs=150,batch_size=8,seed=53"},
+    "demo-default-60clips-seed53": at_defaults(53, epochs=150, size="demo", clips=60),
     # held out as well, settings fixed at c1fc2f0 before recording: train.py's defaults on the demo and
     # tiny models, and one more attempt at a demo-size overfitting run
-    "demo-default-48clips-seed54": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "54",
-                                    "hparams": "epochs=150,batch_size=8,seed=54"},
-    "tiny-default-48clips-seed55": {"intent": "converging", "clips": "48", "corpus_seed": "55",
-                                    "hparams": "epochs=120,batch_size=8,seed=55"},
+    "demo-default-48clips-seed54": at_defaults(54, epochs=150, size="demo"),
+    "tiny-default-48clips-seed55": at_defaults(55, epochs=120),
     "demo-overfitting-24clips-seed56": {"intent": "overfitting", "size": "demo", "clips": "24", "corpus_seed": "56",
                                         "hparams": ("epochs=120,batch_size=6,learning_rate=2e-3,seed=56,val_fraction=0.3,"
                                                     "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
     # held out, settings fixed at d8b5f8c before recording, replayed once with the rules of d8b5f8c
-    "tiny-default-48clips-seed61": {"intent": "converging", "clips": "48", "corpus_seed": "61",
-                                    "hparams": "epochs=120,batch_size=8,seed=61"},
-    "tiny-default-48clips-seed62": {"intent": "converging", "clips": "48", "corpus_seed": "62",
-                                    "hparams": "epochs=120,batch_size=8,seed=62"},
+    "tiny-default-48clips-seed61": at_defaults(61, epochs=120),
+    "tiny-default-48clips-seed62": at_defaults(62, epochs=120),
     "tiny-overfitting-20clips-seed63": {"intent": "overfitting", "clips": "20", "corpus_seed": "63",
                                         "hparams": ("epochs=100,batch_size=7,learning_rate=2e-3,seed=63,val_fraction=0.3,"
                                                     "dropout_decoder=0,dropout_attention=0,weight_decay=0")},
-    "demo-default-48clips-seed64": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "64",
-                                    "hparams": "epochs=120,batch_size=8,seed=64"},
-    "demo-default-48clips-seed65": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "65",
-                                    "hparams": "epochs=120,batch_size=8,seed=65"},
+    "demo-default-48clips-seed64": at_defaults(64, epochs=120, size="demo"),
+    "demo-default-48clips-seed65": at_defaults(65, epochs=120, size="demo"),
     "demo-lr-decay-48clips-seed66": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "66",
                                      "hparams": ("epochs=120,batch_size=16,learning_rate=1.5e-3,seed=66,lr_decay_start=150,"
                                                  "lr_decay_steps=90,lr_decay_rate=0.5")},
@@ -152,23 +154,16 @@ RUNS: dict[str, dict[str, str | None]] = {
     # they test (a barely-formed alignment's dip is not a collapse) was written; none was looked at
     # before the rule was committed (4239675), then each was replayed once: train.py's defaults on
     # fresh corpora, as seed55/61/62 and seed64
-    "tiny-default-48clips-seed81": {"intent": "converging", "clips": "48", "corpus_seed": "81",
-                                    "hparams": "epochs=120,batch_size=8,seed=81"},
-    "tiny-default-48clips-seed82": {"intent": "converging", "clips": "48", "corpus_seed": "82",
-                                    "hparams": "epochs=120,batch_size=8,seed=82"},
-    "tiny-default-48clips-seed83": {"intent": "converging", "clips": "48", "corpus_seed": "83",
-                                    "hparams": "epochs=120,batch_size=8,seed=83"},
-    "tiny-default-48clips-seed84": {"intent": "converging", "clips": "48", "corpus_seed": "84",
-                                    "hparams": "epochs=120,batch_size=8,seed=84"},
-    "demo-default-48clips-seed85": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "85",
-                                    "hparams": "epochs=120,batch_size=8,seed=85"},
-    "demo-default-48clips-seed86": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "86",
-                                    "hparams": "epochs=120,batch_size=8,seed=86"},
+    "tiny-default-48clips-seed81": at_defaults(81, epochs=120),
+    "tiny-default-48clips-seed82": at_defaults(82, epochs=120),
+    "tiny-default-48clips-seed83": at_defaults(83, epochs=120),
+    "tiny-default-48clips-seed84": at_defaults(84, epochs=120),
+    "demo-default-48clips-seed85": at_defaults(85, epochs=120, size="demo"),
+    "demo-default-48clips-seed86": at_defaults(86, epochs=120, size="demo"),
     # held out, fifth session, settings fixed before recording: long CPU runs (3-4x the epochs of the
     # runs above), trained as one would without a budget, to see what the rules do past the point
     # where the shorter runs ended: train.py's defaults, and a decaying rate on both sizes
-    "tiny-long-default-48clips-seed91": {"intent": "converging", "clips": "48", "corpus_seed": "91",
-                                         "hparams": "epochs=400,batch_size=8,seed=91"},
+    "tiny-long-default-48clips-seed91": at_defaults(91, epochs=400),
     "tiny-long-lr-decay-48clips-seed92": {"intent": "converging", "clips": "48", "corpus_seed": "92",
                                           "hparams": ("epochs=400,batch_size=8,learning_rate=2e-3,seed=92,lr_decay_start=600,"
                                                       "lr_decay_steps=600,lr_decay_rate=0.5")},
@@ -178,14 +173,10 @@ RUNS: dict[str, dict[str, str | None]] = {
     # held out, fifth session, settings fixed before recording and before the divergence rule they test
     # (a larger jump before the alignment forms) was committed: the demo model at train.py's defaults,
     # short runs (the early phase is what the rule is about), fresh corpora
-    "demo-default-48clips-seed101": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "101",
-                                     "hparams": "epochs=40,batch_size=8,seed=101"},
-    "demo-default-48clips-seed102": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "102",
-                                     "hparams": "epochs=40,batch_size=8,seed=102"},
-    "demo-default-48clips-seed103": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "103",
-                                     "hparams": "epochs=40,batch_size=8,seed=103"},
-    "demo-default-48clips-seed104": {"intent": "converging", "size": "demo", "clips": "48", "corpus_seed": "104",
-                                     "hparams": "epochs=40,batch_size=8,seed=104"},
+    "demo-default-48clips-seed101": at_defaults(101, epochs=40, size="demo"),
+    "demo-default-48clips-seed102": at_defaults(102, epochs=40, size="demo"),
+    "demo-default-48clips-seed103": at_defaults(103, epochs=40, size="demo"),
+    "demo-default-48clips-seed104": at_defaults(104, epochs=40, size="demo"),
     # held out, on a GPU (fifth session, 2026-11-29; NOT RECORDED YET: no GPU was lent in the end): settings fixed before recording, all eight trained
     # side by side on one H200 (``--device cuda --jobs 8 --deadline``), far longer than a CPU budget
     # allows: train.py's defaults on both model sizes, a decaying rate, an overfitting set-up
@@ -412,7 +403,7 @@ def main() -> None:
         for name in chosen:
             prior_file = args.out / f"train-{name}.json"  # keep what the recording said about itself
             prior = json.loads(prior_file.read_text())["source"] if prior_file.exists() else None
-            save(name, prior.get("stopped_by") if prior else None, f"{args.device}, 1 thread", prior)
+            save(name, None, f"{args.device}, 1 thread", prior)  # write() keeps the prior's stopped_by
         return
     device = f"{args.device}, 1 thread"
     if args.device.startswith("cuda"):

@@ -120,7 +120,7 @@ def attention_detector(
         firm = float(robust[-1]) >= threshold + firm_margin
         info.update(firm=firm, firm_peak=threshold + firm_margin)
         return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive,
-                                consecutive if firm else barely_formed_consecutive, info)
+                                barely_formed_consecutive, info)
     flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
     if flat is not None:
         return flat
@@ -194,17 +194,18 @@ def held_since(a: np.ndarray, first: int, threshold: float) -> int:
 
 def _after_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
-    firm_consecutive: int, consecutive: int, info: dict[str, object],
+    consecutive: int, barely_consecutive: int, info: dict[str, object],
 ) -> DetectorResult:
-    """``consecutive``: validations below the band that make a collapse (``firm_consecutive``, or
-    more for a barely-formed alignment, ``info["firm"]`` False)."""
+    """Validations below the band in a row that make a collapse: ``consecutive`` for a firm
+    alignment, ``barely_consecutive`` for a barely-formed one (``info["firm"]`` False)."""
     peak = float(info["robust_peak"])  # type: ignore[arg-type]  # set by the caller; finite once reached
     below = a[first + 1 :] < threshold - margin
     # validations below the band in a row, up to now; the robust peak is >= the threshold here, so
     # below the band is also more than the margin below the peak
     run = int(below.size - np.flatnonzero(~below)[-1] - 1) if (~below).any() else int(below.size)
     barely = "" if info["firm"] else f"barely formed (robust peak {peak:.2f}): "
-    if run >= consecutive:
+    needed = consecutive if info["firm"] else barely_consecutive
+    if run >= needed:
         onset, strength = cusum_changepoint(a[first:])
         info.update(collapse_onset=int(idx[first + onset]), shift_strength=strength)
         return result(name, 1.0, Reason.ALIGNMENT_COLLAPSED,
@@ -214,10 +215,10 @@ def _after_alignment(
     holding = lower_median(a[first:][-HOLD_WINDOW:])  # since alignment: no lag from the climb
     info["holding"] = holding
     info["held_since"] = int(idx[held_since(a, first, threshold)])
-    if barely and run >= firm_consecutive:  # would be a collapse were the alignment firm
+    if barely and run >= consecutive:  # would be a collapse were the alignment firm
         return abstain(name, Reason.ALIGNMENT_SETTLING,
                        f"{barely}below {threshold - margin:.2f} for {run} validations ({a[-1]:.2f}); a barely-formed "
-                       f"alignment (robust peak < {info['firm_peak']:.2f}) collapses after {consecutive}", **info)
+                       f"alignment (robust peak < {info['firm_peak']:.2f}) collapses after {needed}", **info)
     if holding < threshold:
         return abstain(name, Reason.ALIGNMENT_SETTLING,
                        f"aligned at validation {int(idx[first]) + 1} but holding below the threshold: "
