@@ -31,6 +31,9 @@ Per curve and method (T = the curve's epochs, t = the epoch at which the method 
   not a failure; see ``detectors_attention``). Only for curves not labelled healthy (converging,
   plateau, noisy, overfitting): the label says what the whole curve showed, and an alignment that
   dipped and came back to the run's best loss is no failure (if it is pruned, that is a false stop);
+- ``oracle``: stopping with hindsight at the earliest validation whose R is <= ``tuner_min_delta``
+  (``hindsight_stop``): the most any rule can save on a curve without a false stop, so its median S
+  is the ceiling of the curve set (``ceiling``);
 - "plateau before alignment": a stop that is not a failure verdict (divergence, non-finite,
   never aligned, collapse) taken before the alignment's robust peak first reached the threshold.
 """
@@ -60,7 +63,10 @@ from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 ALIGN = "attention_alignment_score"
 DETECTORS = ("divergence", "mann_kendall", "cusum", "adaptive_patience", "gp_forecast", "attention")
 PATIENCE_SWEEP = (10, 15, 20, 30)  # extra patience baselines, to compare at matched risk
-METHODS = ("ensemble", *DETECTORS, "patience", *(f"patience_{p}" for p in PATIENCE_SWEEP), "no_stopping")
+METHODS = ("ensemble", *DETECTORS, "patience", *(f"patience_{p}" for p in PATIENCE_SWEEP), "no_stopping", "oracle")
+# "oracle" knows the whole curve: it stops at the first validation after which the run never gets
+# more than tuner_min_delta better (its R <= min_delta, so it never stops falsely). No causal rule can
+# save more at zero false stops: its median S is the ceiling of the set, whatever the detectors do.
 
 
 @dataclass(frozen=True)
@@ -197,9 +203,28 @@ def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold:
     latency = (t - 1 - onset) if (onset is not None and stop is not None) else None
     aligned_before = has_align and bool(np.any(np.nan_to_num(running_peak(a)[:t], nan=-np.inf) >= threshold))
     failure = reason in {r.value for r in FAILURE_REASONS}
-    plateau_early = stop is not None and has_align and not aligned_before and not failure
+    plateau_early = stop is not None and has_align and not aligned_before and not failure and method != "oracle"
     return Outcome(curve.name, curve.label, method, stop[0] if stop else None, reason, saved, regret,
                    regret_raw, regret_true, latency, onset, plateau_early)
+
+
+def hindsight_stop(curve: Curve, min_delta: float, *, threshold: float, deadline: float, margin: float) -> int:
+    """The earliest validation (1-based) at which stopping costs at most ``min_delta`` (the oracle)."""
+    for t in range(1, curve.length + 1):
+        if score(curve, "oracle", (t, "hindsight"), threshold=threshold, deadline=deadline, margin=margin).regret <= min_delta:
+            return t
+    return curve.length  # unreachable: stopping at the last validation has R = 0
+
+
+def ceiling(rows: Sequence[dict[str, Any]]) -> str:
+    """What the hindsight oracle says about the median-S target on this curve set."""
+    by = {r["method"]: r for r in rows}
+    o, e = by["oracle"], by["ensemble"]
+    reach = "within" if o["median_S"] >= 0.5 else "out of"
+    return (f"ceiling: stopping with hindsight (the earliest stop with R <= min_delta on each curve, no false stop) "
+            f"saves median S {o['median_S']:.2f}, mean {o['mean_S']:.2f}; the 0.50 target is {reach} reach of any rule "
+            f"on this set; the ensemble gets {e['mean_S'] / o['mean_S']:.0%} of the oracle's mean S"
+            if o["mean_S"] > 0 else "ceiling: no curve can be stopped early without regret")
 
 
 def evaluate(curves: Sequence[Curve], cfg: TunerConfig, params: DetectorParams | None = None,
@@ -212,6 +237,8 @@ def evaluate(curves: Sequence[Curve], cfg: TunerConfig, params: DetectorParams |
     for curve in curves:
         stops, t = replay(curve, cfg, params)
         times += t
+        stops["oracle"] = (hindsight_stop(curve, ses.tuner_min_delta, threshold=ses.attention_monitoring.alignment_threshold,
+                                          deadline=deadline, margin=p.collapse_margin), "hindsight")
         for m in METHODS:
             outcomes.append(score(curve, m, stops.get(m), threshold=ses.attention_monitoring.alignment_threshold,
                                   deadline=deadline, margin=p.collapse_margin))
@@ -224,6 +251,8 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
     rows = []
     for m in METHODS:
         os_ = [o for o in outcomes if o.method == m]
+        if not os_:
+            continue
         lat = [o.latency for o in os_ if o.onset is not None]
         fails = [o for o in os_ if o.onset is not None]
         truth = [o for o in os_ if o.regret_true is not None]
@@ -322,6 +351,7 @@ def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outco
                       f"over {len(times)} decisions")
     for text, ok in checks:
         console.print(f"[{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+    console.print(ceiling(rows))
 
 
 def detector_params(items: Sequence[str]) -> DetectorParams:
@@ -363,7 +393,7 @@ def early_stop_main(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k}: {sum(c.source == k for c in curves)}" for k in sorted({c.source for c in curves}))
     _print_tables(console, rows, outcomes, times, checks, args.per_curve, len(curves), kinds)
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": rows, "checks": checks, "outcomes": [asdict(o) for o in outcomes]},
+        Path(args.json).write_text(json.dumps({"summary": rows, "checks": checks, "ceiling": ceiling(rows), "outcomes": [asdict(o) for o in outcomes]},
                                               indent=1, default=lambda v: None if isinstance(v, float) else str(v)))
     return 1 if args.check and not all(ok for _, ok in checks) else 0
 

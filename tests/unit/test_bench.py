@@ -12,7 +12,9 @@ import pytest
 from ttsops.bench import (
     METHODS,
     alignment_onset,
+    ceiling,
     detector_params,
+    hindsight_stop,
     main,
     score,
     summarize,
@@ -69,6 +71,26 @@ def test_saved_and_regret_definitions():
     assert (never.saved, never.regret, never.stop) == (0.0, 0.0, None)
 
 
+def test_the_oracle_stops_at_the_earliest_point_without_regret():
+    loss = np.array([3.0, 2.0, 1.5, 1.2, 1.004, 1.1, 1.0, 1.05, 1.02, 1.01])
+    align = np.array([0.1, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    c = Curve("c", "plateau", "synthetic", {"val_loss": loss, "attention_alignment_score": align,
+                                           "epoch": np.arange(1.0, 11.0)})
+    assert hindsight_stop(c, 0.005, threshold=0.8, deadline=20, margin=0.15) == 5  # 1.004 is within 0.5% of 1.0
+    assert hindsight_stop(c, 0.001, threshold=0.8, deadline=20, margin=0.15) == 7
+    # a run that never aligns has no usable model: the oracle stops it at once, and it is no plateau stop
+    never = Curve("n", "never_aligned", "synthetic", {"val_loss": loss[::-1].copy(), "attention_alignment_score": np.full(10, 0.2),
+                                                      "epoch": np.arange(1.0, 11.0)})
+    assert hindsight_stop(never, 0.005, threshold=0.8, deadline=20, margin=0.15) == 1
+    outs = [score(cv, "oracle", (hindsight_stop(cv, 0.005, threshold=0.8, deadline=20, margin=0.15), "hindsight"),
+                  threshold=0.8, deadline=20) for cv in (c, never)]
+    assert not any(o.plateau_before_alignment for o in outs)
+    row = next(r for r in summarize(outs, 0.005) if r["method"] == "oracle")
+    assert row["false_stop_rate"] == 0.0 and row["median_S"] == pytest.approx((0.5 + 0.9) / 2)
+    rows = [{"method": "oracle", "median_S": 0.3, "mean_S": 0.4}, {"method": "ensemble", "median_S": 0.1, "mean_S": 0.2}]
+    assert "median S 0.30" in ceiling(rows) and "out of reach" in ceiling(rows) and "50%" in ceiling(rows)
+
+
 def test_usable_validations_follow_the_collapse_rule():
     a = np.array([0.1, 0.5, 0.85, 0.88, 0.72, 0.9, 0.6, 0.55, np.nan, 0.95])
     # reached when the robust peak (highest median of 3) is >= 0.8: at 0.88, not at the first 0.85;
@@ -115,7 +137,8 @@ def test_cli_replays_and_reports(tmp_path, capsys):
     by = {(o["curve"], o["method"]): o for o in data["outcomes"]}
     assert by[("diverging", "ensemble")]["reason"] == "divergence" and by[("diverging", "ensemble")]["stop"] == 7
     assert by[("plateau", "ensemble")]["stop"] is not None and by[("plateau", "no_stopping")]["stop"] is None
-    assert {r["method"] for r in data["summary"]} >= {"ensemble", "gp_forecast", "attention", "patience"}
+    assert {r["method"] for r in data["summary"]} >= {"ensemble", "gp_forecast", "attention", "patience", "oracle"}
+    assert data["ceiling"].startswith("ceiling: stopping with hindsight") and "ceiling:" in text
 
 
 def test_cli_errors(tmp_path):
