@@ -16,7 +16,10 @@ Verdicts:
   within ``progress_patience`` validations; a run that is visibly climbing (projected to get there
   in time, or rising significantly by Mann-Kendall) gets that long past the deadline, no more, and
   only while it is still forming: its robust peak rose within the last ``window`` validations (a
-  run climbing back towards a level it had and lost is not forming, it is failing);
+  run climbing back towards a level it had and lost is not forming, it is failing). A run that is
+  *still learning* gets the same grace, climbing or not: its robust peak once reached the marginal
+  band (``threshold - collapse_margin``) and its loss (``objective``) made a new best by more than
+  ``min_delta`` within the last ``improving_window`` validations;
 - a *marginal* alignment is neither: past the deadline, a run whose last ``HOLD_WINDOW`` scores
   hold within ``collapse_margin`` of the threshold (0.65-0.8 by default) has formed an alignment
   that is not yet sharp. It is not pruned, and (as ``not_yet_aligned``) not stopped for a plateau.
@@ -92,6 +95,8 @@ def attention_detector(
     entropy: Sequence[float] | np.ndarray | None = None,
     monotonicity: Sequence[float] | np.ndarray | None = None, window: int = 10, alpha: float = 0.3,
     flatline_score: float = 0.1, flatline_validations: int = 8,
+    objective: Sequence[float] | np.ndarray | None = None, improving_window: int | None = 10,
+    min_delta: float = 0.005,
 ) -> DetectorResult:
     """Judge the alignment curve; see the module docstring for the verdicts."""
     name = "attention"
@@ -124,8 +129,10 @@ def attention_detector(
     flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
     if flat is not None:
         return flat
+    learning = improving_window is not None and still_improving(objective, improving_window, min_delta)
+    info["objective_improving"] = learning
     return _before_alignment(name, a, idx, robust, epoch, health, threshold, deadline_epoch,
-                             progress_patience, window, collapse_margin, info)
+                             progress_patience, window, collapse_margin, learning, info)
 
 
 def _flatline(name: str, a: np.ndarray, idx: np.ndarray, level: float, k: int,
@@ -229,9 +236,23 @@ def _after_alignment(
                    f"health {info['health']:.2f}", **info)
 
 
+def still_improving(objective: Sequence[float] | np.ndarray | None, window: int, min_delta: float) -> bool:
+    """The objective (lower is better) made a new best within the last ``window`` validations: the
+    best of them is more than ``min_delta`` (relative) below the best before them. False without
+    ``window`` finite points before the last ``window`` to compare with."""
+    y = as_array(objective)
+    recent, before = y[-window:], y[:-window]
+    recent, before = recent[np.isfinite(recent)], before[np.isfinite(before)]
+    if recent.size == 0 or before.size < window:
+        return False
+    best = float(before.min())
+    return float(recent.min()) < best - min_delta * abs(best)
+
+
 def _before_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, health: float,
-    threshold: float, deadline: float, patience: int, window: int, margin: float, info: dict[str, object],
+    threshold: float, deadline: float, patience: int, window: int, margin: float, learning: bool,
+    info: dict[str, object],
 ) -> DetectorResult:
     info["deadline_epoch"] = deadline
     if epoch < deadline or a.size < 3:
@@ -256,14 +277,21 @@ def _before_alignment(
     climbing = mk is not None and mk.p_increasing < 0.05 and mk.slope > 0
     # ... but only a run still forming its alignment: one recovering towards a level it reached
     # before and lost (a recorded bs-4 run peaked at 0.73 early, then wandered 0.5-0.7 for 20
-    # epochs while its loss rose) is not climbing, it is failing
+    # epochs while its loss rose 35%) is not climbing, it is failing
     age = _peak_age(robust)
     info["robust_peak_age"] = age
     forming = age < window
-    if forming and (needed <= patience or climbing) and validations_past < patience:
+    # ... unless it is still learning: a run that held a marginal alignment once (robust peak in the
+    # band) and whose loss still makes new bests gets the grace too, climbing or not (two held-out
+    # tiny runs fell from 0.74-0.77 to 0.4-0.66 by the deadline while their loss kept improving, and
+    # aligned by epochs 39 and 54)
+    peak = float(robust[-1]) if math.isfinite(robust[-1]) else -math.inf
+    recovering = learning and peak >= threshold - margin
+    if validations_past < patience and ((forming and (needed <= patience or climbing)) or recovering):
+        what = (f"climbing: ~{needed:.0f} validations to {threshold:.2f} at the fastest plausible rate" if forming else
+                f"still learning: the loss made a new best lately and the alignment held {peak:.2f} before")
         return abstain(name, Reason.NOT_YET_ALIGNED,
-                       f"past the deadline but climbing: ~{needed:.0f} validations to {threshold:.2f} "
-                       f"at the fastest plausible rate (score {a[-1]:.2f}, "
+                       f"past the deadline but {what} (score {a[-1]:.2f}, "
                        f"{validations_past}/{patience} validations of grace used)", **info)
     why = (f"no new high for {age} validations (robust peak {info['robust_peak']:.2f})" if not forming else
            "no longer climbing" if rate <= 0 else

@@ -180,7 +180,7 @@ class EarlyStopController:
         epoch = float(epochs[-1]) if epochs is not None and epochs.size and math.isfinite(epochs[-1]) else float(y.size)
         _, patience = adaptive_patience(epoch, cfg.adaptive_patience)
         horizon = self._horizon(y.size, budget)
-        attention = self._attention(h, epochs)
+        attention = self._attention(h, epochs, y)
         # not aligned yet (robust peak below the threshold): only a larger jump is a divergence
         unaligned = attention.reason is not Reason.MISSING_METRIC and "aligned_at" not in attention.details
         verdicts = [
@@ -202,7 +202,7 @@ class EarlyStopController:
         verdicts.append(dataclasses.replace(baseline, voting=False))
         return verdicts
 
-    def _attention(self, h: dict[str, np.ndarray], epochs: np.ndarray | None) -> DetectorResult:
+    def _attention(self, h: dict[str, np.ndarray], epochs: np.ndarray | None, objective: np.ndarray) -> DetectorResult:
         am = self.cfg.attention_monitoring
         if not am.enabled:
             return abstain("attention", Reason.MISSING_METRIC, "attention monitoring disabled")
@@ -215,6 +215,7 @@ class EarlyStopController:
             barely_formed_consecutive=self.params.barely_formed_consecutive, entropy=h.get("attention_entropy"),
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
             flatline_score=self.params.flatline_score, flatline_validations=self.params.flatline_validations,
+            objective=objective, improving_window=self.params.improving_window, min_delta=self.min_delta,
         )
 
     def _forecast(self, y: np.ndarray, horizon: float, level: str) -> DetectorResult:

@@ -44,6 +44,9 @@ class DetectorParams:
     alignment_deadline_epochs: float | None = None  # None: end of the warmup stage
     flatline_score: float = 0.1  # attention scoring below this for flatline_validations in a row ...
     flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
+    # past the deadline, a climbing alignment whose loss made a new best (by min_delta) within this many
+    # validations is still learning, not failing, even when it climbs back to a level it had; None: off
+    improving_window: int | None = 10
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
     train_progress_floor: float | None = 0.05  # no stop (overfitting included) while train_loss falls >= this per horizon; None: off
     lr_annealing_drop: float | None = 0.2  # no plateau stop while the learning rate fell >= this over `window`; None: off
@@ -72,6 +75,7 @@ class DetectorParams:
             "lr_annealing_drop": self.lr_annealing_drop is None or 0 < self.lr_annealing_drop < 1,
             "lr_annealing_min_fraction": 0 <= self.lr_annealing_min_fraction < 1,
             "flatline_score": 0 <= self.flatline_score <= 1, "flatline_validations": self.flatline_validations >= 3,
+            "improving_window": self.improving_window is None or self.improving_window >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

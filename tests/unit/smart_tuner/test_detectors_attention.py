@@ -99,6 +99,35 @@ def test_recovering_towards_a_lost_level_is_not_climbing():
     assert judge(forming, deadline_epoch=20).reason is Reason.NOT_YET_ALIGNED
 
 
+def test_a_run_still_learning_gets_grace_while_its_alignment_recovers():
+    # recorded train.py run (train-tiny-default-48clips-seed84): robust peak 0.74 at epoch 9, fell to
+    # 0.40 while the loss kept making new bests (8.52 at 11, 8.12 at 19, 7.66 at 20), back to 0.8 by 39
+    a = [0.05, 0.08, 0.11, 0.23, 0.38, 0.6, 0.68, 0.74, 0.77, 0.69, 0.58, 0.46, 0.41, 0.41, 0.4, 0.4, 0.4,
+         0.42, 0.47, 0.49, 0.49, 0.53, 0.56, 0.58, 0.6, 0.63, 0.57, 0.58, 0.61, 0.64, 0.7, 0.63, 0.66, 0.67, 0.77]
+    y = [75.46, 75.2, 65.35, 43.1, 13.79, 10.22, 11.62, 10.54, 16.02, 9.02, 8.52, 18.34, 16.84, 21.6, 10.25,
+         13.58, 10.73, 8.55, 8.12, 7.66, 8.43, 7.6, 8.74, 9.02, 7.49, 7.37, 7.43, 7.57, 7.07, 9.74, 6.45, 11.08,
+         6.69, 7.9, 6.31]
+    verdicts = [judge(a[:t], deadline_epoch=20, objective=y[:t]) for t in range(20, len(a) + 1)]
+    assert not any(v.ends_run for v in verdicts)
+    assert "still learning" in verdicts[0].message and verdicts[0].details["objective_improving"]
+    assert "marginal alignment" in verdicts[-1].message
+    # without the loss (or with the grace off) it is the bs-4 case: no new high for 11 validations
+    for kw in ({}, {"objective": y[:20], "improving_window": None}):
+        r = judge(a[:20], deadline_epoch=20, **kw)
+        assert (r.action, r.reason) == (Action.PRUNE, Reason.NEVER_ALIGNED) and "no new high" in r.message
+    # a loss that stalled is not learning: train-noisy-bs4's losses (best 7.15 at 11, 7.23-7.98 after)
+    bs4_a = [0.70, 0.88, 0.67, 0.73, 0.73, 0.76, 0.60, 0.57, 0.60, 0.54, 0.58, 0.49, 0.52, 0.49, 0.55,
+             0.60, 0.69, 0.57, 0.59, 0.63, 0.68]
+    bs4_y = [24.96, 9.8, 8.08, 16.6, 9.53, 8.49, 7.4, 9.93, 7.34, 7.16, 7.15, 7.34, 7.28, 7.32, 7.98, 7.76,
+             7.23, 7.91, 7.86, 7.76, 7.58]
+    r = judge(bs4_a[:21], deadline_epoch=20, objective=bs4_y[:21])
+    assert r.reason is Reason.NEVER_ALIGNED and not r.details["objective_improving"]
+    # ... and a loss that still improves does not save a run whose alignment never reached the band
+    low = 0.25 + 0.01 * np.sin(np.arange(30))
+    r = judge(low, deadline_epoch=20, objective=list(np.linspace(10, 5, 30)))
+    assert r.reason is Reason.NEVER_ALIGNED and r.details["objective_improving"]
+
+
 def test_marginal_alignment_past_the_deadline_is_not_a_failure():
     # recorded train.py run (train-converging-lr1e-3-seed3-long): holds 0.61-0.68 at the deadline,
     # 0.72-0.78 for the next 100 epochs while its loss drops again from 7.2 to 5.3
