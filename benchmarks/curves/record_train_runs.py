@@ -177,6 +177,16 @@ RUNS: dict[str, dict[str, str | None]] = {
     "demo-default-48clips-seed102": at_defaults(102, epochs=40, size="demo"),
     "demo-default-48clips-seed103": at_defaults(103, epochs=40, size="demo"),
     "demo-default-48clips-seed104": at_defaults(104, epochs=40, size="demo"),
+    # held out, sixth session (2026-11-29): settings fixed, and the rule they test committed (a run whose
+    # loss still makes new bests gets the past-deadline grace while its alignment recovers), before
+    # recording; each replayed once. Tiny runs at train.py's defaults (where seed84/seed91 showed the
+    # early dip), and the bs-4 failure again on a fresh seed (the rule must still prune it)
+    "tiny-default-48clips-seed111": at_defaults(111, epochs=120),
+    "tiny-default-48clips-seed112": at_defaults(112, epochs=120),
+    "tiny-default-48clips-seed113": at_defaults(113, epochs=120),
+    "tiny-default-48clips-seed114": at_defaults(114, epochs=120),
+    "tiny-bs4-lr4e-3-48clips-seed115": {"intent": "alignment_collapse", "clips": "48", "corpus_seed": "115",
+                                        "hparams": "epochs=30,batch_size=4,learning_rate=4e-3,seed=115"},
     # held out, on a GPU (fifth session, 2026-11-29; NOT RECORDED YET: no GPU was lent in the end): settings fixed before recording, all eight trained
     # side by side on one H200 (``--device cuda --jobs 8 --deadline``), far longer than a CPU budget
     # allows: train.py's defaults on both model sizes, a decaying rate, an overfitting set-up
