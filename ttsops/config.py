@@ -127,15 +127,35 @@ class StageConfig(_Section):
     multiplier: float = Field(gt=0)
 
 
+DEFAULT_STAGES = {
+    "warmup": StageConfig(epochs=20, multiplier=1.5),
+    "main": StageConfig(epochs=100, multiplier=1.0),
+    "fine_tune": StageConfig(epochs=50, multiplier=0.7),
+}
+
+
 class AdaptivePatienceConfig(_Section):
     enabled: bool = True
     initial_patience: int = Field(5, ge=1)
     max_patience: int = Field(15, ge=1)
-    stages: dict[Literal["warmup", "main", "fine_tune"], StageConfig] = {
-        "warmup": StageConfig(epochs=20, multiplier=1.5),
-        "main": StageConfig(epochs=100, multiplier=1.0),
-        "fine_tune": StageConfig(epochs=50, multiplier=0.7),
-    }
+    stages: dict[Literal["warmup", "main", "fine_tune"], StageConfig] = dict(DEFAULT_STAGES)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _merge_stages(cls, value: Any) -> Any:
+        """A given stage is merged over its default, key by key (``stages.warmup.epochs=40`` keeps the
+        multiplier, and the other stages); a stage set to null is dropped (the rest follow on)."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[Any, Any] = {k: v.model_dump() for k, v in DEFAULT_STAGES.items()}
+        for name, stage in value.items():
+            if stage is None:
+                merged.pop(name, None)
+            elif isinstance(stage, dict) and name in merged:
+                merged[name] = {**merged[name], **stage}
+            else:
+                merged[name] = stage  # unknown stage names and bad values fail validation, by name
+        return merged
 
 
 class SmartEarlyStoppingConfig(_Section):
@@ -372,6 +392,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def dump_config(cfg: TunerConfig) -> str:
     """YAML of the resolved config, secrets masked (safe for MLflow artifacts and logs)."""
     data = cfg.model_dump(mode="json")
+    stages = data["smart_early_stopping"]["adaptive_patience"]["stages"]
+    for name in DEFAULT_STAGES:  # a dropped stage stays dropped when the dump is read back
+        stages.setdefault(name, None)
     alerts = data["monitoring"]["alerts"]
     for k in ("slack_webhook", "webhook_url"):
         if alerts.get(k):

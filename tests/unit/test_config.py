@@ -75,3 +75,23 @@ def test_embedded_env_reference_must_be_set(tmp_path, monkeypatch) -> None:
     p = _write(tmp_path, "monitoring:\n  alerts:\n    webhook_url: https://x/${NOPE_TOKEN}/y\n")
     with pytest.raises(ConfigError, match="NOPE_TOKEN is not set"):
         load_config(p)
+
+
+def test_a_curriculum_stage_is_merged_over_its_default(tmp_path) -> None:
+    stages = lambda cfg: {k: (v.epochs, v.multiplier) for k, v in cfg.smart_early_stopping.adaptive_patience.stages.items()}  # noqa: E731
+    # a longer warm-up (docs/early_stopping.md) is one key: the multiplier and the other stages stay
+    cfg = load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmup.epochs=40"])
+    assert stages(cfg) == {"warmup": (40, 1.5), "main": (100, 1.0), "fine_tune": (50, 0.7)}
+    f = tmp_path / "c.yaml"
+    f.write_text("smart_early_stopping:\n  adaptive_patience:\n    stages:\n      main: {multiplier: 2.0}\n"
+                 "      fine_tune: null\n")
+    cfg = load_config(f)
+    assert stages(cfg) == {"warmup": (20, 1.5), "main": (100, 2.0)}  # null drops a stage
+    # the dump the tuner hands to train.py reads back to the same stages (the dropped one included)
+    back = tmp_path / "back.yaml"
+    back.write_text(dump_config(cfg))
+    assert stages(load_config(back)) == stages(cfg)
+    with pytest.raises(ConfigError, match="stages.warmup.epochs: Input should be greater than or equal to 1"):
+        load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmup.epochs=0"])
+    with pytest.raises(ConfigError, match="stages.warmpu"):
+        load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmpu.epochs=4"])

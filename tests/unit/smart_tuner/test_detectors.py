@@ -99,7 +99,8 @@ def test_adaptive_patience_capped_and_disabled():
     assert adaptive_patience(0, cfg) == ("warmup", 12)  # 10 x 1.5 capped at 12
     off = AdaptivePatienceConfig(enabled=False, initial_patience=7)
     assert adaptive_patience(500, off) == ("main", 7)
-    assert stage_of(5, AdaptivePatienceConfig(stages={"main": {"epochs": 3, "multiplier": 1.0}})) == "main"
+    only_main = AdaptivePatienceConfig(stages={"warmup": None, "main": {"epochs": 3, "multiplier": 1.0}, "fine_tune": None})
+    assert stage_of(5, only_main) == "main"
 
 
 def test_adaptive_patience_detector_uses_stage_of_latest_epoch():
