@@ -261,6 +261,12 @@ OBSERVED: dict[str, str] = {
     "demo-default-48clips-seed102": "converging",  # val swings 10-26 at 5-13 while aligning (0.85 by 17); best 5.67 at 38 of 40
     "demo-default-48clips-seed103": "converging",  # val 11.5-24.6 at 4-11; 0.8 by 22; best 6.06 at 36 of 40
     "demo-default-48clips-seed104": "converging",  # val 9.7 at 7, 19.8-23.2 at 8-11 (attention 0.49-0.65); 0.8 by 21; best 6.75 at 39
+    # held out, sixth session (replayed once with the rules of 8edfc61)
+    "tiny-default-48clips-seed111": "converging",  # 0.81 at 9, fell to 0.40 (13) while val made new bests, 0.6-0.8 after; best 4.62 at 113
+    "tiny-default-48clips-seed112": "converging",  # 0.81 at 9, 0.67-0.77 (10-20), 0.83-0.93 after; best 4.27 at 105 of 120
+    "tiny-default-48clips-seed113": "converging",  # 0.80 at 10, 0.57-0.68 (13-20), 0.8-0.9 from 26; val 6.1-7.4 (48-72), best 3.80 at 114
+    "tiny-default-48clips-seed114": "converging",  # 0.78 at 8, 0.57-0.62 (11-13), 0.8-0.9 from 21; best 3.97 at 119 of 120
+    "tiny-bs4-lr4e-3-48clips-seed115": "overfitting",  # 0.94 at 4-5, 0.56-0.61 (10-11), back to 0.9 by 27; best 6.76 at 9, then 7.0-8.6 while train_loss 5.6 -> 3.3
 }
 
 
