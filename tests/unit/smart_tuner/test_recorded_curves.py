@@ -82,12 +82,13 @@ def test_a_run_that_lost_its_early_alignment_is_pruned_at_the_deadline():
     assert c.columns["epoch"][t - 1] == 20 and "no new high" in d.message
 
 
-def test_a_run_whose_loss_still_improves_is_not_pruned_while_its_alignment_recovers():
-    # train-tiny-default-48clips-seed84: 0.77 at epoch 9, 0.40 at 12-18, 0.49 at the deadline while
-    # val_loss made new bests; 0.8 by epoch 39, best at 118 of 120
-    c, t, d = replay("train-tiny-default-48clips-seed84")
+@pytest.mark.parametrize("name", ["train-tiny-default-48clips-seed84", "train-tiny-default-48clips-seed111"])
+def test_a_run_whose_loss_still_improves_is_not_pruned_while_its_alignment_recovers(name):
+    # seed84: 0.77 at epoch 9, 0.40 at 12-18, 0.49 at the deadline while val_loss made new bests, 0.8
+    # by epoch 39, best at 118 of 120; seed111 (held out for the rule): 0.81 at 9, 0.40 at 13, best at 113
+    c, t, d = replay(name)
     assert t is None and regret(c, t) == 0.0, d.message
-    c, t, d = replay("train-tiny-default-48clips-seed84", DetectorParams(improving_window=None))
+    c, t, d = replay(name, DetectorParams(improving_window=None))
     assert (d.reason, t) == (Reason.NEVER_ALIGNED, 20)  # the rules before the grace for a learning run
 
 
