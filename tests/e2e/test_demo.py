@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from ttsops import demo as demo_mod
+from ttsops.data import recordings
 
 STAGES = ["synth", "segment", "transcribe", "build", "version", "tune", "registry", "samples", "report"]
 
@@ -113,7 +114,7 @@ def test_a_second_run_skips_every_stage(demo):
 def test_join_utterances_places_speech_between_pauses_with_light_noise():
     sr, rng = 16000, np.random.default_rng(0)
     utts = [0.3 * np.sin(np.arange(sr) * 0.2 * (i + 1)).astype(np.float32) for i in range(4)]
-    wav, spans = demo_mod.join_utterances(utts, rng, sr, (0.3, 2.0), snr_db=35.0)
+    wav, spans = recordings.join_utterances(utts, rng, sr, (0.3, 2.0), snr_db=35.0)
     assert len(spans) == 4 and spans[0][0] == 0.5
     for (s0, e0), (s1, _) in zip(spans, spans[1:], strict=False):
         assert e0 - s0 == pytest.approx(1.0, abs=1e-3) and 0.3 <= s1 - e0 <= 2.0 + 1e-3
@@ -130,11 +131,11 @@ def test_asr_quality_matches_clips_to_utterances_by_overlap():
     rows = [{"source": "r.wav", "start": 0.4, "end": 1.6, "normalized": "the old man"},
             {"source": "r.wav", "start": 1.9, "end": 3.1, "normalized": "a red cat"},
             {"source": "other.wav", "start": 0.0, "end": 1.0, "normalized": "nothing"}]
-    q = demo_mod.asr_quality(rows, truth)
+    q = recordings.asr_quality(rows, truth)
     assert q == {"asr_wer": pytest.approx(1 / 6, abs=1e-4), "clips_matched": 2, "clips_with_several_utterances": 0}
     merged = [{"source": "r.wav", "start": 0.4, "end": 3.1, "normalized": "the old man a red kite"}]
-    assert demo_mod.asr_quality(merged, truth)["clips_with_several_utterances"] == 1
-    assert demo_mod.word_error_rate(["The cat, sat."], [""]) == 1.0
+    assert recordings.asr_quality(merged, truth)["clips_with_several_utterances"] == 1
+    assert recordings.word_error_rate(["The cat, sat."], [""]) == 1.0
 
 
 def _demo_obj(tmp_path: Path, budget: float = 20.0) -> demo_mod.Demo:
