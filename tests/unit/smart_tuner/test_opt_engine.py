@@ -12,13 +12,11 @@ from optuna.trial import TrialState
 
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.errors import ConfigError, TunerError
-from ttsops.smart_tuner.opt_engine import (
-    HEARTBEAT_ATTR,
+from ttsops.smart_tuner.opt_engine import HEARTBEAT_ATTR, RETRY_OF_ATTR, OptimizationEngine
+from ttsops.smart_tuner.samplers import (
     PRUNERS,
-    RETRY_OF_ATTR,
     SAMPLERS,
     BracketedHyperbandPruner,
-    OptimizationEngine,
     default_n_brackets,
     natural_n_brackets,
 )
