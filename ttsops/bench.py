@@ -62,6 +62,7 @@ from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
 
 ALIGN = "attention_alignment_score"
 DETECTORS = ("divergence", "mann_kendall", "cusum", "adaptive_patience", "gp_forecast", "attention")
+MEDIAN_S_TARGET, FALSE_STOP_TARGET = 0.5, 0.05  # the early-stopping issue's acceptance targets
 PATIENCE_SWEEP = (10, 15, 20, 30)  # extra patience baselines, to compare at matched risk
 METHODS = ("ensemble", *DETECTORS, "patience", *(f"patience_{p}" for p in PATIENCE_SWEEP), "no_stopping", "oracle")
 # "oracle" knows the whole curve: it stops at the first validation after which the run never gets
@@ -220,9 +221,13 @@ def ceiling(rows: Sequence[dict[str, Any]]) -> str:
     """What the hindsight oracle says about the median-S target on this curve set."""
     by = {r["method"]: r for r in rows}
     o, e = by["oracle"], by["ensemble"]
-    reach = "under this ceiling" if o["median_S"] >= 0.5 else "out of reach of any rule on this set"
+    budget = o.get("median_S_with_false_budget", o["median_S"])
+    reach = ("under this ceiling" if o["median_S"] >= MEDIAN_S_TARGET else
+             f"out of reach of any rule on this set, even one allowed {FALSE_STOP_TARGET:.0%} false stops "
+             f"(at most {budget:.2f})" if budget < MEDIAN_S_TARGET else
+             f"reachable only with false stops (up to {budget:.2f} with {FALSE_STOP_TARGET:.0%} of them)")
     return (f"ceiling: stopping with hindsight (the earliest stop with R <= min_delta on each curve, no false stop) "
-            f"saves median S {o['median_S']:.2f}, mean {o['mean_S']:.2f}; the 0.50 target is {reach}; "
+            f"saves median S {o['median_S']:.2f}, mean {o['mean_S']:.2f}; the {MEDIAN_S_TARGET:.2f} target is {reach}; "
             f"the ensemble earns {e['mean_S_earned'] / o['mean_S']:.0%} of the oracle's mean S "
             f"(mean S {e['mean_S_earned']:.2f} without its false stops' savings)"
             if o["mean_S"] > 0 else "ceiling: no curve can be stopped early without regret")
@@ -274,6 +279,11 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
             "failures_missed": sum(o.latency is None or o.latency > 3 for o in fails),
             "plateau_before_alignment": sum(o.plateau_before_alignment for o in os_),
         })
+        if m == "oracle":  # the best median S any rule can reach with FALSE_STOP_TARGET of false stops:
+            # spend them on the curves that save least, stopped at once (S <= 1)
+            k = math.floor(FALSE_STOP_TARGET * len(os_))
+            ordered = sorted(o.saved for o in os_)
+            rows[-1]["median_S_with_false_budget"] = statistics.median(ordered[k:] + [1.0] * k)
     return rows
 
 
@@ -294,9 +304,9 @@ def acceptance(rows: Sequence[dict[str, Any]], times: Sequence[tuple[float, floa
     wall_max = max((w for w, _ in times), default=0.0)
     cpu_max = max((c for _, c in times), default=0.0)
     return [
-        (f"median S {e['median_S']:.2f} >= 0.50", e["median_S"] >= 0.5),
+        (f"median S {e['median_S']:.2f} >= {MEDIAN_S_TARGET:.2f}", e["median_S"] >= MEDIAN_S_TARGET),
         (f"median R {e['median_R']:.2%} <= 0.50%", e["median_R"] <= 0.005),
-        (f"false-stop rate {e['false_stop_rate']:.1%} <= 5%", e["false_stop_rate"] <= 0.05),
+        (f"false-stop rate {e['false_stop_rate']:.1%} <= {FALSE_STOP_TARGET:.0%}", e["false_stop_rate"] <= FALSE_STOP_TARGET),
         (f"plateau stops before alignment: {e['plateau_before_alignment']}", e["plateau_before_alignment"] == 0),
         (f"alignment failures detected within 3 validations: {e['align_failures'] - e['failures_missed']}"
          f"/{e['align_failures']}", e["failures_missed"] == 0),
