@@ -287,6 +287,26 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
     return rows
 
 
+LABEL_METHODS = ("ensemble", "patience", "oracle")
+
+
+def by_label(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, Any]]:
+    """Per curve label (what the run showed): curves, and the median S / false stops of the ensemble,
+    patience (5) and the oracle: where early stopping pays, and what is left to take."""
+    rows = []
+    for label in sorted({o.label for o in outcomes}):
+        row: dict[str, Any] = {"label": label}
+        for m in LABEL_METHODS:
+            os_ = [o for o in outcomes if o.label == label and o.method == m]
+            if not os_:
+                continue
+            row["curves"] = len(os_)
+            row[f"{m}_median_S"] = statistics.median(o.saved for o in os_)
+            row[f"{m}_false"] = sum(o.regret > min_delta for o in os_)
+        rows.append(row)
+    return rows
+
+
 def _rate(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
@@ -332,7 +352,7 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 
 def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outcome], times: list[tuple[float, float]],
-                  checks: list[tuple[str, bool]], per_curve: bool, n_curves: int, sources: str) -> None:
+                  checks: list[tuple[str, bool]], per_curve: bool, n_curves: int, sources: str, min_delta: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"early stopping on {n_curves} curves ({sources})")
@@ -347,6 +367,13 @@ def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outco
                       f"{_fmt(r['latency_median'])}/{_fmt(r['latency_max'])}",
                       f"{r['failures_missed']}/{r['align_failures']}", str(r["plateau_before_alignment"]))
     console.print(table)
+    labels = Table(title="per label: median S (false stops)")
+    for col in ("label", "curves", *(m if m != "patience" else "patience (5)" for m in LABEL_METHODS)):
+        labels.add_column(col, justify="left" if col == "label" else "right")
+    for r in by_label(outcomes, min_delta):
+        labels.add_row(r["label"], str(r["curves"]), *(f"{_fmt(r.get(f'{m}_median_S'))} ({r.get(f'{m}_false', '-')})"
+                                                       for m in LABEL_METHODS))
+    console.print(labels)
     if per_curve:
         detail = Table(title="per curve: ensemble vs patience (stop@validation reason, S, R)")
         for col in ("curve", "label", "ensemble", "S", "R", "patience", "S ", "R "):
@@ -401,13 +428,15 @@ def early_stop_main(args: argparse.Namespace) -> int:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("replaying curves", total=len(curves))
         outcomes, times = evaluate(curves, cfg, detector_params(args.param), progress=lambda: bar.advance(task))
-    rows = summarize(outcomes, cfg.smart_early_stopping.tuner_min_delta)
+    md = cfg.smart_early_stopping.tuner_min_delta
+    rows = summarize(outcomes, md)
     checks = acceptance(rows, times)
     kinds = ", ".join(f"{k}: {sum(c.source == k for c in curves)}" for k in sorted({c.source for c in curves}))
-    _print_tables(console, rows, outcomes, times, checks, args.per_curve, len(curves), kinds)
+    _print_tables(console, rows, outcomes, times, checks, args.per_curve, len(curves), kinds, md)
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": rows, "checks": checks, "ceiling": ceiling(rows), "outcomes": [asdict(o) for o in outcomes]},
-                                              indent=1, default=lambda v: None if isinstance(v, float) else str(v)))
+        out = {"summary": rows, "checks": checks, "ceiling": ceiling(rows), "by_label": by_label(outcomes, md),
+               "outcomes": [asdict(o) for o in outcomes]}
+        Path(args.json).write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) else str(v)))
     return 1 if args.check and not all(ok for _, ok in checks) else 0
 
 

@@ -148,6 +148,9 @@ def test_cli_replays_and_reports(tmp_path, capsys):
     assert by[("plateau", "ensemble")]["stop"] is not None and by[("plateau", "no_stopping")]["stop"] is None
     assert {r["method"] for r in data["summary"]} >= {"ensemble", "gp_forecast", "attention", "patience", "oracle"}
     assert data["ceiling"].startswith("ceiling: stopping with hindsight") and "ceiling:" in text
+    labels = {r["label"]: r for r in data["by_label"]}
+    assert labels["diverging"]["curves"] == 1 and labels["diverging"]["ensemble_false"] == 0
+    assert labels["plateau"]["oracle_false"] == 0 and "per label" in text
 
 
 def test_cli_errors(tmp_path):
