@@ -187,6 +187,10 @@ RUNS: dict[str, dict[str, str | None]] = {
     "tiny-default-48clips-seed114": at_defaults(114, epochs=120),
     "tiny-bs4-lr4e-3-48clips-seed115": {"intent": "alignment_collapse", "clips": "48", "corpus_seed": "115",
                                         "hparams": "epochs=30,batch_size=4,learning_rate=4e-3,seed=115"},
+    # held out, sixth session, settings fixed before recording, every rule frozen (93248da; nothing
+    # changed since): the demo's model at train.py's defaults, as seed85/86, replayed once
+    "demo-default-48clips-seed121": at_defaults(121, epochs=120, size="demo"),
+    "demo-default-48clips-seed122": at_defaults(122, epochs=120, size="demo"),
     # held out, on a GPU (fifth session, 2026-11-29; NOT RECORDED YET: no GPU was lent in the end): settings fixed before recording, all eight trained
     # side by side on one H200 (``--device cuda --jobs 8 --deadline``), far longer than a CPU budget
     # allows: train.py's defaults on both model sizes, a decaying rate, an overfitting set-up
