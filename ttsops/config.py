@@ -20,7 +20,15 @@ from typing import Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ttsops.errors import ConfigError
 
@@ -149,13 +157,19 @@ class AdaptivePatienceConfig(_Section):
             return value
         merged: dict[Any, Any] = {k: v.model_dump() for k, v in DEFAULT_STAGES.items()}
         for name, stage in value.items():
-            if stage is None:
-                merged.pop(name, None)
+            if stage is None and name in merged:
+                merged.pop(name)
             elif isinstance(stage, dict) and name in merged:
                 merged[name] = {**merged[name], **stage}
             else:
                 merged[name] = stage  # unknown stage names and bad values fail validation, by name
         return merged
+
+    @field_serializer("stages", mode="wrap")
+    def _dump_dropped_stages(self, stages: Any, handler: Any) -> Any:
+        """A dropped default stage is dumped as null, so that every dump reads back the same stages."""
+        out = handler(stages)
+        return {**dict.fromkeys(DEFAULT_STAGES), **out} if isinstance(out, dict) else out
 
 
 class SmartEarlyStoppingConfig(_Section):
@@ -392,9 +406,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def dump_config(cfg: TunerConfig) -> str:
     """YAML of the resolved config, secrets masked (safe for MLflow artifacts and logs)."""
     data = cfg.model_dump(mode="json")
-    stages = data["smart_early_stopping"]["adaptive_patience"]["stages"]
-    for name in DEFAULT_STAGES:  # a dropped stage stays dropped when the dump is read back
-        stages.setdefault(name, None)
     alerts = data["monitoring"]["alerts"]
     for k in ("slack_webhook", "webhook_url"):
         if alerts.get(k):

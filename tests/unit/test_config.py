@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ttsops.config import Sampler, dump_config, load_config
+from ttsops.config import Sampler, TunerConfig, dump_config, load_config
 from ttsops.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -95,3 +95,7 @@ def test_a_curriculum_stage_is_merged_over_its_default(tmp_path) -> None:
         load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmup.epochs=0"])
     with pytest.raises(ConfigError, match="stages.warmpu"):
         load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmpu.epochs=4"])
+    with pytest.raises(ConfigError, match="stages.warmpu"):  # a mistyped stage is named, not ignored
+        load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmpu=null"])
+    # any dump (not only dump_config's YAML) keeps a dropped stage dropped
+    assert stages(TunerConfig.model_validate_json(cfg.model_dump_json())) == stages(cfg)

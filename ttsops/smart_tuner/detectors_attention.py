@@ -239,7 +239,10 @@ def _after_alignment(
 def still_improving(objective: Sequence[float] | np.ndarray | None, window: int, min_delta: float) -> bool:
     """The objective (lower is better) made a new best within the last ``window`` validations: the
     best of them is more than ``min_delta`` (relative) below the best before them. False without
-    ``window`` finite points before the last ``window`` to compare with."""
+    ``window`` finite points before the last ``window`` to compare with (so it needs 2 x ``window``
+    validations: at the epoch-20 deadline, one validation per epoch)."""
+    if window < 1:
+        raise ValueError(f"still_improving: window must be >= 1, got {window}")
     y = as_array(objective)
     recent, before = y[-window:], y[:-window]
     recent, before = recent[np.isfinite(recent)], before[np.isfinite(before)]
@@ -287,8 +290,9 @@ def _before_alignment(
     # aligned by epochs 39 and 54)
     peak = float(robust[-1]) if math.isfinite(robust[-1]) else -math.inf
     recovering = learning and peak >= threshold - margin
-    if validations_past < patience and ((forming and (needed <= patience or climbing)) or recovering):
-        what = (f"climbing: ~{needed:.0f} validations to {threshold:.2f} at the fastest plausible rate" if forming else
+    climb_ok = forming and (needed <= patience or climbing)
+    if validations_past < patience and (climb_ok or recovering):
+        what = (f"climbing: ~{needed:.0f} validations to {threshold:.2f} at the fastest plausible rate" if climb_ok else
                 f"still learning: the loss made a new best lately and the alignment held {peak:.2f} before")
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"past the deadline but {what} (score {a[-1]:.2f}, "

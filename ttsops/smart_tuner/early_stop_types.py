@@ -44,8 +44,9 @@ class DetectorParams:
     alignment_deadline_epochs: float | None = None  # None: end of the warmup stage
     flatline_score: float = 0.1  # attention scoring below this for flatline_validations in a row ...
     flatline_validations: int = 8  # ... and not rising is never going to align (pruned before the deadline)
-    # past the deadline, a climbing alignment whose loss made a new best (by min_delta) within this many
-    # validations is still learning, not failing, even when it climbs back to a level it had; None: off
+    # past the deadline, a run whose robust peak once reached the marginal band and whose loss made a new
+    # best (by min_delta) within this many validations is still learning, not failing: it gets the grace,
+    # climbing or not (it needs 2x this many validations logged); None: off
     improving_window: int | None = 10
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
     train_progress_floor: float | None = 0.05  # no stop (overfitting included) while train_loss falls >= this per horizon; None: off

@@ -122,6 +122,12 @@ def test_a_run_still_learning_gets_grace_while_its_alignment_recovers():
              7.23, 7.91, 7.86, 7.76, 7.58]
     r = judge(bs4_a[:21], deadline_epoch=20, objective=bs4_y[:21])
     assert r.reason is Reason.NEVER_ALIGNED and not r.details["objective_improving"]
+    # the message names the reason the grace was given: a recent peak that is now falling is not climbing
+    falling = list(np.linspace(0.3, 0.79, 12)) + list(np.linspace(0.75, 0.42, 9))
+    r = judge(falling, deadline_epoch=20, objective=list(np.linspace(20, 5, 21)))
+    assert not r.ends_run and "still learning" in r.message and "climbing" not in r.message
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        judge(a[:20], deadline_epoch=20, objective=y[:20], improving_window=0)
     # ... and a loss that still improves does not save a run whose alignment never reached the band
     low = 0.25 + 0.01 * np.sin(np.arange(30))
     r = judge(low, deadline_epoch=20, objective=list(np.linspace(10, 5, 30)))
