@@ -270,6 +270,8 @@ OBSERVED: dict[str, str] = {
     "tiny-default-48clips-seed112": "converging",  # 0.81 at 9, 0.67-0.77 (10-20), 0.83-0.93 after; best 4.27 at 105 of 120
     "tiny-default-48clips-seed113": "converging",  # 0.80 at 10, 0.57-0.68 (13-20), 0.8-0.9 from 26; val 6.1-7.4 (48-72), best 3.80 at 114
     "tiny-default-48clips-seed114": "converging",  # 0.78 at 8, 0.57-0.62 (11-13), 0.8-0.9 from 21; best 3.97 at 119 of 120
+    "demo-default-48clips-seed121": "converging",  # 0.34 at 10, 0.8 by 16, 0.82-0.93 after; best 3.47 at 116 of 120
+    "demo-default-48clips-seed122": "converging",  # 0.63 at 7-8, 0.46-0.54 (10-13), 0.8 by 26, 0.8-0.92 after; best 3.43 at 118
     "tiny-bs4-lr4e-3-48clips-seed115": "overfitting",  # 0.94 at 4-5, 0.56-0.61 (10-11), back to 0.9 by 27; best 6.76 at 9, then 7.0-8.6 while train_loss 5.6 -> 3.3
 }
 
