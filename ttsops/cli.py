@@ -27,7 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "synthesize": ("ttsops.serve.cli:synthesize_main", "text -> wav from a checkpoint or registry model"),
     "demo": ("ttsops.demo:main", "the end-to-end demo on a synthesised corpus"),
     "report": ("ttsops.report:main", "HTML report of a study"),
-    "bench": ("ttsops.bench:main", "replay benchmarks (early-stop)"),
+    "bench": ("ttsops.bench_cli:main", "replay benchmarks (early-stop)"),
 }
 
 

@@ -13,13 +13,12 @@ from ttsops.bench import (
     METHODS,
     alignment_onset,
     ceiling,
-    detector_params,
     hindsight_stop,
-    main,
     score,
     summarize,
     usable_mask,
 )
+from ttsops.bench_cli import detector_params, main
 from ttsops.errors import ConfigError, DataError
 from ttsops.smart_tuner.curves import Curve, load_curve
 from ttsops.smart_tuner.detectors_attention import running_peak
