@@ -72,6 +72,7 @@ from ttsops.smart_tuner.detectors import (
     abstain,
     as_array,
     finite_points,
+    min_delta_abs,
     result,
     smooth,
 )
@@ -249,7 +250,7 @@ def still_improving(objective: Sequence[float] | np.ndarray | None, window: int,
     if recent.size == 0 or before.size < window:
         return False
     best = float(before.min())
-    return float(recent.min()) < best - min_delta * abs(best)
+    return float(recent.min()) < best - min_delta_abs(best, min_delta)
 
 
 def _before_alignment(
@@ -288,8 +289,8 @@ def _before_alignment(
     # band) and whose loss still makes new bests gets the grace too, climbing or not (two held-out
     # tiny runs fell from 0.74-0.77 to 0.4-0.66 by the deadline while their loss kept improving, and
     # aligned by epochs 39 and 54)
-    peak = float(robust[-1]) if math.isfinite(robust[-1]) else -math.inf
-    recovering = learning and peak >= threshold - margin
+    peak = info["robust_peak"]  # the caller's robust[-1], None when not finite
+    recovering = learning and isinstance(peak, float) and peak >= threshold - margin
     climb_ok = forming and (needed <= patience or climbing)
     if validations_past < patience and (climb_ok or recovering):
         what = (f"climbing: ~{needed:.0f} validations to {threshold:.2f} at the fastest plausible rate" if climb_ok else
