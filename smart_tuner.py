@@ -3,7 +3,7 @@
 
     python smart_tuner.py --config configs/demo.yaml [key=value ...]
 
-Same as ``ttsops tune``: it runs ``ttsops.smart_tuner.tuner.main`` with the CLI's logging and
+Same as ``ttsops tune``: it runs ``ttsops.tune.main`` with the CLI's logging and
 error handling (a TtsopsError is one line and exit code 2).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from ttsops.cli import configure_logging, run_main
-from ttsops.smart_tuner.tuner import main
+from ttsops.tune import main
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -64,12 +64,13 @@ def synth_dataset(path: Path) -> Path:
 
 def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from ttsops.config import parse_config
-    from ttsops.smart_tuner.generation import RunnerConfig
-    from ttsops.smart_tuner.metrics_store import MetricsStore, latency_summary
+    from ttsops.smart_tuner.trainer.generation import RunnerConfig
+    from ttsops.smart_tuner.trainer.metrics_store import MetricsStore, latency_summary
     from ttsops.smart_tuner.tuner import Tuner
+    from ttsops.train.adapter import Tacotron2Adapter
 
     cfg = parse_config(study_config(args, out), "benchmark")
-    tuner = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=args.poll_s))
+    tuner = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=args.poll_s), trainer=Tacotron2Adapter(cfg.adapter))
     summary = tuner.run()
     st = summary.stats  # wall and CPU from the end of set-up (imports, stores) to the summary
     wall, cpu = st["wall_s"], st["tuner_cpu_s"]

@@ -18,6 +18,13 @@ TINY_HPARAMS = (
 )
 
 
+def read_train_state(out_dir: Path) -> dict | None:
+    """train.py's ``train_state.json`` in ``out_dir`` (None until it writes one)."""
+    from ttsops.train.adapter import Tacotron2Adapter
+
+    return Tacotron2Adapter().train_state(out_dir)
+
+
 def train_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ttsops.train", *args]
 

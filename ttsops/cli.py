@@ -21,13 +21,13 @@ from ttsops.errors import TtsopsError
 STAGES: dict[str, tuple[str, str]] = {
     "data": ("ttsops.data.cli:main", "dataset tools: synth-corpus, segment, transcribe, build, version, checkout"),
     "train": ("ttsops.train.train:main", "train Tacotron2 (NVIDIA-compatible flags)"),
-    "tune": ("ttsops.smart_tuner.tuner:main", "run the Smart Tuner over train.py"),
-    "registry": ("ttsops.smart_tuner.registry:main", "inspect and promote registered models"),
+    "tune": ("ttsops.tune:main", "run the Smart Tuner over train.py"),
+    "registry": ("ttsops.registry.cli:main", "inspect and promote registered models"),
     "serve": ("ttsops.serve.cli:main", "HTTP inference service"),
     "synthesize": ("ttsops.serve.cli:synthesize_main", "text -> wav from a checkpoint or registry model"),
     "demo": ("ttsops.demo:main", "the end-to-end demo on a synthesised corpus"),
     "report": ("ttsops.report:main", "HTML report of a study"),
-    "bench": ("ttsops.bench_cli:main", "replay benchmarks (early-stop)"),
+    "bench": ("ttsops.bench.cli:main", "replay benchmarks (early-stop)"),
 }
 
 

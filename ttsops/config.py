@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from ttsops.errors import ConfigError
+from ttsops.infra.tracking import tracking_uri
 
 
 class _Section(BaseModel):
@@ -254,21 +255,12 @@ class ResourcesConfig(_Section):
 
 # --- training / adapter / registry (ttsops additions) -------------------------------------------
 class TrainingConfig(_Section):
-    """What train.py trains on and with, when run under this config."""
+    """What train.py trains on and with, when run under this config. ``hparams`` are the trainer's
+    own: train.py refuses an unknown name or a wrong type before training, and the tuner asks its
+    TrainerAdapter before the first generation (this module knows no trainer)."""
 
     dataset: str | None = None
     hparams: dict[str, Any] = {}
-
-    @field_validator("hparams")
-    @classmethod
-    def _known_hparams(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from ttsops.train.hparams import HParams
-
-        try:
-            HParams().replace(**v)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
 
 
 class AdapterConfig(_Section):
@@ -306,6 +298,14 @@ class RegistryConfig(_Section):
     promotion_gate: PromotionGate = PromotionGate()
 
 
+class TrainConfig(_Section):
+    """The part of the config train.py reads: what it trains, on what resources, logging where."""
+
+    training: TrainingConfig = TrainingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+
+
 class TunerConfig(_Section):
     core_engine: CoreEngineConfig = CoreEngineConfig()
     optimization: OptimizationConfig = OptimizationConfig()
@@ -316,6 +316,15 @@ class TunerConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     adapter: AdapterConfig = AdapterConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    def tracking_uri(self) -> str:
+        """The MLflow store: ``monitoring.platforms.mlflow.tracking_uri``, else the embedded
+        ``sqlite:///<core_engine.work_dir>/mlflow.db`` (train.py gets the same through the tuner)."""
+        return tracking_uri(self.monitoring.platforms.mlflow.tracking_uri, self.core_engine.work_dir)
+
+    def train_config(self) -> TrainConfig:
+        """The sections the trainer reads (the same file serves train.py and the tuner)."""
+        return TrainConfig(training=self.training, resources=self.resources, monitoring=self.monitoring)
 
 
 # --- loading -----------------------------------------------------------------------------------

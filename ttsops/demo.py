@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from ttsops.errors import ConfigError, DataError, RegistryError, TtsopsError, TunerError
+from ttsops.infra.atomic import atomic_write_json
+from ttsops.infra.tracking import embedded_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class Demo:
     tune_dir = property(lambda self: self.out / "tune")
     samples_dir = property(lambda self: self.out / "samples")
     report_dir = property(lambda self: self.out / "report")
-    tracking_uri = property(lambda self: f"sqlite:///{self.tune_dir / 'mlflow.db'}")
+    tracking_uri = property(lambda self: embedded_tracking_uri(self.tune_dir))
     storage = property(lambda self: f"sqlite:///{self.tune_dir / 'optuna.db'}")
 
     def tune_overrides(self, budget_min: float) -> list[str]:
@@ -136,14 +137,7 @@ def read_marker(out: Path, stage: str) -> dict[str, Any] | None:
 
 def write_marker(out: Path, stage: str, info: dict[str, Any]) -> None:
     """Atomic: a crash leaves the old marker or none, never half of one."""
-    d = out / MARKERS
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{stage}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, d / f"{stage}.json")
+    atomic_write_json(out / MARKERS / f"{stage}.json", info, indent=1, default=str)
 
 
 # --- stages ----------------------------------------------------------------------------------------
@@ -221,14 +215,14 @@ def tune_budget(d: Demo) -> float:
 
 
 def stage_tune(d: Demo) -> dict[str, Any]:
-    from ttsops.smart_tuner import tuner
+    from ttsops import tune
 
     minutes = tune_budget(d)
     overrides = d.tune_overrides(minutes)
     d.console.print(f"tuning budget {minutes:.1f} min; [dim]ttsops tune --config {d.config} "
                     + " ".join(overrides) + "[/dim]")
     with _budget_bar(d, minutes):
-        code = tuner.main(["--config", str(d.config), *overrides])
+        code = tune.main(["--config", str(d.config), *overrides])
     if code == 130:
         raise KeyboardInterrupt
     if code != 0:
@@ -267,14 +261,15 @@ def stage_registry(d: Demo) -> dict[str, Any]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from ttsops.smart_tuner import registry
+    from ttsops import registry
+    from ttsops.registry import cli as registry_cli
 
     reg = d.tuner_config().registry
     best = json.loads((d.study_dir / registry.BEST_META).read_text()) if (
         d.study_dir / registry.BEST_META).is_file() else None
     if best is None or not (d.study_dir / registry.BEST_FILE).is_file():
         raise RegistryError(f"{d.study_dir}: no best_model.pt: no generation completed")
-    _cli(registry.main, ["--tracking_uri", d.tracking_uri, "--name", reg.model_name, "list"],
+    _cli(registry_cli.main, ["--tracking_uri", d.tracking_uri, "--name", reg.model_name, "list"],
          "ttsops registry list", RegistryError)
     client = MlflowClient(tracking_uri=d.tracking_uri, registry_uri=d.tracking_uri)
     try:
@@ -297,8 +292,8 @@ def stage_samples(d: Demo) -> dict[str, Any]:
 
     from ttsops.audio.io import save_wav
     from ttsops.data.transcribe import TranscribeConfig, get_backend, transcribe_clip
+    from ttsops.infra.plotting import plot_alignment
     from ttsops.model.inference import Synthesizer
-    from ttsops.train.tracking import plot_alignment
 
     torch.set_num_threads(1)  # on a busy 2-core box one thread beats two spinning ones
     synth = Synthesizer.from_checkpoint(d.study_dir / "best_model.pt", device="cpu")

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ttsops.errors import ConfigError, DataError
+from ttsops.infra.plotting import figure_png, pyplot
+from ttsops.infra.tracking import ROLE_STUDY, Tag, early_stop_tag, tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def study_defaults(study_dir: Path) -> dict[str, str | None]:
     work = study_dir.parent.resolve()
     core = cfg.get("core_engine", {})
     mlflow = cfg.get("monitoring", {}).get("platforms", {}).get("mlflow", {})
-    return {"tracking_uri": mlflow.get("tracking_uri") or f"sqlite:///{work / 'mlflow.db'}",
+    return {"tracking_uri": tracking_uri(mlflow.get("tracking_uri"), work),
             "storage": core.get("storage") or f"sqlite:///{work / 'optuna.db'}",
             "dataset": cfg.get("training", {}).get("dataset"),
             "alias": cfg.get("registry", {}).get("alias")}
@@ -90,10 +92,10 @@ def study_defaults(study_dir: Path) -> dict[str, str | None]:
 def find_parent(client: Any, study: str) -> Any:
     """The study's parent run (the newest if several experiments hold one)."""
     exps = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(exps, f"tags.`ttsops.study` = '{study}' and tags.`ttsops.role` = 'study'",
+    runs = client.search_runs(exps, f"tags.`{Tag.STUDY}` = '{study}' and tags.`{Tag.ROLE}` = '{ROLE_STUDY}'",
                               order_by=["attributes.start_time DESC"], max_results=5) if exps else []
     if not runs:
-        raise DataError(f"no MLflow parent run for study {study!r} (tag ttsops.study) in the store")
+        raise DataError(f"no MLflow parent run for study {study!r} (tag {Tag.STUDY}) in the store")
     return runs[0]
 
 
@@ -115,7 +117,7 @@ def _registry_notes(client: Any, run_id: str) -> list[str]:
     notes = []
     for mv in versions:
         aliases = getattr(mv, "aliases", None) or []
-        notes.append(f"registered as {mv.name} v{mv.version}; promotion gate: {mv.tags.get('gate', '?')}"
+        notes.append(f"registered as {mv.name} v{mv.version}; promotion gate: {mv.tags.get(Tag.GATE, '?')}"
                      + (f"; alias {', '.join(aliases)}" if aliases else ""))
     return notes
 
@@ -123,11 +125,11 @@ def _registry_notes(client: Any, run_id: str) -> list[str]:
 def _early_stop_notes(tags: Mapping[str, str]) -> list[str]:
     out = []
     for level in ("trial", "study"):
-        action = tags.get(f"early_stop.{level}.action")
+        action = tags.get(early_stop_tag(level, "action"))
         if action:
-            out.append(f"early stop ({level}): {action}, {tags.get(f'early_stop.{level}.reason', '')} "
-                       f"(vote {tags.get(f'early_stop.{level}.score', '?')}): "
-                       f"{tags.get(f'early_stop.{level}.message', '')}")
+            out.append(f"early stop ({level}): {action}, {tags.get(early_stop_tag(level, 'reason'), '')} "
+                       f"(vote {tags.get(early_stop_tag(level, 'score'), '?')}): "
+                       f"{tags.get(early_stop_tag(level, 'message'), '')}")
     return out
 
 
@@ -135,26 +137,26 @@ def collect_generations(client: Any, parent: Any, trials: Mapping[int, Any] | No
     """One :class:`Generation` per child run of ``parent``, in trial order; ``trials`` (Optuna
     FrozenTrials by number) give the state and value when available."""
     runs = client.search_runs([parent.info.experiment_id],
-                              f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)
+                              f"tags.`{Tag.PARENT_RUN}` = '{parent.info.run_id}'", max_results=1000)
     gens = []
     for r in runs:
-        tags, trial_no = r.data.tags, r.data.tags.get("ttsops.trial")
+        tags, trial_no = r.data.tags, r.data.tags.get(Tag.TRIAL)
         if trial_no is None or not trial_no.isdigit():
             continue
         n, t = int(trial_no), (trials or {}).get(int(trial_no))
-        state = t.state.name if t is not None else STATE_NAMES.get(tags.get("ttsops.state", ""), r.info.status)
+        state = t.state.name if t is not None else STATE_NAMES.get(tags.get(Tag.STATE, ""), r.info.status)
         value = t.value if t is not None and t.value is not None else r.data.metrics.get("objective")
         seconds = (t.duration.total_seconds() if t is not None and t.duration else
                    (r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None)
         epochs = r.data.metrics.get("tuner_epoch")
         g = Generation(n, r.info.run_id, state, value, int(epochs) if epochs is not None else None,
-                       tags.get("ttsops.restart_mode", ""), tags.get("ttsops.warm_start_source", ""),
-                       tags.get("ttsops.plan_reason", ""), tags.get("ttsops.reason", ""),
+                       tags.get(Tag.RESTART_MODE, ""), tags.get(Tag.WARM_START_SOURCE, ""),
+                       tags.get(Tag.PLAN_REASON, ""), tags.get(Tag.REASON, ""),
                        {k.removeprefix("tuner."): v for k, v in r.data.params.items() if k.startswith("tuner.")},
                        seconds)
         g.curves = {k: _curve(client, r.info.run_id, k) for k in CURVE_METRICS}
-        retry = [f"re-runs the params of generation {tags['ttsops.retry_of_trial']}, which was interrupted"
-                 ] if tags.get("ttsops.retry_of_trial") else []
+        retry = [f"re-runs the params of generation {tags[Tag.RETRY_OF_TRIAL]}, which was interrupted"
+                 ] if tags.get(Tag.RETRY_OF_TRIAL) else []
         g.decisions = retry + _early_stop_notes(tags) + _registry_notes(client, r.info.run_id)
         gens.append(g)
     return sorted(gens, key=lambda g: g.trial)
@@ -227,21 +229,11 @@ def read_decision_files(study_dir: Path) -> list[str]:
 
 
 # --- plots -----------------------------------------------------------------------------------------
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(gens: Sequence[Generation]) -> bytes:
     """2x2 PNG: val_loss, alignment and objective against the global step (one line per
     generation; warm-started ones continue the step of their parent), and the final objective of
     each generation with the best so far."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
+    fig, axes = pyplot().subplots(2, 2, figsize=(12, 7.5))
     titles = {"val_loss": "val_loss", "attention_alignment_score": "attention_alignment_score (diagonality)",
               "objective": "objective (tuner, lower is better)"}
     for ax, key in zip(axes.flat[:3], CURVE_METRICS, strict=True):
@@ -277,16 +269,7 @@ def plot_curves(gens: Sequence[Generation]) -> bytes:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    return _png(fig)
-
-
-def _png(fig: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    _plt().close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=80, tight=False)
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -345,8 +328,8 @@ def _decisions(parent: Any, gens: Sequence[Generation], files: list[str]) -> lis
                  + (f", objective {_fmt(g.objective)}" if g.objective is not None else ""), *g.decisions]
         out.append({"title": f"generation {g.trial}", "items": items})
     tags = parent.data.tags
-    study = [f"status: {tags.get('ttsops.status', parent.info.status)}",
-             f"stop reason: {tags.get('ttsops.stop_reason', 'still running')}",
+    study = [f"status: {tags.get(Tag.STATUS, parent.info.status)}",
+             f"stop reason: {tags.get(Tag.STOP_REASON, 'still running')}",
              *_early_stop_notes(tags), *files]
     out.append({"title": "study", "items": study})
     return out
@@ -382,8 +365,8 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     html = _render({
         "study": name, "generated": datetime.now().strftime("%Y-%m-%d %H:%M"), "tracking_uri": uri,
-        "status": parent.data.tags.get("ttsops.status", parent.info.status),
-        "stop_reason": parent.data.tags.get("ttsops.stop_reason", ""),
+        "status": parent.data.tags.get(Tag.STATUS, parent.info.status),
+        "stop_reason": parent.data.tags.get(Tag.STOP_REASON, ""),
         "best": best, "facts": dict(facts or {}), "commands": dict(commands or {}),
         "curves": _data_uri(plot_curves(gens), "image/png") if gens else None,
         "generations": [{**g.__dict__, "objective": _fmt(g.objective), "seconds": _fmt(g.seconds),

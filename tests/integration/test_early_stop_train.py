@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
+from tests.helpers import read_train_state
 from ttsops.config import parse_config
-from ttsops.smart_tuner import study_state as ss
-from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.early_stop import EarlyStopController
-from ttsops.smart_tuner.generation import RunnerConfig
-from ttsops.smart_tuner.trainer_wrapper import read_train_state
+from ttsops.smart_tuner.early_stop.controller import EarlyStopController
+from ttsops.smart_tuner.early_stop.detectors import Action, Reason
+from ttsops.smart_tuner.study import history
+from ttsops.smart_tuner.trainer.generation import RunnerConfig
 from ttsops.smart_tuner.tuner import Tuner
+from ttsops.train.adapter import Tacotron2Adapter
 
 BUDGET = 15  # epochs the generation is allowed
 DEADLINE = 3  # epochs: end of the warm-up stage = the alignment deadline
@@ -69,11 +70,11 @@ def validation_rows(cfg: Any) -> list[dict[str, float]]:
 @pytest.mark.slow  # the real train.py for a few epochs: about a minute on an idle 2-core box
 def test_generation_that_never_aligns_is_pruned_by_the_attention_detector(tmp_path, tiny_dataset):
     cfg = parse_config(config(tmp_path, tiny_dataset), "test")
-    summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.2, heartbeat_s=2.0)).run()
+    summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.2, heartbeat_s=2.0), trainer=Tacotron2Adapter(cfg.adapter)).run()
     assert summary.status == "finished"
 
     (trial,) = _trials(cfg)
-    result = trial.user_attrs[ss.RESULT_ATTR]
+    result = trial.user_attrs[history.RESULT_ATTR]
     assert trial.state is TrialState.PRUNED, result
     # the detector's own explanation is the generation's reason (MLflow tag, alert, report)
     assert result["reason"].startswith("in-trial early stop: prune: never aligned: ")
@@ -115,7 +116,7 @@ def decision_artifact(cfg: Any, path: str, dst: Path) -> dict[str, Any]:
 def _trials(cfg: Any) -> list[Any]:
     import optuna
 
-    from ttsops.smart_tuner.opt_engine import make_storage
+    from ttsops.smart_tuner.search.opt_engine import make_storage
 
     storage = f"sqlite:///{(Path(cfg.core_engine.work_dir) / 'optuna.db').resolve()}"
     return optuna.load_study(study_name=cfg.core_engine.study_name, storage=make_storage(storage)).get_trials()

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttsops.bench import (
+from ttsops.bench.cli import detector_params, main
+from ttsops.bench.curves import Curve, load_curve
+from ttsops.bench.replay import (
     METHODS,
     alignment_onset,
     ceiling,
@@ -18,11 +20,9 @@ from ttsops.bench import (
     summarize,
     usable_mask,
 )
-from ttsops.bench_cli import detector_params, main
 from ttsops.errors import ConfigError, DataError
-from ttsops.smart_tuner.curves import Curve, load_curve
-from ttsops.smart_tuner.detectors_attention import running_peak
-from ttsops.smart_tuner.early_stop import DetectorParams
+from ttsops.smart_tuner.early_stop.attention import running_peak
+from ttsops.smart_tuner.early_stop.controller import DetectorParams
 
 
 def write_json(path: Path, name: str, label: str, loss, align=None) -> None:

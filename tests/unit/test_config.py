@@ -38,7 +38,6 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("optimization:\n  sampler: annealing\n", "optimization.sampler:"),
         ("core_engine:\n  n_trials: many\n", "core_engine.n_trials:"),
         ("search_space:\n  lr: {type: loguniform, low: 0.1, high: 0.01}\n", "search_space.lr"),
-        ("training:\n  hparams: {batchsize: 3}\n", "unknown hparam 'batchsize'"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("a: [\n", "not valid YAML"),
     ],

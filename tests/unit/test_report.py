@@ -16,7 +16,7 @@ STUDY = "demo"
 
 
 def _png(title: str) -> bytes:
-    from ttsops.train.tracking import plot_alignment
+    from ttsops.infra.plotting import plot_alignment
 
     return plot_alignment(np.eye(12, 8, dtype=np.float32), title)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import soundfile as sf
 import soxr
 
 from ttsops.errors import DataError
+from ttsops.infra.atomic import atomic_write_bytes
 
 
 def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -45,14 +44,4 @@ def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
 
 def save_wav(path: str | Path, wav: np.ndarray, sample_rate: int) -> Path:
     """Write 16-bit PCM atomically (temp file + rename): a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(wav_bytes(wav, sample_rate))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, wav_bytes(wav, sample_rate))

@@ -32,8 +32,9 @@ import numpy as np
 import soundfile as sf
 
 from ttsops.audio.io import load_audio, save_wav, wav_bytes
-from ttsops.data.manifest import Reason, atomic_write_text, parallel_map, read_jsonl, sha256_file, write_jsonl
+from ttsops.data.manifest import Reason, parallel_map, read_jsonl, sha256_file, write_jsonl
 from ttsops.errors import ConfigError, DataError
+from ttsops.infra.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

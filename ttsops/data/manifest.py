@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from enum import StrEnum
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ttsops.errors import DataError
+from ttsops.infra.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +70,6 @@ def dumps(record: dict[str, Any]) -> str:
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     return atomic_write_text(path, "".join(dumps(r) + "\n" for r in records))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` via temp file + rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- identities -------------------------------------------------------------------------------

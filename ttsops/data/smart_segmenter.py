@@ -42,7 +42,6 @@ from ttsops.audio.io import save_wav
 from ttsops.data.manifest import (
     PartStore,
     Reason,
-    atomic_write_text,
     config_hash,
     count_reasons,
     discover_sources,
@@ -50,6 +49,7 @@ from ttsops.data.manifest import (
     parallel_map,
     write_jsonl,
 )
+from ttsops.infra.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ Remote: ``remote_url`` when given (any DVC URL: a path, s3://, ssh://, ...), els
 configured default, else a local directory ``<repo>/.ttsops/dvc-remote``. The dvc CLI of this
 interpreter (``python -m dvc``) runs as a subprocess with ``DVC_NO_ANALYTICS=1``.
 
-``dataset_version(dir)`` is what train.py records in MLflow: the id, or None when the dataset is
-not versioned or differs from its last version (``dvc status``), so a run never names data it did
-not see.
+``dvc_version(dir)`` is the DVC id, or None when the dataset is not versioned or differs from its
+last version (``dvc status``), so a run never names data it did not see. ``dataset_version(dir)``
+is the one policy train.py and the tuner record (MLflow tag, registry version, ``best_model.json``):
+the DVC id when there is one, else ``sha256:<content fingerprint>``.
 
     ttsops data version DATASET_DIR [--remote URL] [--no-push]
     ttsops data checkout VERSION DATASET_DIR
@@ -37,8 +38,9 @@ from pathlib import Path
 
 import yaml
 
-from ttsops.data.manifest import atomic_write_text, dumps, read_jsonl
+from ttsops.data.manifest import dumps, read_jsonl
 from ttsops.errors import DataError
+from ttsops.infra.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -204,9 +206,23 @@ def checkout_version(version: str, dataset_dir: str | Path, repo: str | Path | N
     return DatasetVersion(vid, ds, root, dvc_file, nfiles, size, None)
 
 
-def dataset_version(dataset_dir: str | Path, verify: bool = True) -> str | None:
-    """The DVC version id of ``dataset_dir``, for train.py to log; None when it is not versioned,
-    or (``verify``) when its contents differ from that version (``dvc status``, ~1-2 s)."""
+def dataset_version(dataset_dir: str | Path | None) -> str | None:
+    """What a run records as its dataset's version: the DVC id, else ``sha256:<fingerprint>`` of its
+    contents; None (logged) when there is no dataset or it cannot be read. Never raises."""
+    if not dataset_dir:
+        return None
+    try:
+        from ttsops.data.dataset import dataset_fingerprint  # torch: only when a version is asked for
+
+        return dvc_version(dataset_dir) or f"sha256:{dataset_fingerprint(dataset_dir)}"
+    except Exception as e:  # versioning is informative; never fatal to training or tuning
+        logger.warning("dataset %s: no version fingerprint (%s)", dataset_dir, e)
+        return None
+
+
+def dvc_version(dataset_dir: str | Path, verify: bool = True) -> str | None:
+    """The DVC version id of ``dataset_dir``; None when it is not versioned, or (``verify``) when
+    its contents differ from that version (``dvc status``, ~1-2 s)."""
     ds = Path(dataset_dir).resolve()
     dvc_file = ds.parent / f"{ds.name}.dvc"
     if not dvc_file.is_file():

@@ -12,35 +12,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttsops.audio.mel import MelConfig
 from ttsops.audio.vocoder import GriffinLim, Vocoder
 from ttsops.errors import ServeError
-from ttsops.model.tacotron2 import ModelConfig, Tacotron2
+from ttsops.model.checkpoint import load_checkpoint
+from ttsops.model.config import ModelConfig, mel_config
+from ttsops.model.tacotron2 import Tacotron2
 from ttsops.text.symbols import text_to_ids
-from ttsops.train.checkpoint import load_checkpoint
-from ttsops.train.hparams import HParams
 
 logger = logging.getLogger(__name__)
 
 
 class Synthesizer:
-    def __init__(self, model: Tacotron2, hparams: HParams, vocoder: Vocoder | None = None,
+    def __init__(self, model: Tacotron2, mel: MelConfig, vocoder: Vocoder | None = None,
                  device: torch.device | str = "cpu", source: str = "") -> None:
         self.model = model.to(device).eval()
-        self.hparams = hparams
         self.device = torch.device(device)
-        self.vocoder = vocoder or GriffinLim(hparams.mel)
-        self.sample_rate = hparams.sample_rate
+        self.vocoder = vocoder or GriffinLim(mel)
+        self.sample_rate = mel.sample_rate
         self.source = source
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu",
                         vocoder: Vocoder | None = None) -> Synthesizer:
         state = load_checkpoint(path, device)
-        hp = HParams().replace(**state.get("hparams", {}))
+        hp = state.get("hparams", {})
         model = Tacotron2(ModelConfig.from_hparams(hp))
         model.load_state_dict(state["model"])
         logger.info("loaded %s (step %s)", path, state.get("step"))
-        return cls(model, hp, vocoder, device, str(path))
+        return cls(model, mel_config(hp), vocoder, device, str(path))
 
     @torch.no_grad()
     def mel(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +51,8 @@ class Synthesizer:
         x = torch.tensor([ids], device=self.device)
         mel, align, lengths = self.model.infer(x, torch.tensor([len(ids)], device=self.device))
         n = int(lengths[0])
-        steps = (n + self.hparams.n_frames_per_step - 1) // self.hparams.n_frames_per_step
+        r = self.model.cfg.n_frames_per_step
+        steps = (n + r - 1) // r
         return mel[0, :, :n].float().cpu().numpy(), align[0, :steps].float().cpu().numpy()
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:

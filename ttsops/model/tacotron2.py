@@ -20,12 +20,13 @@ token as a guard against skipping and repeating.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ttsops.model.config import ModelConfig
 from ttsops.model.layers import (
     ConvBNBlock,
     LocationSensitiveAttention,
@@ -34,42 +35,6 @@ from ttsops.model.layers import (
     beta_binomial_log_prior,
     dropout_masks,
 )
-from ttsops.text.symbols import SYMBOLS
-from ttsops.train.hparams import HParams
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    n_symbols: int
-    n_mel_channels: int
-    encoder_embedding_dim: int
-    encoder_n_convolutions: int
-    encoder_kernel_size: int
-    attention_rnn_dim: int
-    decoder_rnn_dim: int
-    prenet_dim: int
-    attention_dim: int
-    attention_location_n_filters: int
-    attention_location_kernel_size: int
-    postnet_embedding_dim: int
-    postnet_kernel_size: int
-    postnet_n_convolutions: int
-    n_frames_per_step: int
-    max_decoder_steps: int
-    gate_threshold: float
-    dropout_prenet: float
-    dropout_attention: float
-    dropout_decoder: float
-    variational_dropout: bool
-    attention_prior_scaling: float
-    gradient_checkpointing: bool = False
-
-    @classmethod
-    def from_hparams(cls, hp: HParams, gradient_checkpointing: bool = False) -> ModelConfig:
-        src = hp.to_dict()
-        names = {f.name for f in fields(cls)} - {"n_symbols", "gradient_checkpointing"}
-        return cls(n_symbols=len(SYMBOLS), gradient_checkpointing=gradient_checkpointing,
-                   **{k: src[k] for k in names})
 
 
 class Encoder(nn.Module):

@@ -2,7 +2,8 @@
 
 A model is a checkpoint path or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``; with
 ``--config`` the default is the config's registry model and alias (``registry.model_name``,
-``registry.alias``) on its MLflow tracking URI (``monitoring.platforms.mlflow.tracking_uri``).
+``registry.alias``) on the tuner's MLflow store (``monitoring.platforms.mlflow.tracking_uri``, else
+the embedded ``sqlite:///<core_engine.work_dir>/mlflow.db``, as ``ttsops tune`` uses it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TunerConfig YAML: default model = registry.model_name@registry.alias")
     p.add_argument(
         "--tracking-uri",
-        help="MLflow tracking/registry URI (default: the config's, else $MLFLOW_TRACKING_URI)",
+        help="MLflow tracking/registry URI (default: the config's store, else $MLFLOW_TRACKING_URI)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument(
@@ -55,7 +56,7 @@ def _resolve_models(args: argparse.Namespace) -> tuple[dict[str, str], str | Non
         from ttsops.config import load_config
 
         cfg = load_config(args.config)
-        tracking_uri = tracking_uri or cfg.monitoring.platforms.mlflow.tracking_uri
+        tracking_uri = tracking_uri or cfg.tracking_uri()
         if not raw:
             raw = [f"models:/{cfg.registry.model_name}@{cfg.registry.alias}"]
     if not raw:

@@ -201,7 +201,7 @@ class LoadedModel:
 
     @property
     def sample_rate(self) -> int | None:
-        sr = getattr(self.synthesizer.hparams, "sample_rate", None)
+        sr = getattr(self.synthesizer, "sample_rate", None)
         return int(sr) if sr is not None else None
 
 

@@ -23,7 +23,6 @@ next session) and closes the study; a second signal exits at once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -35,25 +34,35 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from ttsops.config import TunerConfig, dump_config, load_config
+from ttsops.config import TunerConfig, dump_config
+from ttsops.data.versioning import dataset_version
 from ttsops.errors import TunerError
-from ttsops.smart_tuner import study_state as ss
-from ttsops.smart_tuner.early_stop import EarlyStopController
-from ttsops.smart_tuner.generation import DEFAULT_RUNNER, GenerationResult, GenerationRunner, RunnerConfig
-from ttsops.smart_tuner.log_watcher import make_watcher
-from ttsops.smart_tuner.metrics_store import MetricsStore
-from ttsops.smart_tuner.objective import objective
-from ttsops.smart_tuner.opt_engine import OptimizationEngine
-from ttsops.smart_tuner.param_scheduler import ParamScheduler, RestartPlan
-from ttsops.smart_tuner.registry import Candidate, ModelRegistry
-from ttsops.smart_tuner.tracking import StudyTracking, local_artifact_root
-from ttsops.smart_tuner.trainer_wrapper import (
+from ttsops.infra.atomic import atomic_write_text, file_lock
+from ttsops.infra.tracking import Tag, artifact_root
+from ttsops.registry.model_registry import Candidate, ModelRegistry
+from ttsops.smart_tuner.alerts.notifier import Notifier, alert_notifier
+from ttsops.smart_tuner.early_stop.controller import EarlyStopController
+from ttsops.smart_tuner.search.objective import objective
+from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
+from ttsops.smart_tuner.search.param_scheduler import ParamScheduler, RestartPlan
+from ttsops.smart_tuner.study import history, recovery
+from ttsops.smart_tuner.study.tracking import StudyTracking
+from ttsops.smart_tuner.trainer.adapter import CommandAdapter, TrainerAdapter
+from ttsops.smart_tuner.trainer.generation import (
+    DEFAULT_RUNNER,
+    GenerationResult,
+    GenerationRunner,
+    RunnerConfig,
+)
+from ttsops.smart_tuner.trainer.log_watcher import make_watcher
+from ttsops.smart_tuner.trainer.metrics_store import MetricsStore
+from ttsops.smart_tuner.trainer.trainer_wrapper import (
     LOG_FILE,
     Checkpoint,
     LaunchSpec,
     TrainerWrapper,
     build_command,
-    read_train_state,
+    last_line,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,8 +86,9 @@ class Tuner:
         clock: Any = time.monotonic,
         wall_clock: Any = time.time,
         stop_event: threading.Event | None = None,
-        notifier: ss.Notifier | None = None,
+        notifier: Notifier | None = None,
         runner_cfg: RunnerConfig = DEFAULT_RUNNER,
+        trainer: TrainerAdapter | None = None,
     ) -> None:
         self.cfg = cfg
         ce = cfg.core_engine
@@ -87,15 +97,14 @@ class Tuner:
         self.study_dir = self.work_dir / self.name
         self.storage = ce.storage or f"sqlite:///{self.work_dir / 'optuna.db'}"
         # None: the embedded store beside the study (train.py gets the same URI from the environment)
-        self.tracking_uri = (
-            cfg.monitoring.platforms.mlflow.tracking_uri or f"sqlite:///{self.work_dir / 'mlflow.db'}"
-        )
+        self.tracking_uri = cfg.tracking_uri()
         self.python, self._clock, self._wall = python, clock, wall_clock
         self.stop_event = stop_event or threading.Event()
         self.notifier = notifier
         self.runner_cfg = runner_cfg
-        self.me = ss.worker_id()
-        self.scheduler = ParamScheduler(dict(cfg.training.hparams))
+        self.me = recovery.worker_id()
+        self.trainer: TrainerAdapter = trainer or CommandAdapter(cfg.adapter)
+        self.scheduler = ParamScheduler(dict(cfg.training.hparams), trainer=self.trainer)
         self.stats: dict[str, Any] = {
             "trainer_s": 0.0,
             "stop_s": 0.0,
@@ -111,8 +120,8 @@ class Tuner:
         self._open_tracking()
         recovered = self._recover()
         self._repair_best()
-        self._elapsed_before = ss.elapsed_s(self.study.user_attrs) - float(
-            self.study.user_attrs.get(ss.ELAPSED_PREFIX + self.me, 0.0)
+        self._elapsed_before = history.elapsed_s(self.study.user_attrs) - float(
+            self.study.user_attrs.get(history.ELAPSED_PREFIX + self.me, 0.0)
         )
         self._t0 = self._clock()
         self.stats.update(setup_s=self._t0 - opened, cpu_at_start=time.process_time())
@@ -127,8 +136,9 @@ class Tuner:
         cfg = self.cfg
         self.study_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.study_dir / "tuner_config.yaml"
-        ss.atomic_write(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
-        # a bad command template fails here, before any trial is asked
+        atomic_write_text(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
+        # a bad command template or hparam fails here, before any trial is asked
+        self.trainer.check_hparams(dict(cfg.training.hparams))
         build_command(
             cfg.adapter,
             LaunchSpec(0, self.study_dir, config_path=self.config_path, dataset=cfg.training.dataset),
@@ -145,10 +155,10 @@ class Tuner:
         self.study = self.engine.study
         self.store = MetricsStore(self.study_dir / "metrics.db")
         self.wrapper = TrainerWrapper(
-            cfg.adapter, python=self.python, clock=self._clock, hparams_string=self.scheduler.hparams_string
+            cfg.adapter, python=self.python, clock=self._clock, trainer=self.trainer
         )
         self.early = EarlyStopController(cfg.smart_early_stopping)
-        self._dataset_version = ss.dataset_version(cfg.training.dataset)
+        self._dataset_version = dataset_version(cfg.training.dataset)
 
     def _open_tracking(self) -> None:
         from mlflow import MlflowClient
@@ -159,28 +169,28 @@ class Tuner:
             self.client,
             experiment_name=cfg.monitoring.platforms.mlflow.experiment_name,
             study_name=self.name,
-            artifact_root=local_artifact_root(self.tracking_uri, self.work_dir / "mlartifacts"),
+            artifact_root=artifact_root(self.tracking_uri, self.work_dir / "mlartifacts"),
         )
         self.registry = ModelRegistry(cfg.registry, self.study_dir, client=self.client)
         if self.notifier is None:
-            self.notifier = ss.alert_notifier(cfg.monitoring.alerts, self.name)
+            self.notifier = alert_notifier(cfg.monitoring.alerts, self.name)
 
-    def _recover(self) -> list[ss.Interrupted]:
+    def _recover(self) -> list[recovery.Interrupted]:
         a = self.cfg.adapter
         stale_after = max(120.0, 3 * self.runner_cfg.heartbeat_s + a.stop_grace_s + 2 * a.kill_grace_s)
 
-        def killed(it: ss.Interrupted) -> None:
+        def killed(it: recovery.Interrupted) -> None:
             if it.run_id:
-                self.tracking.finish_child(it.run_id, "interrupted", {"ttsops.interrupted": "tuner died"})
+                self.tracking.finish_child(it.run_id, "interrupted", {Tag.INTERRUPTED: "tuner died"})
 
-        recovered = ss.recover_interrupted(
+        recovered = recovery.recover_interrupted(
             self.study,
             self.wrapper,
             self.engine.stale_running_trials(stale_after),
             me=self.me,
             on_recovered=killed,
         )
-        with ss.file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
+        with file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
             self.tracking.open_parent(self.study, self._parent_params())
         return recovered
 
@@ -197,14 +207,14 @@ class Tuner:
     def _repair_best(self) -> None:
         """After a crash between ``tell`` and the registry: bring best_model.pt up to date."""
         best = self.engine.best()
-        if best is None or not best.user_attrs.get(ss.CKPT_ATTR):
+        if best is None or not best.user_attrs.get(history.CKPT_ATTR):
             return
         self.registry.ensure_best(
             self._candidate(best.number, float(best.value), best.params, best.user_attrs)
         )
 
     # --- the loop ---------------------------------------------------------------------------------
-    def run(self) -> ss.StudySummary:
+    def run(self) -> history.StudySummary:
         self._open()
         status, reason = "finished", ""
         try:
@@ -223,12 +233,12 @@ class Tuner:
         if self.stop_event.is_set():
             return "stopped by signal"
         trials = self.study.get_trials(deepcopy=False)
-        if ss.generations_used(trials) >= self.cfg.core_engine.n_trials:
+        if history.generations_used(trials) >= self.cfg.core_engine.n_trials:
             return f"n_trials ({self.cfg.core_engine.n_trials}) reached"
         if self._over_budget():
             return f"wall-clock budget ({self.cfg.core_engine.wall_clock_budget_minutes} min) spent"
         if self.cfg.smart_early_stopping.enabled:
-            values, align = ss.generation_objectives(trials)
+            values, align = history.generation_objectives(trials)
             if len(values) >= 2:
                 d = self.early.decide_study(
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None
@@ -250,11 +260,11 @@ class Tuner:
         trial = self.engine.ask()
         n, params = trial.number, dict(trial.params)
         gen_dir = self.study_dir / "generations" / f"gen_{n:04d}"
-        trial.set_user_attr(ss.WORKER_ATTR, self.me)
-        trial.set_user_attr(ss.GEN_DIR_ATTR, str(gen_dir))
+        trial.set_user_attr(history.WORKER_ATTR, self.me)
+        trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir))
         plan, source = self._plan(params)
         trial.set_user_attr(
-            ss.PLAN_ATTR, {"mode": plan.mode, "source": source, "changed": list(plan.changed)}
+            history.PLAN_ATTR, {"mode": plan.mode, "source": source, "changed": list(plan.changed)}
         )
         run_id = self.tracking.open_child(
             n,
@@ -262,9 +272,9 @@ class Tuner:
             mode=plan.mode,
             source=source,
             reason=plan.reason,
-            attempt_of=trial.user_attrs.get(ss.RETRY_OF_ATTR),
+            attempt_of=trial.user_attrs.get(history.RETRY_OF_ATTR),
         )
-        trial.set_user_attr(ss.RUN_ID_ATTR, run_id)
+        trial.set_user_attr(history.RUN_ID_ATTR, run_id)
         logger.info("generation %d: %s (%s) params %s", n, plan.mode, plan.reason, params)
         self.notifier.notify("generation_started", generation=n, hparams=params)
         spec = LaunchSpec(
@@ -281,9 +291,9 @@ class Tuner:
         try:
             result = self._runner(run_id).run(trial, spec, self._watcher(n, run_id, spec))
         except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
-            trial.set_user_attr(ss.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
+            trial.set_user_attr(history.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
             self.engine.tell(trial, None, TrialState.FAIL)
-            self.tracking.finish_child(run_id, "failed", {"ttsops.reason": f"tuner error: {e}"})
+            self.tracking.finish_child(run_id, "failed", {Tag.REASON: f"tuner error: {e}"})
             raise
         self._conclude(trial, params, run_id, result)
 
@@ -308,7 +318,7 @@ class Tuner:
         best = self.registry.best()
         if plan.mode != "resume" or best is None:
             return n
-        state = read_train_state(Path(best.source).parent) or {}
+        state = self.trainer.train_state(Path(best.source).parent) or {}
         return n + int(state.get("epoch") or 0)
 
     def _runner(self, run_id: str) -> GenerationRunner:
@@ -361,12 +371,12 @@ class Tuner:
 
     def _conclude(self, trial: Any, params: dict[str, Any], run_id: str, r: GenerationResult) -> None:
         n = trial.number
-        trial.set_user_attr(ss.CKPT_ATTR, str(r.checkpoint) if r.checkpoint else None)
-        trial.set_user_attr(ss.METRICS_ATTR, r.metrics)
+        trial.set_user_attr(history.CKPT_ATTR, str(r.checkpoint) if r.checkpoint else None)
+        trial.set_user_attr(history.METRICS_ATTR, r.metrics)
         if r.alignment_held is not None:
-            trial.set_user_attr(ss.ALIGNMENT_ATTR, r.alignment_held)
+            trial.set_user_attr(history.ALIGNMENT_ATTR, r.alignment_held)
         trial.set_user_attr(
-            ss.RESULT_ATTR,
+            history.RESULT_ATTR,
             {
                 "state": r.state,
                 "reason": r.reason,
@@ -375,17 +385,17 @@ class Tuner:
                 "trainer_s": round(r.trainer_s, 2),
             },
         )
-        self.study.set_user_attr(ss.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
+        self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
         self.engine.tell(trial, r.value, OPTUNA_STATE[r.state])
         if r.state == "interrupted":  # the next session runs these params again
-            history = [*trial.user_attrs.get(ss.RETRY_HISTORY_ATTR, []), n]
+            retries = [*trial.user_attrs.get(history.RETRY_HISTORY_ATTR, []), n]
             self.study.enqueue_trial(
                 params,
-                user_attrs={ss.RETRY_OF_ATTR: history[0], ss.RETRY_HISTORY_ATTR: history},
+                user_attrs={history.RETRY_OF_ATTR: retries[0], history.RETRY_HISTORY_ATTR: retries},
                 skip_if_exists=False,
             )
         self.tracking.finish_child(
-            run_id, r.state, {"ttsops.reason": r.reason, "ttsops.epochs": r.validations}
+            run_id, r.state, {Tag.REASON: r.reason, Tag.EPOCHS: r.validations}
         )
         for key in ("trainer_s", "stop_s"):
             self.stats[key] += getattr(r, key)
@@ -402,7 +412,7 @@ class Tuner:
         if r.refused_input:  # every generation would fail the same way: say why and stop
             raise TunerError(
                 f"the trainer refused its input (exit 2) in generation {n}: "
-                f"{ss.last_line(self.study_dir / 'generations' / f'gen_{n:04d}' / LOG_FILE)}"
+                f"{last_line(self.study_dir / 'generations' / f'gen_{n:04d}' / LOG_FILE)}"
             )
 
     def _register(self, n: int, r: GenerationResult, params: dict[str, Any], run_id: str) -> None:
@@ -412,7 +422,7 @@ class Tuner:
         study_best = self.engine.best()  # across all workers: a worker's local best is not enough
         if study_best is not None and study_best.number != n:
             return
-        attrs = {ss.CKPT_ATTR: str(r.checkpoint), ss.METRICS_ATTR: r.metrics, ss.RUN_ID_ATTR: run_id}
+        attrs = {history.CKPT_ATTR: str(r.checkpoint), history.METRICS_ATTR: r.metrics, history.RUN_ID_ATTR: run_id}
         decision = self.registry.consider(self._candidate(n, r.value, params, attrs))
         if decision.new_best:  # with the generation's newest alignment image and audio, when logged
             samples = self.tracking.latest_samples(run_id)
@@ -423,26 +433,26 @@ class Tuner:
             self.name,
             n,
             float(value),
-            Path(attrs[ss.CKPT_ATTR]),
-            attrs.get(ss.RUN_ID_ATTR),
+            Path(attrs[history.CKPT_ATTR]),
+            attrs.get(history.RUN_ID_ATTR),
             dict(params),
             self.scheduler.merged(dict(params)),
-            dict(attrs.get(ss.METRICS_ATTR) or {}),
+            dict(attrs.get(history.METRICS_ATTR) or {}),
             self._dataset_version,
         )
 
     # --- the end ----------------------------------------------------------------------------------
     def _close(self, status: str, reason: str) -> None:
         try:
-            self.study.set_user_attr(ss.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
+            self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
             best = self.engine.best()
             metrics = {"best_objective": float(best.value)} if best is not None else {}
             self.tracking.finish_parent(
                 "FINISHED" if status == "finished" else "KILLED",
                 {
-                    "ttsops.stop_reason": reason,
-                    "ttsops.status": status,
-                    "ttsops.best_trial": best.number if best else "none",
+                    Tag.STOP_REASON: reason,
+                    Tag.STATUS: status,
+                    Tag.BEST_TRIAL: best.number if best else "none",
                 },
                 metrics,
             )
@@ -458,35 +468,23 @@ class Tuner:
             if close is not None:
                 close()
 
-    def summary(self, status: str, reason: str) -> ss.StudySummary:
+    def summary(self, status: str, reason: str) -> history.StudySummary:
         best = self.engine.best()
         self.stats.update(
             wall_s=self._clock() - self._t0,  # this session, after set-up
             tuner_cpu_s=time.process_time() - self.stats["cpu_at_start"],
         )
-        s = ss.StudySummary(
+        s = history.StudySummary(
             self.name,
             status,
             reason,
             self.study_dir,
             best.number if best else None,
             float(best.value) if best else None,
-            ss.generation_rows(self.study.get_trials()),
+            history.generation_rows(self.study.get_trials()),
             dict(self.stats),
         )
         out = {k: v for k, v in s.__dict__.items() if k != "study_dir"}
-        ss.atomic_write(self.study_dir / "summary.json", json.dumps(out, indent=1, default=str))
+        atomic_write_text(self.study_dir / "summary.json", json.dumps(out, indent=1, default=str))
         return s
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ttsops tune", description="Run or resume a Smart Tuner study.")
-    ap.add_argument("--config", required=True, help="tuner config YAML (smart_tuner_config_v2.yaml layout)")
-    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. core_engine.n_trials=6")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    stop = threading.Event()
-    with ss.graceful_signals(stop):
-        summary = Tuner(cfg, stop_event=stop).run()
-    ss.print_summary(summary)
-    return 130 if summary.status == "interrupted" else 0

@@ -1,5 +1,8 @@
 """Checkpoints: atomic writes, rotation (keep N newest + the best), exact resume, warm start.
 
+What a checkpoint holds and how it is read is the model's (``ttsops.model.checkpoint``); this is
+the training side: writing, rotating, and loading the weights that still fit.
+
 A checkpoint is never half-written: it is saved to a temp file in the same directory, fsynced and
 renamed over the target (rename is atomic on POSIX), so a SIGKILL at any moment leaves either the
 old file or the new one.
@@ -7,19 +10,15 @@ old file or the new one.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ttsops.errors import CheckpointError
+from ttsops.infra.atomic import atomic_copy, atomic_write
 
 logger = logging.getLogger(__name__)
 CKPT_RE = re.compile(r"checkpoint_(\d{8})\.pt$")
@@ -27,45 +26,8 @@ BEST = "checkpoint_best.pt"
 STATE = "train_state.json"
 
 
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    return _atomic(Path(path), lambda f: torch.save(state, f))
-
-
-def copy_atomic(src: str | Path, dst: str | Path) -> Path:
-    """Atomically replace ``dst`` with a copy of ``src`` (how best_model.pt is kept current)."""
-    return _atomic(Path(dst), lambda f: shutil.copyfileobj(Path(src).open("rb"), f))
-
-
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
-    return _atomic(Path(path), lambda f: f.write(json.dumps(data, indent=2).encode()))
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}".splitlines()[0]) from e
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path} is not a ttsops checkpoint (no 'model' entry)")
-    return state
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def warm_start(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
@@ -93,7 +55,7 @@ class CheckpointManager:
     def save(self, step: int, state: dict[str, Any], is_best: bool) -> Path:
         path = save_checkpoint(self.dir / f"checkpoint_{step:08d}.pt", state)
         if is_best:
-            copy_atomic(path, self.dir / BEST)
+            atomic_copy(path, self.dir / BEST)
         self._rotate()
         return path
 

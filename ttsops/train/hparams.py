@@ -19,6 +19,8 @@ from typing import Any
 
 from ttsops.audio.mel import MelConfig
 from ttsops.errors import ConfigError
+from ttsops.infra.kv import parse_hparams as parse_hparams_string
+from ttsops.model.config import mel_config
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,7 @@ class HParams:
 
     @property
     def mel(self) -> MelConfig:
-        return MelConfig(
-            sample_rate=self.sample_rate, n_fft=self.filter_length, hop_length=self.hop_length,
-            win_length=self.win_length, n_mels=self.n_mel_channels, fmin=self.mel_fmin,
-            fmax=self.mel_fmax,
-        )
-
+        return mel_config(self.to_dict())
 
 ARCHITECTURE_KEYS = frozenset({
     "encoder_embedding_dim", "encoder_n_convolutions", "encoder_kernel_size", "attention_rnn_dim",
@@ -120,21 +117,6 @@ FEATURE_KEYS = frozenset({
     "sample_rate", "n_mel_channels", "filter_length", "hop_length", "win_length", "mel_fmin",
     "mel_fmax",
 })
-
-
-def parse_hparams_string(spec: str | None) -> dict[str, str]:
-    if not spec or not spec.strip():
-        return {}
-    out: dict[str, str] = {}
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--hparams entry {item!r}: expected key=value")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttsops.config import TunerConfig, load_config
+from ttsops.config import TrainConfig, dump_config, load_config
 from ttsops.data.dataset import read_metadata
 from ttsops.errors import ConfigError
+from ttsops.infra.tracking import embedded_tracking_uri
 from ttsops.train.hparams import HParams
-from ttsops.train.tracking import embedded_tracking_uri
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 @dataclass(frozen=True)
 class RunSetup:
     hp: HParams
-    cfg: TunerConfig
+    cfg: TrainConfig
+    config_yaml: str  # the whole resolved config file, secrets masked (logged and kept in checkpoints)
     dataset: Path
     out_dir: Path
     log_dir: Path
@@ -53,8 +54,13 @@ class RunSetup:
 
 def resolve_setup(argv: list[str] | None) -> RunSetup:
     args = build_parser().parse_intermixed_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    hp = HParams().replace(**cfg.training.hparams).with_string(args.hparams)
+    full = load_config(args.config, args.overrides)
+    cfg = full.train_config()
+    try:
+        hp = HParams().replace(**cfg.training.hparams)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config or '<defaults>'}: training.hparams: {e}") from None
+    hp = hp.with_string(args.hparams)
     dataset = args.dataset or cfg.training.dataset
     if not dataset:
         raise ConfigError("no dataset: pass --dataset DIR or set training.dataset in the config")
@@ -67,7 +73,7 @@ def resolve_setup(argv: list[str] | None) -> RunSetup:
     tracking = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                 or cfg.monitoring.platforms.mlflow.tracking_uri or embedded_tracking_uri(out))
     return RunSetup(
-        hp=hp, cfg=cfg, dataset=Path(dataset), out_dir=out,
+        hp=hp, cfg=cfg, config_yaml=dump_config(full), dataset=Path(dataset), out_dir=out,
         log_dir=Path(args.log_directory) if args.log_directory else out / "logs",
         checkpoint=Path(args.checkpoint_path) if args.checkpoint_path else None,
         warm_start=args.warm_start, tracking_uri=tracking,

@@ -1,6 +1,7 @@
 """Where train.py's metrics, images, audio and params go: MLflow, TensorBoard, optionally W&B.
 
-Uses ``MlflowClient`` with an explicit run id, never MLflow's fluent global state (several runs may
+Images come from ``ttsops.infra.plotting``; the store and the experiment from
+``ttsops.infra.tracking``. Uses ``MlflowClient`` with an explicit run id, never MLflow's fluent global state (several runs may
 live in one process in tests). When the tuner starts train.py it creates the child run and passes
 its id (``--run_id`` or ``MLFLOW_RUN_ID``); train.py then logs into it and leaves closing it to the
 tuner. Otherwise train.py creates (and finishes) its own run.
@@ -17,64 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ttsops.infra.tracking import Tag, artifact_root, get_or_create_experiment
+
 logger = logging.getLogger(__name__)
-
-
-def embedded_tracking_uri(work_dir: str | Path) -> str:
-    return f"sqlite:///{(Path(work_dir).resolve() / 'mlflow.db')}"
-
-
-def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:///"):
-        artifact_location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # another process created it between our get and create
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def figure_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def plot_alignment(alignment: np.ndarray, title: str = "") -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    im = ax.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none")
-    fig.colorbar(im, ax=ax)
-    ax.set_xlabel("decoder step")
-    ax.set_ylabel("text token")
-    ax.set_title(title)
-    return figure_png(fig)
-
-
-def plot_mels(target: np.ndarray, predicted: np.ndarray) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    for ax, m, title in zip(axes, (target, predicted), ("target", "predicted (postnet)"), strict=True):
-        ax.imshow(m, aspect="auto", origin="lower", interpolation="none")
-        ax.set_title(title)
-    return figure_png(fig)
 
 
 class Tracker:
@@ -91,7 +37,7 @@ class Tracker:
             run_id = resume_run_id  # an exact resume continues the run it interrupted: one curve
             self.client.update_run(run_id, status="RUNNING")
         if run_id is None:
-            exp_id = get_or_create_experiment(self.client, experiment, tracking_uri)
+            exp_id = get_or_create_experiment(self.client, experiment, artifact_root(tracking_uri))
             run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
         self.run_id = run_id
         self.samples_dir = samples_dir
@@ -134,7 +80,7 @@ class Tracker:
         changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)[:6000]}
         if changed:  # MLflow params are immutable: a resumed run with new values records them as a tag
             logger.warning("hparams changed on resume (kept as tag resumed_hparams): %s", changed)
-            self.client.set_tag(self.run_id, "resumed_hparams", str(changed)[:5000])
+            self.client.set_tag(self.run_id, Tag.RESUMED_HPARAMS, str(changed)[:5000])
         items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
         try:
             for i in range(0, len(items), 100):

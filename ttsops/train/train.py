@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from ttsops.config import dump_config
 from ttsops.data.dataset import (
     BucketBatchSampler,
     MelDataset,
@@ -31,7 +30,11 @@ from ttsops.data.dataset import (
     load_utterances,
     split,
 )
-from ttsops.train.checkpoint import STATE, CheckpointManager, load_checkpoint, warm_start, write_json_atomic
+from ttsops.data.versioning import dataset_version
+from ttsops.infra.atomic import atomic_write_json
+from ttsops.infra.tracking import Tag
+from ttsops.model.checkpoint import load_checkpoint
+from ttsops.train.checkpoint import STATE, CheckpointManager, warm_start
 from ttsops.train.distributed import (
     DistInfo,
     any_rank,
@@ -80,18 +83,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def dataset_version(dataset: Path) -> str | None:
-    try:
-        from ttsops.data.versioning import dataset_version as dvc_version
-    except ImportError:
-        return None
-    try:
-        return dvc_version(dataset)
-    except Exception as e:  # versioning is informative; never fatal to training
-        logger.warning("could not read the DVC version of %s: %s", dataset, e)
-        return None
-
-
 def build_data(s: RunSetup, dist: DistInfo) -> tuple[MelDataset, MelDataset, BucketBatchSampler]:
     hp = s.hp
     utts = load_utterances(s.dataset, hp.min_wav_seconds, hp.max_wav_seconds)
@@ -128,13 +119,13 @@ def start_tracking(s: RunSetup, trainer: Trainer, resumed_run_id: str | None) ->
     tracker = Tracker(s.tracking_uri, s.experiment, s.run_id, s.log_dir, s.out_dir / "samples",
                       cfg.tensorboard.enabled, cfg.wandb, s.run_name, resume_run_id=resumed_run_id)
     tracker.log_params(trainer.hp.to_dict())
-    tracker.set_tags({"git_commit": git_commit(), "dataset": str(s.dataset.resolve()),
-                      "dataset_fingerprint": dataset_fingerprint(s.dataset),
-                      "dataset_version": dataset_version(s.dataset) or "unversioned",
-                      "warm_start_source": str(s.checkpoint) if s.checkpoint else "none",
-                      "warm_start_skipped": "; ".join(trainer.progress.extra.get("warm_start_skipped", []))[:5000],
-                      "restart_mode": "warm_start" if s.warm_start else ("resume" if s.checkpoint else "fresh")})
-    tracker.log_text(dump_config(s.cfg), "config.yaml")
+    tracker.set_tags({Tag.GIT_COMMIT: git_commit(), Tag.DATASET: str(s.dataset.resolve()),
+                      Tag.DATASET_FINGERPRINT: dataset_fingerprint(s.dataset),
+                      Tag.DATASET_VERSION: dataset_version(s.dataset) or "unversioned",
+                      Tag.TRAIN_WARM_START_SOURCE: str(s.checkpoint) if s.checkpoint else "none",
+                      Tag.WARM_START_SKIPPED: "; ".join(trainer.progress.extra.get("warm_start_skipped", []))[:5000],
+                      Tag.TRAIN_RESTART_MODE: "warm_start" if s.warm_start else ("resume" if s.checkpoint else "fresh")})
+    tracker.log_text(s.config_yaml, "config.yaml")
     return tracker
 
 
@@ -149,14 +140,14 @@ class Run:
         self.save_every = ck.save_frequency_steps
         self.train_set, self.val_set, self.sampler = build_data(s, dist)
         self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
-        self.config_yaml = dump_config(s.cfg)
+        self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
 
     def write_state(self, status: str) -> None:
         if not self.dist.is_main:
             return
         p = self.trainer.progress
-        write_json_atomic(self.s.out_dir / STATE, {
+        atomic_write_json(self.s.out_dir / STATE, {
             "step": p.step, "epoch": p.epoch, "best_val_loss": None if math.isinf(p.best_val_loss) else p.best_val_loss,
             "best_checkpoint": str(self.ckpts.best) if self.ckpts.best else None,
             "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "status": status,

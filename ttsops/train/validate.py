@@ -18,9 +18,9 @@ import torch
 from ttsops.audio.io import load_audio
 from ttsops.audio.vocoder import GriffinLim
 from ttsops.data.dataset import MelDataset, collate
+from ttsops.infra.plotting import plot_alignment, plot_mels
 from ttsops.metrics.attention import batch_alignment_metrics
 from ttsops.metrics.audio_quality import mcd, pesq_wb, stoi
-from ttsops.train.tracking import plot_alignment, plot_mels
 from ttsops.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)

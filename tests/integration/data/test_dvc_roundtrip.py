@@ -13,7 +13,7 @@ import soundfile as sf
 import yaml
 
 from ttsops.cli import main as ttsops_main
-from ttsops.data.versioning import checkout_version, dataset_version, list_versions, version_dataset
+from ttsops.data.versioning import checkout_version, dvc_version, list_versions, version_dataset
 from ttsops.errors import DataError
 
 
@@ -39,35 +39,35 @@ def dataset(tmp_path: Path) -> Path:
 
 def test_version_change_checkout_round_trip(dataset, tmp_path, capsys):
     remote = tmp_path / "remote"
-    assert dataset_version(dataset) is None  # not versioned yet
+    assert dvc_version(dataset) is None  # not versioned yet
     assert ttsops_main(["data", "version", str(dataset), "--remote", str(remote)]) == 0
     v1 = capsys.readouterr().out.strip().splitlines()[-1]
     dvc_file = dataset.parent / "ds.dvc"
     assert len(v1) == 32 and yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] == f"{v1}.dir"
     assert (dataset.parent / ".dvc").is_dir() and any(p.is_file() for p in remote.rglob("*"))
-    assert dataset_version(dataset) == v1
+    assert dvc_version(dataset) == v1
     first = snapshot(dataset)
     (dataset / ".mel_cache").mkdir()  # train.py's cache inside the dataset is not data
     (dataset / ".mel_cache" / "x.npy").write_bytes(b"cache")
-    assert dataset_version(dataset) == v1
+    assert dvc_version(dataset) == v1
     shutil.rmtree(dataset / ".mel_cache")
 
     tone(dataset / "wavs" / "c0.wav", 999)  # changed bytes
     (dataset / "wavs" / "c1.wav").unlink()  # deleted
     tone(dataset / "wavs" / "c9.wav", 123)  # added
     (dataset / "metadata.csv").write_text("c0|changed|changed\nc2|clip 2|clip 2\nc9|new|new\n")
-    assert dataset_version(dataset) is None  # differs from its version: name none
+    assert dvc_version(dataset) is None  # differs from its version: name none
     v2 = version_dataset(dataset)
     second = snapshot(dataset)
     assert v2.id != v1 and v2.remote == "ttsops" and [v["id"] for v in list_versions(dataset)] == [v1, v2.id]
 
     restored = checkout_version(v1[:8], dataset)
     assert restored.id == v1 and snapshot(dataset) == first
-    assert dataset_version(dataset) == v1
+    assert dvc_version(dataset) == v1
 
     shutil.rmtree(dataset.parent / ".dvc" / "cache")  # only the remote has the objects now
     assert ttsops_main(["data", "checkout", v2.id, str(dataset)]) == 0
-    assert snapshot(dataset) == second and dataset_version(dataset) == v2.id
+    assert snapshot(dataset) == second and dvc_version(dataset) == v2.id
 
     with pytest.raises(DataError, match="not found.*known"):
         checkout_version("deadbeef", dataset)
@@ -75,7 +75,7 @@ def test_version_change_checkout_round_trip(dataset, tmp_path, capsys):
 
 def test_version_without_push_and_errors(dataset, tmp_path):
     v = version_dataset(dataset, push=False)
-    assert v.remote is None and dataset_version(dataset, verify=False) == v.id
+    assert v.remote is None and dvc_version(dataset, verify=False) == v.id
     with pytest.raises(DataError, match="not found"):
         version_dataset(tmp_path / "data" / "missing")
     with pytest.raises(DataError, match="not inside"):

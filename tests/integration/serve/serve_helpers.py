@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,12 @@ SR = 16000
 SECONDS_PER_CHAR = 0.02
 
 
-@dataclass(frozen=True)
-class _HP:
-    sample_rate: int = SR
-
-
 class SineSynthesizer:
     """Test-only stand-in for a trained model: 20 ms of tone per character; ``delay_s`` of sleep
     per call so tests can see whether calls overlap."""
 
     def __init__(self, freq: float, delay_s: float = 0.0) -> None:
-        self.freq, self.delay_s, self.hparams = freq, delay_s, _HP()
+        self.freq, self.delay_s, self.sample_rate = freq, delay_s, SR
         self._lock = threading.Lock()
         self.running = self.max_running = self.calls = 0
 

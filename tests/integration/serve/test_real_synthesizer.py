@@ -131,7 +131,7 @@ def test_serve_cli_in_a_subprocess_answers_and_stops_on_sigint(tiny_checkpoint, 
 
 
 def test_tiny_checkpoint_is_what_train_py_writes(tiny_checkpoint: Path):
-    from ttsops.train.checkpoint import load_checkpoint
+    from ttsops.model.checkpoint import load_checkpoint
 
     state = load_checkpoint(tiny_checkpoint)
     assert state["hparams"]["max_decoder_steps"] == 60 and "model" in state

@@ -13,10 +13,10 @@ from fixtures.tuner_testkit import foreign_adapter_dict, foreign_config, load_st
 from optuna.trial import TrialState
 
 from ttsops import cli
-from ttsops.smart_tuner import study_state as ss
-from ttsops.smart_tuner.generation import RunnerConfig
-from ttsops.smart_tuner.metrics_store import MetricsStore
-from ttsops.smart_tuner.registry import BEST_FILE
+from ttsops.registry.model_registry import BEST_FILE
+from ttsops.smart_tuner.study import history
+from ttsops.smart_tuner.trainer.generation import RunnerConfig
+from ttsops.smart_tuner.trainer.metrics_store import MetricsStore
 from ttsops.smart_tuner.tuner import Tuner
 
 mlflow_template, mlflow_uri = kit.mlflow_template, kit.mlflow_uri  # fixtures used by name below
@@ -49,9 +49,9 @@ def test_tensorboard_trainer_through_the_ttsops_tune_cli(tmp_path, mlflow_uri, c
     assert "--resume-from" in log and "--lr" in log and "--layers" in log
     best = min(trials, key=lambda t: t.value)
     assert filecmp.cmp(
-        tmp_path / "runs" / "foreign" / BEST_FILE, best.user_attrs[ss.CKPT_ATTR], shallow=False
+        tmp_path / "runs" / "foreign" / BEST_FILE, best.user_attrs[history.CKPT_ATTR], shallow=False
     )
-    assert best.user_attrs[ss.CKPT_ATTR].endswith(".npz")
+    assert best.user_attrs[history.CKPT_ATTR].endswith(".npz")
 
 
 def test_bad_adapter_command_is_one_config_error_line(tmp_path, mlflow_uri, capsys):

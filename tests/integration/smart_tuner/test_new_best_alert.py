@@ -17,10 +17,12 @@ from fixtures.tuner_testkit import foreign_config, mlflow_client, real_config, s
 
 from tests import alert_stub
 from tests.alert_stub import TOKEN, multipart, telegram_cfg
-from ttsops.smart_tuner.generation import RunnerConfig
-from ttsops.smart_tuner.tracking import StudyTracking
+from ttsops.infra.plotting import plot_alignment, plot_mels
+from ttsops.smart_tuner.study.tracking import StudyTracking
+from ttsops.smart_tuner.trainer.generation import RunnerConfig
 from ttsops.smart_tuner.tuner import Tuner
-from ttsops.train.tracking import Tracker, plot_alignment, plot_mels
+from ttsops.train.adapter import Tacotron2Adapter
+from ttsops.train.tracking import Tracker
 
 # fixtures, used by name below
 mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
@@ -62,7 +64,7 @@ def _log_step(tracker: Tracker, step: int, *, free_running: bool = True) -> None
 def test_latest_samples_reads_the_newest_step_and_never_raises(tmp_path, mlflow_uri, caplog):
     from mlflow import MlflowClient
 
-    caplog.set_level(logging.WARNING, logger="ttsops.smart_tuner.tracking")
+    caplog.set_level(logging.WARNING, logger="ttsops.smart_tuner.study.tracking")
     tracking = StudyTracking(
         MlflowClient(tracking_uri=mlflow_uri),
         experiment_name="alerts",
@@ -84,7 +86,7 @@ def test_latest_samples_reads_the_newest_step_and_never_raises(tmp_path, mlflow_
     }
     assert got["alignment_png"].startswith(PNG_MAGIC) and got["audio_wav"][:4] == b"RIFF"
     assert got["alignment_png"] != (samples / "step_00000003" / "free_running_alignment.png").read_bytes()
-    assert not [r for r in caplog.records if r.name == "ttsops.smart_tuner.tracking"]
+    assert not [r for r in caplog.records if r.name == "ttsops.smart_tuner.study.tracking"]
 
     cap = len(got["audio_wav"]) + 1  # the image is bigger than the short clip
     assert len(got["alignment_png"]) > cap
@@ -104,10 +106,10 @@ def test_latest_samples_reads_the_newest_step_and_never_raises(tmp_path, mlflow_
 # --- through the tuner ------------------------------------------------------------------------------
 def test_new_best_alert_without_samples_is_sent_without_attachments(tmp_path, mlflow_uri, stub, caplog):
     """The foreign trainer logs no sample artifacts: the alert still goes out, text only."""
-    caplog.set_level(logging.WARNING, logger="ttsops.smart_tuner.tracking")
+    caplog.set_level(logging.WARNING, logger="ttsops.smart_tuner.study.tracking")
     data = foreign_config(tmp_path, n_trials=1, epochs=2, extra={"monitoring": {"alerts": _alerts(stub)}})
     _, cfg = write_config(tmp_path, data)
-    assert Tuner(cfg, runner_cfg=FAST).run().status == "finished"
+    assert Tuner(cfg, runner_cfg=FAST, trainer=Tacotron2Adapter(cfg.adapter)).run().status == "finished"
     texts = [json.loads(r["body"])["text"] for r in _telegram(stub, "sendMessage")]
     assert any("new best" in t for t in texts), texts
     assert _telegram(stub, "sendPhoto") == [] and _telegram(stub, "sendAudio") == []
@@ -124,7 +126,7 @@ def test_new_best_alert_carries_the_real_trainers_alignment_and_audio(
         tmp_path, tiny_corpus, n_trials=1, epochs=2, extra={"monitoring": {"alerts": _alerts(stub)}}
     )
     _, cfg = write_config(tmp_path, data)
-    assert Tuner(cfg, runner_cfg=FAST).run().status == "finished"
+    assert Tuner(cfg, runner_cfg=FAST, trainer=Tacotron2Adapter(cfg.adapter)).run().status == "finished"
 
     # what train.py logged: one samples/step_* directory per validation (two epochs: two)
     _, (child,) = study_runs(cfg)

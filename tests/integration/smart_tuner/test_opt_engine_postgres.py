@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from ttsops.config import OptimizationConfig, ParamSpec
-from ttsops.smart_tuner.opt_engine import OptimizationEngine
+from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_SKIP = (
@@ -30,7 +30,7 @@ WORKER = textwrap.dedent("""
     import optuna
     from optuna.trial import TrialState
     from ttsops.config import OptimizationConfig, ParamSpec
-    from ttsops.smart_tuner.opt_engine import OptimizationEngine
+    from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage, name, n, worker = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

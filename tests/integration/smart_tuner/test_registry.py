@@ -12,14 +12,14 @@ from mlflow import MlflowClient
 
 from ttsops.config import PromotionGate, RegistryConfig
 from ttsops.errors import RegistryError
-from ttsops.smart_tuner.registry import (
+from ttsops.infra.atomic import atomic_copy
+from ttsops.registry.cli import main
+from ttsops.registry.model_registry import (
     BEST_FILE,
     BEST_META,
     Candidate,
     ModelRegistry,
-    atomic_copy,
     gate_check,
-    main,
 )
 
 mlflow_template, mlflow_uri = kit.mlflow_template, kit.mlflow_uri  # fixtures used by name below

@@ -16,7 +16,7 @@ from fixtures.tuner_testkit import foreign_adapter, real_config, wait_for
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import ConfigError
-from ttsops.smart_tuner.trainer_wrapper import (
+from ttsops.smart_tuner.trainer.trainer_wrapper import (
     HPARAMS_ENV,
     LOG_FILE,
     PID_FILE,
@@ -28,6 +28,7 @@ from ttsops.smart_tuner.trainer_wrapper import (
     proc_start_ticks,
     read_pid_file,
 )
+from ttsops.train.adapter import Tacotron2Adapter
 
 # fixtures, used by name below
 mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
@@ -54,7 +55,7 @@ def test_hparams_flag_style_adds_epochs_and_run_env(tmp_path):
     assert argv[:3] == ["py", "-m", "ttsops.train"]
     assert argv[argv.index("--run_id") + 1] == "abc"  # our train.py: the flag; any trainer: the env
     assert argv[argv.index("--tracking_uri") + 1] == "sqlite:///x.db"
-    assert argv[argv.index("--hparams") + 1] == "learning_rate=0.001,mel_fmax=null,epochs=3"
+    assert argv[argv.index("--hparams") + 1] == "epochs=3,learning_rate=0.001,mel_fmax=null"  # sorted, as the tuner writes it
     assert argv[-3:] == ["--checkpoint_path", str(tmp_path / "best_model.pt"), "--warm_start"]
     assert env["MLFLOW_RUN_ID"] == "abc" and env["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
 
@@ -194,12 +195,12 @@ def test_missing_trainer_executable_is_a_trainer_error(tmp_path):
 # --- the real train.py ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_real_train_py_sigint_keeps_a_loadable_checkpoint_and_resumes(tmp_path, tiny_corpus, mlflow_uri):
+    from tests.helpers import read_train_state
     from ttsops.model.inference import Synthesizer
-    from ttsops.smart_tuner.trainer_wrapper import read_train_state
 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(real_config(tmp_path, tiny_corpus)))
-    w = TrainerWrapper(AdapterConfig())  # the default adapter: python -m ttsops.train
+    w = TrainerWrapper(AdapterConfig(), trainer=Tacotron2Adapter())  # the default adapter: python -m ttsops.train
     spec = LaunchSpec(
         0, tmp_path / "gen", {"learning_rate": 1e-3}, config_path=config, tracking_uri=mlflow_uri, epochs=50
     )

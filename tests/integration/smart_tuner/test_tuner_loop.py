@@ -27,12 +27,14 @@ from fixtures.tuner_testkit import (
 )
 from optuna.trial import TrialState
 
-from ttsops.smart_tuner import study_state as ss
-from ttsops.smart_tuner.detectors_attention import held_alignment
-from ttsops.smart_tuner.generation import RunnerConfig
-from ttsops.smart_tuner.registry import BEST_FILE
-from ttsops.smart_tuner.trainer_wrapper import LOG_FILE, read_pid_file, read_train_state
+from tests.helpers import read_train_state
+from ttsops.registry.model_registry import BEST_FILE
+from ttsops.smart_tuner.early_stop.attention import held_alignment
+from ttsops.smart_tuner.study import history
+from ttsops.smart_tuner.trainer.generation import RunnerConfig
+from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, read_pid_file
 from ttsops.smart_tuner.tuner import Tuner
+from ttsops.train.adapter import Tacotron2Adapter
 
 # fixtures, used by name below
 mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
@@ -53,7 +55,7 @@ class Recorder:
 
 
 def _tuner(cfg, **kw) -> Tuner:
-    return Tuner(cfg, runner_cfg=FAST, **kw)
+    return Tuner(cfg, runner_cfg=FAST, trainer=Tacotron2Adapter(cfg.adapter), **kw)
 
 
 def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri, monkeypatch):
@@ -67,8 +69,8 @@ def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri, 
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     for t in trials:  # step = epoch within the generation, for warm-started ones too
         assert sorted(t.intermediate_values) == [1, 2, 3]
-    assert [t.user_attrs[ss.PLAN_ATTR]["mode"] for t in trials][0] == "fresh"
-    assert all(t.user_attrs[ss.PLAN_ATTR]["mode"] != "fresh" for t in trials[1:])
+    assert [t.user_attrs[history.PLAN_ATTR]["mode"] for t in trials][0] == "fresh"
+    assert all(t.user_attrs[history.PLAN_ATTR]["mode"] != "fresh" for t in trials[1:])
 
     parent, children = study_runs(cfg)
     assert parent.info.status == "FINISHED" and parent.data.tags["ttsops.study"] == "foreign"
@@ -79,16 +81,16 @@ def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri, 
         assert float(c.data.params["tuner.lr"]) == pytest.approx(t.params["lr"])
         assert c.data.metrics["val_loss"] > 0  # mirrored from TensorBoard
         assert c.data.metrics["objective"] == pytest.approx(t.value)
-        assert t.user_attrs[ss.RUN_ID_ATTR] == c.info.run_id
+        assert t.user_attrs[history.RUN_ID_ATTR] == c.info.run_id
     assert children[0].data.tags["ttsops.warm_start_source"] == "none"
     assert children[2].data.tags["ttsops.warm_start_source"].startswith("generation ")
 
     best = min(trials, key=lambda t: t.value)
     best_path = summary.study_dir / BEST_FILE
-    assert filecmp.cmp(best_path, best.user_attrs[ss.CKPT_ATTR], shallow=False)
+    assert filecmp.cmp(best_path, best.user_attrs[history.CKPT_ATTR], shallow=False)
     client = mlflow_client(cfg)
     champion = client.get_model_version_by_alias("foreign-mlp", "champion")
-    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
+    assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # models:/ resolves through the registry URI
     got = Path(
         mlflow.artifacts.download_artifacts(
@@ -118,7 +120,7 @@ def test_a_weak_generation_is_pruned_and_keeps_its_checkpoint(tmp_path, mlflow_u
     assert max(t1.intermediate_values) < 4
     _, children = study_runs(cfg)
     assert children[1].info.status == "KILLED" and children[1].data.tags["ttsops.state"] == "pruned"
-    ckpt = Path(t1.user_attrs[ss.CKPT_ATTR])
+    ckpt = Path(t1.user_attrs[history.CKPT_ATTR])
     assert ckpt.is_file() and "stopped at step" in (ckpt.parent / LOG_FILE).read_text()
 
 
@@ -136,7 +138,7 @@ def test_kill_minus_nine_of_the_trainer_is_detected_and_retried(tmp_path, mlflow
     assert not th.is_alive()
     (t,) = load_study(cfg).get_trials()
     assert t.state == TrialState.COMPLETE
-    assert t.user_attrs[ss.RESULT_ATTR]["attempts"] == 2
+    assert t.user_attrs[history.RESULT_ATTR]["attempts"] == 2
     log = (gen / LOG_FILE).read_text()
     assert "attempt 1" in log and "--resume-from" in log.split("attempt 1")[1]
     assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
@@ -163,7 +165,7 @@ def test_a_stalled_trainer_is_stopped_and_retried(tmp_path, mlflow_uri, monkeypa
     _tuner(cfg, notifier=rec).run()
     (t,) = load_study(cfg).get_trials()
     assert t.state == TrialState.FAIL  # hangs on the retry too
-    assert "no new metrics" in t.user_attrs[ss.RESULT_ATTR]["reason"]
+    assert "no new metrics" in t.user_attrs[history.RESULT_ATTR]["reason"]
     assert [e for e, _ in rec.events].count("retry") == 1
 
 
@@ -226,26 +228,26 @@ def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus, mlflow
     assert box["s"].status == "finished"
     t0, t1 = load_study(cfg).get_trials()
     assert t0.state == t1.state == TrialState.COMPLETE
-    assert t0.user_attrs[ss.RESULT_ATTR]["attempts"] == 2
+    assert t0.user_attrs[history.RESULT_ATTR]["attempts"] == 2
     assert "--checkpoint_path" in (gen0 / LOG_FILE).read_text().split("attempt 1")[1]
     assert read_train_state(gen0)["epoch"] == 2  # the retry trained to the generation's total
-    assert t1.user_attrs[ss.PLAN_ATTR]["mode"] in ("warm_start", "resume")
+    assert t1.user_attrs[history.PLAN_ATTR]["mode"] in ("warm_start", "resume")
     _, children = study_runs(cfg)
     for c in children:  # train.py logged into the tuner's child runs
         assert {"val_loss", "attention_alignment_score", "mcd", "objective"} <= set(c.data.metrics)
         assert c.info.status == "FINISHED"
     for t in (t0, t1):  # the study level judges where the alignment held: median of the last 5
-        hist = mlflow_client(cfg).get_metric_history(t.user_attrs[ss.RUN_ID_ATTR], "attention_alignment_score")
+        hist = mlflow_client(cfg).get_metric_history(t.user_attrs[history.RUN_ID_ATTR], "attention_alignment_score")
         held = held_alignment([m.value for m in sorted(hist, key=lambda m: m.step)])
-        assert t.user_attrs[ss.ALIGNMENT_ATTR] == pytest.approx(held)
+        assert t.user_attrs[history.ALIGNMENT_ATTR] == pytest.approx(held)
     assert children[1].data.tags["ttsops.warm_start_source"].startswith("generation ")
     best = min((t0, t1), key=lambda t: t.value)
     best_path = tmp_path / "runs" / "real" / BEST_FILE
-    assert filecmp.cmp(best_path, best.user_attrs[ss.CKPT_ATTR], shallow=False)
+    assert filecmp.cmp(best_path, best.user_attrs[history.CKPT_ATTR], shallow=False)
     wav, _ = Synthesizer.from_checkpoint(best_path, device="cpu").synthesize("Hello there.")
     assert len(wav) > 0
     champion = mlflow_client(cfg).get_model_version_by_alias("real-taco", "champion")
-    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
+    assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]
 
 
 @pytest.mark.slow  # two tuner processes: about a minute here
@@ -276,14 +278,14 @@ def test_two_tuner_workers_share_one_study(tmp_path, mlflow_uri):
     assert len({t.number for t in trials}) == len(trials)
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert 6 <= len(trials) <= 7  # a worker checks the budget before asking: at most one over
-    assert len({t.user_attrs[ss.WORKER_ATTR] for t in trials}) == 2  # both did work
-    assert len({t.user_attrs[ss.GEN_DIR_ATTR] for t in trials}) == len(trials)
+    assert len({t.user_attrs[history.WORKER_ATTR] for t in trials}) == 2  # both did work
+    assert len({t.user_attrs[history.GEN_DIR_ATTR] for t in trials}) == len(trials)
     parent, children = study_runs(cfg)  # one parent run for both workers
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert len(children) == len(trials)
     best = min(trials, key=lambda t: t.value)
     assert filecmp.cmp(
-        tmp_path / "runs" / "foreign" / BEST_FILE, best.user_attrs[ss.CKPT_ATTR], shallow=False
+        tmp_path / "runs" / "foreign" / BEST_FILE, best.user_attrs[history.CKPT_ATTR], shallow=False
     )
     champion = mlflow_client(cfg).get_model_version_by_alias("foreign-mlp", "champion")
-    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
+    assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]

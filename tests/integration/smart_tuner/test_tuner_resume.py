@@ -28,12 +28,14 @@ from fixtures.tuner_testkit import (
 )
 from optuna.trial import TrialState
 
-from ttsops.smart_tuner import study_state as ss
-from ttsops.smart_tuner.generation import RunnerConfig
-from ttsops.smart_tuner.metrics_store import MetricsStore
-from ttsops.smart_tuner.registry import BEST_FILE
-from ttsops.smart_tuner.trainer_wrapper import LOG_FILE, pid_alive, read_pid_file, read_train_state
+from tests.helpers import read_train_state
+from ttsops.registry.model_registry import BEST_FILE
+from ttsops.smart_tuner.study import history
+from ttsops.smart_tuner.trainer.generation import RunnerConfig
+from ttsops.smart_tuner.trainer.metrics_store import MetricsStore
+from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, pid_alive, read_pid_file
 from ttsops.smart_tuner.tuner import Tuner
+from ttsops.train.adapter import Tacotron2Adapter
 
 # fixtures, used by name below
 mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
@@ -72,7 +74,7 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, mlflow
         os.kill(orphan["pid"], signal.SIGKILL)
         wait_for(lambda: not pid_alive(orphan["pid"], orphan["start_ticks"]), 10, "the orphan to die")
 
-    summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.1, heartbeat_s=1.0)).run()  # same config again
+    summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.1, heartbeat_s=1.0), trainer=Tacotron2Adapter(cfg.adapter)).run()  # same config again
 
     assert summary.status == "finished"
     assert not pid_alive(orphan["pid"], orphan["start_ticks"])
@@ -86,7 +88,7 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, mlflow
     assert trials[1].state == TrialState.FAIL
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[1].params
-    assert ss.generations_used(list(trials.values())) == 3
+    assert history.generations_used(list(trials.values())) == 3
     assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 3
     if not orphan_dies_too:  # stopped with SIGINT: it wrote a checkpoint that loads
         assert "stopped at step" in (gen1 / LOG_FILE).read_text()
@@ -102,9 +104,9 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, mlflow
         assert [s for s, _ in store.curve(0, "val_loss")] == [10, 20, 30, 40, 50]
 
     best = min((t for t in trials.values() if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-    assert filecmp.cmp(study_dir / BEST_FILE, best.user_attrs[ss.CKPT_ATTR], shallow=False)
+    assert filecmp.cmp(study_dir / BEST_FILE, best.user_attrs[history.CKPT_ATTR], shallow=False)
     champion = mlflow_client(cfg).get_model_version_by_alias("foreign-mlp", "champion")
-    assert champion.run_id == best.user_attrs[ss.RUN_ID_ATTR]
+    assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]
 
 
 @pytest.mark.slow
@@ -123,7 +125,7 @@ def test_real_train_py_orphan_is_stopped_with_a_checkpoint_and_requeued(tmp_path
     orphan = read_pid_file(gen1)
     assert pid_alive(orphan["pid"], orphan["start_ticks"])
 
-    summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.2, heartbeat_s=2.0)).run()
+    summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.2, heartbeat_s=2.0), trainer=Tacotron2Adapter(cfg.adapter)).run()
 
     assert summary.status == "finished" and not pid_alive(orphan["pid"], orphan["start_ticks"])
     state = read_train_state(gen1)
@@ -137,4 +139,4 @@ def test_real_train_py_orphan_is_stopped_with_a_checkpoint_and_requeued(tmp_path
     assert parent.info.status == "FINISHED"
     assert {int(c.data.tags["ttsops.trial"]): c.info.status for c in children}[1] == "KILLED"
     best = min((t for t in trials.values() if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-    assert filecmp.cmp(study_dir / BEST_FILE, best.user_attrs[ss.CKPT_ATTR], shallow=False)
+    assert filecmp.cmp(study_dir / BEST_FILE, best.user_attrs[history.CKPT_ATTR], shallow=False)

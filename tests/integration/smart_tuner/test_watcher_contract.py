@@ -25,8 +25,8 @@ import pytest
 
 from tests.helpers import free_port
 from ttsops.errors import TunerError
-from ttsops.smart_tuner.log_watcher import follow, make_watcher
-from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore, latency_summary
+from ttsops.smart_tuner.trainer.log_watcher import follow, make_watcher
+from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore, latency_summary
 
 logger = logging.getLogger(__name__)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -27,7 +27,7 @@ from tests import alert_stub
 from tests.alert_stub import TOKEN, multipart, telegram_cfg
 from tests.helpers import free_port
 from ttsops.config import AlertsConfig
-from ttsops.smart_tuner.alert_manager import Alert, AlertManager, Event, NullNotifier, build_notifier
+from ttsops.smart_tuner.alerts.alert_manager import Alert, AlertManager, Event, NullNotifier, build_notifier
 
 stub = alert_stub.stub  # the fake Telegram/Slack/webhook server (a fixture, used by name below)
 
@@ -393,7 +393,7 @@ def test_wrong_smtp_password_gives_up_without_retry(tmp_path, client, clock):
 
 # --- no channels --------------------------------------------------------------------------------
 def test_nothing_configured_logs_only(caplog, clock):
-    caplog.set_level(logging.INFO, logger="ttsops.smart_tuner.alert_manager")
+    caplog.set_level(logging.INFO, logger="ttsops.smart_tuner.alerts.alert_manager")
     with build_notifier(AlertsConfig(), clock=clock, sleeper=clock.sleep) as am:
         assert isinstance(am, AlertManager) and am.channel_names == ["log"]
         am.early_stop("s1", False, {"vote": 0.2})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ttsops.config import AdaptivePatienceConfig
-from ttsops.smart_tuner.detectors import (
+from ttsops.smart_tuner.early_stop.detectors import (
     Action,
     Reason,
     adaptive_patience,

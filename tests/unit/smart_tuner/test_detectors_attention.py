@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.detectors_attention import attention_detector, held_alignment
+from ttsops.smart_tuner.early_stop.attention import attention_detector, held_alignment
+from ttsops.smart_tuner.early_stop.detectors import Action, Reason
 
 
 def judge(scores, **kw):

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ttsops.smart_tuner.detectors import Reason
-from ttsops.smart_tuner.detectors_gp import forecast_detector, gp_forecast
+from ttsops.smart_tuner.early_stop.detectors import Reason
+from ttsops.smart_tuner.early_stop.forecast import forecast_detector, gp_forecast
 
 
 def decay(n: int) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ttsops.smart_tuner.detectors import Reason
-from ttsops.smart_tuner.detectors_stats import (
+from ttsops.smart_tuner.early_stop.detectors import Reason
+from ttsops.smart_tuner.early_stop.stats import (
     cusum_changepoint,
     cusum_detector,
     cusum_improvements,

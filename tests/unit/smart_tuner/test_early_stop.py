@@ -10,9 +10,9 @@ import pytest
 
 from ttsops.config import SmartEarlyStoppingConfig
 from ttsops.errors import ConfigError, TunerError
-from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController, columns
-from ttsops.smart_tuner.early_stop_types import GROUPS, vote
+from ttsops.smart_tuner.early_stop.controller import DetectorParams, EarlyStopController, columns
+from ttsops.smart_tuner.early_stop.detectors import Action, Reason
+from ttsops.smart_tuner.early_stop.vote import GROUPS, vote
 
 
 def curve(n: int, *, align_at: float | None = 6.0, floor: float = 0.5, tau: float = 4.0, noise: float = 0.002,

@@ -14,8 +14,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
 from ttsops.errors import ConfigError, TunerError
-from ttsops.smart_tuner.log_watcher import TensorboardWatcher, follow, make_watcher
-from ttsops.smart_tuner.metrics_store import MetricRecord
+from ttsops.smart_tuner.trainer.log_watcher import TensorboardWatcher, follow, make_watcher
+from ttsops.smart_tuner.trainer.metrics_store import MetricRecord
 
 
 def write_events(log_dir, events: list[tuple[int, summary_pb2.Summary.Value]], wall_time=1000.0):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore, latency_summary
+from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore, latency_summary
 
 
 def rec(
@@ -92,7 +92,7 @@ def test_survives_kill_9_of_the_writer(tmp_path):
     path = tmp_path / "m.db"
     code = (
         "import os, signal\n"
-        "from ttsops.smart_tuner.metrics_store import MetricsStore, MetricRecord\n"
+        "from ttsops.smart_tuner.trainer.metrics_store import MetricsStore, MetricRecord\n"
         f"s = MetricsStore({str(path)!r})\n"
         "s.add([MetricRecord('r', 0, i, 'val_loss', 1.0 / (i + 1), 100.0 + i, 101.0 + i) for i in range(50)])\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

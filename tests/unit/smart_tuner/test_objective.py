@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ttsops.smart_tuner.objective import (
+from ttsops.smart_tuner.search.objective import (
     DEFAULT_WEIGHTS,
     MCD_WORST_DB,
     ObjectiveWeights,

@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.errors import ConfigError, TunerError
-from ttsops.smart_tuner.opt_engine import HEARTBEAT_ATTR, RETRY_OF_ATTR, OptimizationEngine
-from ttsops.smart_tuner.samplers import (
+from ttsops.smart_tuner.search.opt_engine import HEARTBEAT_ATTR, RETRY_OF_ATTR, OptimizationEngine
+from ttsops.smart_tuner.search.samplers import (
     PRUNERS,
     SAMPLERS,
     BracketedHyperbandPruner,
@@ -275,7 +275,7 @@ def test_bad_storage_is_refused(storage, match):
 
 
 def test_unreachable_database_retries_then_one_line_without_password():
-    from ttsops.smart_tuner.opt_engine import make_storage
+    from ttsops.smart_tuner.search.opt_engine import make_storage
 
     sleeps: list[float] = []
     with pytest.raises(TunerError) as err:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttsops.smart_tuner.curves import load_curve
-from ttsops.smart_tuner.detectors import Action, Reason
-from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
+from ttsops.bench.curves import load_curve
+from ttsops.smart_tuner.early_stop.controller import DetectorParams, EarlyStopController
+from ttsops.smart_tuner.early_stop.detectors import Action, Reason
 
 RECORDED = Path(__file__).resolve().parents[3] / "benchmarks" / "curves" / "recorded"
 

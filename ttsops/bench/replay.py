@@ -50,11 +50,11 @@ from typing import Any
 
 import numpy as np
 
+from ttsops.bench.curves import Curve
 from ttsops.config import TunerConfig
-from ttsops.smart_tuner.curves import Curve
-from ttsops.smart_tuner.detectors import FAILURE_REASONS, patience_detector
-from ttsops.smart_tuner.detectors_attention import held_alignment, running_peak
-from ttsops.smart_tuner.early_stop import DetectorParams, EarlyStopController
+from ttsops.smart_tuner.early_stop.attention import held_alignment, running_peak
+from ttsops.smart_tuner.early_stop.controller import DetectorParams, EarlyStopController
+from ttsops.smart_tuner.early_stop.detectors import FAILURE_REASONS, patience_detector
 
 ALIGN = "attention_alignment_score"
 DETECTORS = ("divergence", "mann_kendall", "cusum", "adaptive_patience", "gp_forecast", "attention")

@@ -66,7 +66,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ttsops.smart_tuner.detectors import (
+from ttsops.smart_tuner.early_stop.detectors import (
     DetectorResult,
     Reason,
     abstain,
@@ -76,7 +76,7 @@ from ttsops.smart_tuner.detectors import (
     result,
     smooth,
 )
-from ttsops.smart_tuner.detectors_stats import cusum_changepoint, mann_kendall
+from ttsops.smart_tuner.early_stop.stats import cusum_changepoint, mann_kendall
 
 
 def _nonmonotonicity(a: np.ndarray, monotonicity: np.ndarray, window: int) -> float:

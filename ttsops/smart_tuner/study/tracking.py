@@ -1,5 +1,7 @@
 """The study in MLflow: one parent run per study, one child run per generation (MlflowClient only).
 
+Tag names are ``ttsops.infra.tracking.Tag``.
+
 * Parent: tags ``ttsops.study``, ``ttsops.role=study``; params: sampler, pruner, n_trials, the
   search space; its id is kept in the Optuna study (user attr), so a resumed study reopens the
   same parent run (status back to RUNNING) instead of starting a second one.
@@ -29,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ttsops.errors import TunerError
-from ttsops.smart_tuner.metrics_store import MetricRecord
+from ttsops.infra.tracking import ROLE_GENERATION, ROLE_STUDY, Tag, get_or_create_experiment
+from ttsops.smart_tuner.trainer.metrics_store import MetricRecord
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +54,6 @@ def _mlflow_error() -> type[Exception]:
     return MlflowException
 
 
-def local_artifact_root(tracking_uri: str, default: Path) -> str | None:
-    """Artifact location for a new experiment: next to the study for an embedded store (MLflow
-    would otherwise write ``./mlruns`` in the working directory), the server's choice over HTTP."""
-    if tracking_uri.startswith(("http://", "https://", "databricks")):
-        return None
-    return default.resolve().as_uri()
-
-
 class StudyTracking:
     """Creates and closes the study's MLflow runs."""
 
@@ -71,16 +66,9 @@ class StudyTracking:
         self.parent_id: str | None = None
 
     def _experiment(self, name: str, artifact_root: str | None) -> str:
-        err = _mlflow_error()
         try:
-            exp = self.client.get_experiment_by_name(name)
-            if exp is not None:
-                return str(exp.experiment_id)
-            return str(self.client.create_experiment(name, artifact_location=artifact_root))
-        except err as e:
-            exp = self.client.get_experiment_by_name(name)  # created by a parallel worker
-            if exp is not None:
-                return str(exp.experiment_id)
+            return get_or_create_experiment(self.client, name, artifact_root)
+        except _mlflow_error() as e:
             raise TunerError(f"mlflow experiment {name!r}: {str(e).splitlines()[0]}") from None
 
     def open_parent(self, study: Any, params: Mapping[str, Any]) -> str:
@@ -98,7 +86,7 @@ class StudyTracking:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.study_name,
-            tags={"ttsops.study": self.study_name, "ttsops.role": "study"},
+            tags={Tag.STUDY: self.study_name, Tag.ROLE: ROLE_STUDY},
         )
         study.set_user_attr(PARENT_ATTR, run.info.run_id)
         stored = study.user_attrs.get(PARENT_ATTR)  # two workers starting at once: the last write wins
@@ -129,16 +117,16 @@ class StudyTracking:
         attempt_of: int | None = None,
     ) -> str:
         tags = {
-            "mlflow.parentRunId": self.parent_id or "",
-            "ttsops.study": self.study_name,
-            "ttsops.role": "generation",
-            "ttsops.trial": str(trial),
-            "ttsops.restart_mode": mode,
-            "ttsops.warm_start_source": source,
-            "ttsops.plan_reason": reason[:4000],
+            Tag.PARENT_RUN: self.parent_id or "",
+            Tag.STUDY: self.study_name,
+            Tag.ROLE: ROLE_GENERATION,
+            Tag.TRIAL: str(trial),
+            Tag.RESTART_MODE: mode,
+            Tag.WARM_START_SOURCE: source,
+            Tag.PLAN_REASON: reason[:4000],
         }
         if attempt_of is not None:
-            tags["ttsops.retry_of_trial"] = str(attempt_of)
+            tags[Tag.RETRY_OF_TRIAL] = str(attempt_of)
         try:
             run = self.client.create_run(
                 self.experiment_id, run_name=f"{self.study_name}-gen{trial:03d}", tags=tags
@@ -153,7 +141,7 @@ class StudyTracking:
             self._finish,
             run_id,
             STATUS.get(state, "FAILED"),
-            {"ttsops.state": state, **{k: str(v)[:4000] for k, v in tags.items()}},
+            {Tag.STATE: state, **{k: str(v)[:4000] for k, v in tags.items()}},
         )
 
     def finish_parent(self, status: str, tags: Mapping[str, Any], metrics: Mapping[str, float]) -> None:

@@ -41,12 +41,14 @@ from typing import Any
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import ConfigError, TrainerError
+from ttsops.infra.atomic import atomic_write_text
+from ttsops.infra.kv import format_hparams
+from ttsops.smart_tuner.trainer.adapter import CommandAdapter, TrainerAdapter
 
 logger = logging.getLogger(__name__)
 
 PID_FILE = "trainer.pid"
 LOG_FILE = "train.log"
-STATE_FILE = "train_state.json"  # train.py's own state file (train contract)
 HPARAMS_ENV = "TTSOPS_HPARAMS"
 PLACEHOLDERS = (
     "python",
@@ -100,16 +102,11 @@ class LaunchSpec:
         return self.gen_dir / "logs"
 
 
-def join_hparams(hparams: Mapping[str, Any]) -> str:
-    """``"k=v,k=v"`` (None -> null); ParamScheduler.hparams_string is the tuner's own."""
-    return ",".join(f"{k}={_render(v)}" for k, v in hparams.items())
-
-
 def build_command(
     adapter: AdapterConfig,
     spec: LaunchSpec,
     python: str = sys.executable,
-    hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
+    hparams_string: Callable[[Mapping[str, Any]], str] = format_hparams,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and the extra environment for one launch (pure; no files touched).
 
@@ -265,11 +262,11 @@ class TrainerWrapper:
         stop_event: threading.Event | None = None,
         poll_s: float = 0.05,
         signaller: Signaller = os.killpg,
-        hparams_string: Callable[[Mapping[str, Any]], str] = join_hparams,
+        trainer: TrainerAdapter | None = None,
     ) -> None:
         self.adapter = adapter
         self.python = python
-        self.hparams_string = hparams_string
+        self.trainer: TrainerAdapter = trainer or CommandAdapter(adapter)
         self._clock = clock
         self._event = stop_event or threading.Event()  # only ever waited on, never set here
         self.poll_s = poll_s
@@ -277,7 +274,7 @@ class TrainerWrapper:
 
     # --- start ------------------------------------------------------------------------------------
     def launch(self, spec: LaunchSpec) -> TrainerProcess:
-        argv, extra_env = build_command(self.adapter, spec, self.python, self.hparams_string)
+        argv, extra_env = build_command(self.adapter, spec, self.python, self.trainer.hparams_string)
         spec.gen_dir.mkdir(parents=True, exist_ok=True)
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **extra_env}
@@ -373,39 +370,13 @@ class TrainerWrapper:
             return None
         return TrainerProcess(pid, ticks, Path(gen_dir), self._clock(), None, list(info.get("argv", [])))
 
-    # --- checkpoints ------------------------------------------------------------------------------
+    # --- what the trainer left -------------------------------------------------------------------
     def latest_checkpoint(self, gen_dir: str | Path) -> Path | None:
-        """The newest checkpoint the trainer left in ``gen_dir``.
+        """The newest checkpoint the trainer left in ``gen_dir`` (the TrainerAdapter says where)."""
+        return self.trainer.latest_checkpoint(Path(gen_dir))
 
-        train.py names it in ``train_state.json`` (``last_checkpoint``); other trainers: the newest
-        file matching ``adapter.checkpoint_glob`` (half-written temp files never match a glob
-        ending in the checkpoint's suffix).
-        """
-        return latest_checkpoint(Path(gen_dir), self.adapter.checkpoint_glob)
-
-
-def latest_checkpoint(gen_dir: Path, pattern: str) -> Path | None:
-    state = read_train_state(gen_dir)
-    if state and state.get("last_checkpoint"):
-        p = Path(state["last_checkpoint"])
-        p = p if p.is_absolute() else gen_dir / p
-        if p.is_file():
-            return p
-    found = []
-    for p in gen_dir.glob(pattern):
-        try:
-            found.append((p.stat().st_mtime_ns, p.name, p))
-        except OSError:  # rotated away while we looked
-            continue
-    return max(found)[2] if found else None
-
-
-def read_train_state(gen_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((gen_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    def train_state(self, gen_dir: str | Path) -> dict[str, Any] | None:
+        return self.trainer.train_state(Path(gen_dir))
 
 
 def write_pid_file(proc: TrainerProcess, spec: LaunchSpec) -> None:
@@ -418,9 +389,15 @@ def write_pid_file(proc: TrainerProcess, spec: LaunchSpec) -> None:
         "run_id": spec.run_id,
         "argv": proc.argv,
     }
-    tmp = spec.gen_dir / (PID_FILE + ".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, spec.gen_dir / PID_FILE)
+    atomic_write_text(spec.gen_dir / PID_FILE, json.dumps(info))
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"(no log at {path})"
+    return f"{lines[-1]} (log: {path})" if lines else f"(empty log {path})"
 
 
 def read_pid_file(gen_dir: Path) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ the YAML config does not expose), the detector ``GROUPS`` and their weighted ``v
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ttsops.errors import ConfigError
-from ttsops.smart_tuner.detectors import Action, DetectorResult, Reason, jsonable
+from ttsops.infra.tracking import early_stop_tag
+from ttsops.smart_tuner.early_stop.detectors import Action, DetectorResult, Reason, jsonable
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "statistical_consensus": ("mann_kendall", "cusum", "adaptive_patience", "generation_patience"),
@@ -115,14 +117,13 @@ class Decision:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False, sort_keys=True)
 
-    def to_tags(self, prefix: str = "early_stop") -> dict[str, str]:
-        """Short MLflow tags (values are strings, < 5000 chars)."""
-        tags = {f"{prefix}.{self.level}.action": self.action.value,
-                f"{prefix}.{self.level}.reason": self.reason.value,
-                f"{prefix}.{self.level}.score": f"{self.score:.3f}",
-                f"{prefix}.{self.level}.message": self.message[:4000]}
+    def to_tags(self) -> dict[str, str]:
+        """Short MLflow tags (``early_stop.<level>.*``; values are strings, < 5000 chars)."""
+        tag = functools.partial(early_stop_tag, self.level)
+        tags = {tag("action"): self.action.value, tag("reason"): self.reason.value,
+                tag("score"): f"{self.score:.3f}", tag("message"): self.message[:4000]}
         for v in self.verdicts:
-            tags[f"{prefix}.{self.level}.{v.name}"] = f"{v.action.value}:{v.reason.value}:{v.score:.2f}"
+            tags[tag(v.name)] = f"{v.action.value}:{v.reason.value}:{v.score:.2f}"
         return tags
 
 

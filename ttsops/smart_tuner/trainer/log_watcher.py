@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ttsops.errors import ConfigError, TunerError
-from ttsops.smart_tuner.metrics_store import MetricRecord, latency_summary
+from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, latency_summary
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Levels (SPEC §6):
 1. patience + relative ``min_delta``: curriculum patience (``adaptive_patience``) on the smoothed
    loss inside a trial; ``tuner_patience`` generations without a ``tuner_min_delta`` improvement of
    the objective across the study;
-2. detectors (``detectors*.py``): CUSUM, Mann-Kendall + Sen's slope, GP forecast, attention health;
+2. detectors (``detectors.py``, ``stats.py``, ``forecast.py``, ``attention.py``): CUSUM, Mann-Kendall + Sen's slope, GP forecast, attention health;
 3. the weighted vote: each group's score (``statistical_consensus`` = mean of Mann-Kendall, CUSUM
    and adaptive patience; ``bayesian_prediction`` = 1 - P(improve) from the GP; ``attention_analysis``)
    is weighted by ``ensemble_weights`` over the groups that vote, and the run stops at >= ``stop_threshold`` (0.7:
@@ -50,7 +50,8 @@ import numpy as np
 
 from ttsops.config import SmartEarlyStoppingConfig
 from ttsops.errors import TunerError
-from ttsops.smart_tuner.detectors import (
+from ttsops.smart_tuner.early_stop.attention import attention_detector
+from ttsops.smart_tuner.early_stop.detectors import (
     Action,
     DetectorResult,
     History,
@@ -66,10 +67,9 @@ from ttsops.smart_tuner.detectors import (
     result,
     since_improvement,
 )
-from ttsops.smart_tuner.detectors_attention import attention_detector
-from ttsops.smart_tuner.detectors_gp import forecast_detector, load_backend
-from ttsops.smart_tuner.detectors_stats import cusum_detector, training_progress_detector, trend_detector
-from ttsops.smart_tuner.early_stop_types import Decision, DetectorParams, vote
+from ttsops.smart_tuner.early_stop.forecast import forecast_detector, load_backend
+from ttsops.smart_tuner.early_stop.stats import cusum_detector, training_progress_detector, trend_detector
+from ttsops.smart_tuner.early_stop.vote import Decision, DetectorParams, vote
 
 STATE_VERSION = 1
 

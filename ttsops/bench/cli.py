@@ -1,5 +1,5 @@
 """``ttsops bench early-stop CURVES_DIR``: the command line and the tables of the replay harness
-(the definitions, the replay and the summaries are in ``ttsops/bench.py``)."""
+(the definitions, the replay and the summaries are in ``ttsops/bench/replay.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ttsops.bench import (
+from ttsops.bench.curves import load_curves
+from ttsops.bench.replay import (
     LABEL_METHODS,
     Outcome,
     acceptance,
@@ -24,8 +25,7 @@ from ttsops.bench import (
 )
 from ttsops.config import load_config
 from ttsops.errors import ConfigError
-from ttsops.smart_tuner.curves import load_curves
-from ttsops.smart_tuner.early_stop import DetectorParams
+from ttsops.smart_tuner.early_stop.controller import DetectorParams
 
 
 # --- tables ----------------------------------------------------------------------------------------

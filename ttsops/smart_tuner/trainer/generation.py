@@ -37,14 +37,13 @@ from typing import Any, Protocol
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import TunerError
-from ttsops.smart_tuner.detectors_attention import held_alignment
-from ttsops.smart_tuner.metrics_store import MetricRecord, MetricsStore
-from ttsops.smart_tuner.trainer_wrapper import (
+from ttsops.smart_tuner.early_stop.attention import held_alignment
+from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore
+from ttsops.smart_tuner.trainer.trainer_wrapper import (
     Checkpoint,
     LaunchSpec,
     TrainerProcess,
     TrainerWrapper,
-    read_train_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -376,7 +375,7 @@ class GenerationRunner:
         start = Checkpoint("resume", ckpt) if ckpt else st.spec.checkpoint
         # train.py (it keeps train_state.json) restores its epoch counter on resume and counts to
         # ``epochs`` in total; another trainer counts per process and gets what is left
-        total = read_train_state(st.spec.gen_dir) is not None
+        total = self.wrapper.train_state(st.spec.gen_dir) is not None
         left = st.spec.epochs if st.spec.epochs is None or total else max(1, st.spec.epochs - st.validations)
         spec = replace(st.spec, checkpoint=start, attempt=st.attempt, epochs=left)
         self.notifier.notify(

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttsops.smart_tuner.detectors import DetectorResult, Reason, abstain, as_array, finite_points, result
+from ttsops.smart_tuner.early_stop.detectors import (
+    DetectorResult,
+    Reason,
+    abstain,
+    as_array,
+    finite_points,
+    result,
+)
 
 
 @dataclass(frozen=True)

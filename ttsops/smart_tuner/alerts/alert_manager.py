@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import httpx
 
 from ttsops.config import AlertsConfig
-from ttsops.smart_tuner.alert_channels import (
+from ttsops.smart_tuner.alerts.channels import (
     Alert,
     Channel,
     DeliveryError,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ttsops.smart_tuner.detectors import (
+from ttsops.smart_tuner.early_stop.detectors import (
     DetectorResult,
     Reason,
     abstain,

@@ -1,6 +1,6 @@
 """OptimizationEngine: Optuna (ask-and-tell) with the config's samplers, pruners and storage.
 
-Samplers and pruners: ``ttsops/smart_tuner/samplers.py`` (``SAMPLERS``, ``PRUNERS``).
+Samplers and pruners: ``ttsops/smart_tuner/search/samplers.py`` (``SAMPLERS``, ``PRUNERS``).
 
 Storage: any Optuna RDB URL (``sqlite:///...``, ``postgresql://...``) or ``journal:PATH``
 (JournalFileBackend: safe for several processes on one host or a shared POSIX file system).
@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.errors import ConfigError, TunerError
-from ttsops.smart_tuner.samplers import PRUNERS, SAMPLERS, default_n_brackets
+from ttsops.smart_tuner.search.samplers import PRUNERS, SAMPLERS, default_n_brackets
 
 logger = logging.getLogger(__name__)
 

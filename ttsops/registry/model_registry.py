@@ -1,0 +1,253 @@
+"""ModelRegistry: ``best_model.pt`` is always the study's best checkpoint; each new best becomes an
+MLflow Model Registry version; the alias (``champion``) moves only through the promotion gate.
+
+For each candidate (a COMPLETE generation, lower objective is better) that beats the current best:
+
+1. its checkpoint is logged to the generation's MLflow child run as ``model/best_model.pt`` (plus
+   ``model/ttsops_model.json``) and registered as a version of ``registry.model_name`` with
+   ``source`` = that artifact directory. So ``mlflow.artifacts.download_artifacts("models:/NAME/V")``
+   returns a directory holding ``best_model.pt``. Version tags: study, generation, objective,
+   dataset version, ``param.<k>``, ``metric.<k>`` and the gate verdict. Registering is idempotent
+   (a version of the same run is reused), so a tuner killed half-way re-does it safely;
+2. ``<study_dir>/best_model.pt`` is replaced atomically (copy to a temp file, fsync, rename) and
+   ``best_model.json`` beside it records where it came from;
+3. if the promotion gate (``RegistryConfig.promotion_gate``: min alignment, max val_loss, min STOI;
+   a metric the gate needs but the run did not log fails it) passes, the alias moves to the version.
+
+Each new best replaces an older, worse one, so the alias always names the best version that
+passed the gate. The alias is per registered model: a later study registering under the same name
+takes it with its first gate-passing best (use one model name per line of experiments).
+
+``ttsops registry list|show|promote`` (cli.py) inspects versions and moves the alias by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttsops.config import PromotionGate, RegistryConfig
+from ttsops.errors import RegistryError
+from ttsops.infra.atomic import atomic_copy, atomic_write_text, file_lock
+from ttsops.infra.tracking import Tag
+
+logger = logging.getLogger(__name__)
+
+BEST_FILE = "best_model.pt"
+BEST_META = "best_model.json"
+ARTIFACT_DIR = "model"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    study: str
+    generation: int  # Optuna trial number
+    objective: float
+    checkpoint: Path
+    run_id: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    dataset_version: str | None = None
+
+
+@dataclass(frozen=True)
+class BestRecord:
+    """What ``best_model.json`` says about ``best_model.pt``."""
+
+    generation: int
+    objective: float
+    source: str
+    run_id: str | None
+    version: str | None
+    promoted: bool
+    params: dict[str, Any]
+    hparams: dict[str, Any]
+    metrics: dict[str, float]
+    dataset_version: str | None
+    updated: float
+
+
+@dataclass(frozen=True)
+class RegistryDecision:
+    new_best: bool
+    version: str | None = None
+    promoted: bool = False
+    gate_reasons: tuple[str, ...] = ()
+
+
+def gate_check(gate: PromotionGate, metrics: Mapping[str, float]) -> tuple[bool, list[str]]:
+    """Pure: does a model with these metrics pass the gate? Returns (passed, reasons it failed)."""
+    rules = [
+        ("attention_alignment_score", gate.min_attention_alignment_score, ">="),
+        ("val_loss", gate.max_val_loss, "<="),
+        ("stoi", gate.min_stoi, ">="),
+    ]
+    failed = []
+    for name, bound, op in rules:
+        if bound is None:
+            continue
+        value = metrics.get(name)
+        if value is None or not math.isfinite(float(value)):
+            failed.append(f"{name} missing (needs {op} {bound})")
+        elif (op == ">=" and float(value) < bound) or (op == "<=" and float(value) > bound):
+            failed.append(f"{name}={float(value):.4g} (needs {op} {bound})")
+    return not failed, failed
+
+
+class ModelRegistry:
+    """Keeps ``best_model.pt`` and the MLflow Model Registry in step for one study."""
+
+    def __init__(
+        self,
+        cfg: RegistryConfig,
+        study_dir: str | Path,
+        *,
+        client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.study_dir = Path(study_dir)
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        self.client = client  # MlflowClient(tracking_uri=..., registry_uri=...) or None: files only
+        self._clock = clock
+
+    @property
+    def best_path(self) -> Path:
+        return self.study_dir / BEST_FILE
+
+    def best(self) -> BestRecord | None:
+        try:
+            data = json.loads((self.study_dir / BEST_META).read_text())
+            return BestRecord(**data) if self.best_path.is_file() else None
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def consider(self, c: Candidate, *, force: bool = False) -> RegistryDecision:
+        """Make ``c`` the best if it beats the current one (``force``: even if it does not).
+
+        Holds an exclusive lock on ``<study_dir>/.registry.lock`` throughout, so workers sharing
+        the study directory (one host or a shared POSIX file system) compare and replace in turn.
+        """
+        if not math.isfinite(c.objective):
+            return RegistryDecision(False)
+        with file_lock(self.study_dir / ".registry.lock"):
+            return self._consider(c, force)
+
+    def _consider(self, c: Candidate, force: bool) -> RegistryDecision:
+        current = self.best()
+        if not force and current is not None and not c.objective < current.objective:
+            return RegistryDecision(False)
+        if not c.checkpoint.is_file():
+            raise RegistryError(f"generation {c.generation}: checkpoint {c.checkpoint} does not exist")
+        passed, reasons = gate_check(self.cfg.promotion_gate, c.metrics)
+        version = self._register(c, passed, reasons) if self.client is not None else None
+        atomic_copy(c.checkpoint, self.best_path)
+        record = BestRecord(
+            c.generation,
+            float(c.objective),
+            str(c.checkpoint),
+            c.run_id,
+            version,
+            passed and version is not None,
+            dict(c.params),
+            dict(c.hparams),
+            {k: float(v) for k, v in c.metrics.items()},
+            c.dataset_version,
+            self._clock(),
+        )
+        atomic_write_text(self.study_dir / BEST_META, json.dumps(asdict(record), indent=1, default=str))
+        if version is not None and passed:
+            self.client.set_registered_model_alias(self.cfg.model_name, self.cfg.alias, version)
+        logger.info(
+            "new best: generation %d, objective %.5g -> %s%s%s",
+            c.generation,
+            c.objective,
+            self.best_path,
+            f", {self.cfg.model_name} v{version}" if version else "",
+            f", alias {self.cfg.alias}"
+            if version and passed
+            else (f", gate failed: {'; '.join(reasons)}" if not passed else ""),
+        )
+        return RegistryDecision(True, version, passed and version is not None, tuple(reasons))
+
+    def ensure_best(self, c: Candidate) -> RegistryDecision:
+        """After a resume: make ``best_model.pt`` match the study's best COMPLETE generation."""
+        current = self.best()
+        if current is not None and current.generation == c.generation:
+            return RegistryDecision(False, current.version, current.promoted)
+        logger.info(
+            "best_model.pt is behind the study (generation %s, study best %d): repairing",
+            current.generation if current else None,
+            c.generation,
+        )
+        return self.consider(c, force=True)
+
+    # --- MLflow -----------------------------------------------------------------------------------
+    def _register(self, c: Candidate, passed: bool, reasons: list[str]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        if c.run_id is None:
+            raise RegistryError(f"generation {c.generation}: no MLflow run to register the model from")
+        name = self.cfg.model_name
+        try:
+            existing = self.client.search_model_versions(f"name='{name}' and run_id='{c.run_id}'")
+            if existing:
+                return str(existing[0].version)
+            self._ensure_model(name)
+            run = self.client.get_run(c.run_id)
+            with tempfile.TemporaryDirectory(prefix="ttsops-model-") as tmp:
+                shutil.copyfile(c.checkpoint, Path(tmp) / BEST_FILE)
+                meta = {
+                    "study": c.study,
+                    "generation": c.generation,
+                    "objective": c.objective,
+                    "params": dict(c.params),
+                    "hparams": dict(c.hparams),
+                    "metrics": dict(c.metrics),
+                    "dataset_version": c.dataset_version,
+                }
+                (Path(tmp) / "ttsops_model.json").write_text(json.dumps(meta, indent=1, default=str))
+                self.client.log_artifacts(c.run_id, tmp, artifact_path=ARTIFACT_DIR)
+            mv = self.client.create_model_version(
+                name,
+                source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}",
+                run_id=c.run_id,
+                tags=self._tags(c, passed, reasons),
+                description=f"study {c.study}, generation {c.generation}, objective {c.objective:.5g}",
+            )
+        except MlflowException as e:
+            raise RegistryError(f"model registry: {name}: {str(e).splitlines()[0]}") from None
+        return str(mv.version)
+
+    def _ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(name, description="ttsops Tacotron2 models")
+            except MlflowException:  # another worker created it in between
+                self.client.get_registered_model(name)
+
+    @staticmethod
+    def _tags(c: Candidate, passed: bool, reasons: list[str]) -> dict[str, str]:
+        tags = {
+            Tag.STUDY: c.study,
+            Tag.GENERATION: str(c.generation),
+            Tag.OBJECTIVE: repr(float(c.objective)),
+            Tag.DATASET_VERSION: c.dataset_version or "unknown",
+            Tag.GATE: "pass" if passed else "fail: " + "; ".join(reasons),
+        }
+        tags.update({f"{Tag.PARAM_PREFIX}{k}": str(v) for k, v in c.params.items()})
+        tags.update({f"{Tag.METRIC_PREFIX}{k}": repr(float(v)) for k, v in c.metrics.items()})
+        return {k: v[:5000] for k, v in tags.items()}
