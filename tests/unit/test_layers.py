@@ -1,0 +1,111 @@
+"""Imports run one way (DESIGN.md): text/audio at the bottom; model, serve and config never import
+train; smart_tuner never imports train or model (it reaches a trainer through TrainerAdapter);
+and no module imports itself back through others. Every import counts, those inside functions too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "ttsops"
+
+# (importer prefix, forbidden prefixes): "ttsops.config" is the module or the package of that name
+RULES = [
+    ("ttsops.model", ("ttsops.train",)),
+    ("ttsops.serve", ("ttsops.train",)),
+    ("ttsops.config", ("ttsops.train",)),
+    ("ttsops.text", ("ttsops.train", "ttsops.model", "ttsops.audio", "ttsops.data")),
+    ("ttsops.audio", ("ttsops.train", "ttsops.model", "ttsops.text", "ttsops.data")),
+    ("ttsops.infra", ("ttsops.train", "ttsops.model", "ttsops.smart_tuner", "ttsops.serve", "ttsops.data")),
+    ("ttsops.smart_tuner", ("ttsops.train", "ttsops.model")),
+]
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(source: str, modules: set[str]) -> set[str]:
+    """The package's modules that ``source`` imports (``from a import b``: ``a.b`` if it is a module)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "ttsops")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ttsops":
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            out.update(subs or {node.module})
+    return out
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    files = {module_name(p, root): p for p in root.rglob("*.py")}
+    return {name: imports_of(p.read_text(), set(files)) for name, p in files.items()}
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{mod} imports {dep}"
+        for mod, deps in graph.items()
+        for importer, forbidden in RULES
+        if _under(mod, importer)
+        for dep in deps
+        if any(_under(dep, f) for f in forbidden)
+    )
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import cycle once (as the path that closes it), found by depth-first search."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                found.append(path[path.index(d) :] + [d])
+            elif d in graph and d not in state:
+                visit(d)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    return found
+
+
+def test_no_module_imports_against_the_layers():
+    assert violations(import_graph()) == []
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("graph", "bad"),
+    [
+        ({"ttsops.model.inference": {"ttsops.train.checkpoint"}}, ["ttsops.model.inference imports ttsops.train.checkpoint"]),
+        ({"ttsops.config": {"ttsops.train.hparams"}}, ["ttsops.config imports ttsops.train.hparams"]),
+        ({"ttsops.smart_tuner.search.x": {"ttsops.model"}}, ["ttsops.smart_tuner.search.x imports ttsops.model"]),
+        ({"ttsops.train.adapter": {"ttsops.smart_tuner.trainer.adapter"}}, []),
+        ({"ttsops.configx": {"ttsops.train"}}, []),  # a prefix is a whole name
+    ],
+)
+def test_the_rules_catch_what_they_name(graph, bad):
+    assert violations(graph) == bad
+
+
+def test_the_cycle_search_finds_a_cycle_through_a_function_level_import():
+    src = "def f():\n    from ttsops.b import g\n"
+    graph = {"ttsops.a": imports_of(src, {"ttsops.a", "ttsops.b"}), "ttsops.b": {"ttsops.a"}}
+    assert cycles(graph) == [["ttsops.a", "ttsops.b", "ttsops.a"]]
