@@ -136,7 +136,8 @@ class StageConfig(_Section):
     multiplier: float = Field(gt=0)
 
 
-DEFAULT_STAGES = {
+StageName = Literal["warmup", "main", "fine_tune"]
+DEFAULT_STAGES: dict[StageName, StageConfig] = {
     "warmup": StageConfig(epochs=20, multiplier=1.5),
     "main": StageConfig(epochs=100, multiplier=1.0),
     "fine_tune": StageConfig(epochs=50, multiplier=0.7),
@@ -147,7 +148,7 @@ class AdaptivePatienceConfig(_Section):
     enabled: bool = True
     initial_patience: int = Field(5, ge=1)
     max_patience: int = Field(15, ge=1)
-    stages: dict[Literal["warmup", "main", "fine_tune"], StageConfig] = dict(DEFAULT_STAGES)
+    stages: dict[StageName, StageConfig] = dict(DEFAULT_STAGES)
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -422,4 +423,5 @@ def dump_config(cfg: TunerConfig) -> str:
     for sub, k in (("telegram", "bot_token"), ("smtp", "password")):
         if alerts[sub].get(k):
             alerts[sub][k] = "***"
-    return yaml.safe_dump(data, sort_keys=False)
+    text: str = yaml.safe_dump(data, sort_keys=False)
+    return text

@@ -299,7 +299,7 @@ def stage_samples(d: Demo) -> dict[str, Any]:
     synth = Synthesizer.from_checkpoint(d.study_dir / "best_model.pt", device="cpu")
     asr = get_backend(TranscribeConfig())  # what the ASR hears is a rough intelligibility check
     d.samples_dir.mkdir(parents=True, exist_ok=True)
-    items = []
+    items: list[dict[str, Any]] = []
     for i, text in enumerate(d.plan.samples, 1):
         mel, align = synth.mel(text)
         wav = synth.vocoder(mel)

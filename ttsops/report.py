@@ -361,7 +361,7 @@ def build_report(
         g.alignment = latest_alignment(client, study_dir / "generations" / f"gen_{g.trial:04d}", g.run_id)
     data_dir = dataset_dir or defaults["dataset"]
     finished = [g for g in gens if g.state == "COMPLETE" and g.objective is not None]
-    best = min(finished, key=lambda g: g.objective) if finished else None
+    best = min(finished, key=lambda g: g.objective or 0.0) if finished else None
     out.mkdir(parents=True, exist_ok=True)
     html = _render({
         "study": name, "generated": datetime.now().strftime("%Y-%m-%d %H:%M"), "tracking_uri": uri,

@@ -3,7 +3,7 @@ implementing the ``Vocoder`` protocol."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ class GriffinLim:
         gen = torch.Generator(device="cpu").manual_seed(0)  # deterministic audio for a given mel
         angles = torch.exp(2j * np.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
         prev = torch.zeros_like(angles)
-        kw = dict(
+        kw: dict[str, Any] = dict(
             n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
             window=self.mel.window, center=True,
         )
@@ -55,6 +55,6 @@ class GriffinLim:
             angles = accel / accel.abs().clamp(min=1e-8)
             prev = rebuilt
             wav = torch.istft(mag * angles, **kw)
-        wav = wav.cpu().numpy().astype(np.float32)
-        peak = float(np.abs(wav).max()) if wav.size else 0.0
-        return wav / peak * 0.95 if peak > 0 else wav
+        out = wav.cpu().numpy().astype(np.float32)
+        peak = float(np.abs(out).max()) if out.size else 0.0
+        return out / peak * 0.95 if peak > 0 else out

@@ -124,7 +124,7 @@ def alignment_onset(curve: Curve, threshold: float, deadline: float, margin: flo
             return held is not None and held < threshold - margin
 
         late = np.flatnonzero(ep >= deadline)
-        for i in late:  # like a collapse: 3 validations in a row (or to the end of the curve)
+        for i in late.tolist():  # like a collapse: 3 validations in a row (or to the end of the curve)
             if all(failing(int(j)) for j in late[(late >= i) & (late < i + 3)]):
                 return int(i)
         return None
@@ -174,7 +174,7 @@ def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold:
     n = curve.length
     a = curve.columns.get(ALIGN)
     has_align = a is not None and bool(np.isfinite(a).any())
-    usable = usable_mask(a, threshold, margin) if has_align else np.ones(n, dtype=bool)
+    usable = usable_mask(a, threshold, margin) if a is not None and has_align else np.ones(n, dtype=bool)
     t, reason = stop if stop is not None else (n, "")
     seen = np.arange(n) < t
     full, full_raw = _best(y, usable), _best(y, np.ones(n, dtype=bool))
@@ -198,7 +198,7 @@ def score(curve: Curve, method: str, stop: tuple[int, str] | None, *, threshold:
     # whatever a dip of its score looks like: pruning it is a false stop, not a failure caught
     onset = None if curve.label in HEALTHY_LABELS else alignment_onset(curve, threshold, deadline, margin)
     latency = (t - 1 - onset) if (onset is not None and stop is not None) else None
-    aligned_before = has_align and bool(np.any(np.nan_to_num(running_peak(a)[:t], nan=-np.inf) >= threshold))
+    aligned_before = a is not None and has_align and bool(np.any(np.nan_to_num(running_peak(a)[:t], nan=-np.inf) >= threshold))
     failure = reason in {r.value for r in FAILURE_REASONS}
     plateau_early = stop is not None and has_align and not aligned_before and not failure and method != "oracle"
     return Outcome(curve.name, curve.label, method, stop[0] if stop else None, reason, saved, regret,
@@ -275,7 +275,7 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
             "median_R_raw": statistics.median(o.regret_raw for o in os_),
             "false_stop_rate_raw": sum(o.regret_raw > min_delta for o in os_) / len(os_),
             "false_stop_rate_raw_healthy": _rate([o.regret_raw > min_delta for o in os_ if o.label not in FAILURE_LABELS]),
-            "false_stop_rate_true": (sum(o.regret_true > min_delta for o in truth) / len(truth)) if truth else None,
+            "false_stop_rate_true": (sum((o.regret_true or 0.0) > min_delta for o in truth) / len(truth)) if truth else None,
             "align_failures": len(fails),
             "latency_median": statistics.median(x for x in lat if x is not None) if any(x is not None for x in lat) else None,
             "latency_max": max((x for x in lat if x is not None), default=None),

@@ -15,10 +15,13 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import fields
+from typing import TypeVar
 
 from rich.console import Console
 
 from ttsops.errors import ConfigError
+
+C = TypeVar("C")
 
 console = Console()
 
@@ -105,7 +108,7 @@ def _cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(cls: type, values: dict[str, object]) -> object:
+def _config(cls: type[C], values: dict[str, object]) -> C:
     try:
         return cls(**{k: v for k, v in values.items() if v is not None})
     except ValueError as e:

@@ -117,7 +117,7 @@ class ModelRegistry:
         self.cfg = cfg
         self.study_dir = Path(study_dir)
         self.study_dir.mkdir(parents=True, exist_ok=True)
-        self.client = client  # MlflowClient(tracking_uri=..., registry_uri=...) or None: files only
+        self.client: Any = client  # MlflowClient(tracking_uri=..., registry_uri=...) or None: files only
         self._clock = clock
 
     @property

@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -145,7 +145,7 @@ class _Edge:
                 raise HTTPException(413, f"request body over the {self.max}-byte limit")
             return msg
 
-        async def send_status(msg: dict) -> None:
+        async def send_status(msg: MutableMapping[str, Any]) -> None:
             if msg["type"] == "http.response.start":
                 status[0] = msg["status"]
             await send(msg)

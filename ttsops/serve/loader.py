@@ -38,7 +38,7 @@ _REGISTRY_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<
 class Synthesizer(Protocol):
     """What the service needs of a model (``ttsops.model.inference.Synthesizer`` fits)."""
 
-    hparams: Any
+    sample_rate: int
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]: ...
 

@@ -100,7 +100,8 @@ class Tuner:
         self.tracking_uri = cfg.tracking_uri()
         self.python, self._clock, self._wall = python, clock, wall_clock
         self.stop_event = stop_event or threading.Event()
-        self.notifier = notifier
+        self._notifier_given = notifier
+        self.notifier: Notifier  # set when the study opens (alerts start with it)
         self.runner_cfg = runner_cfg
         self.me = recovery.worker_id()
         self.trainer: TrainerAdapter = trainer or CommandAdapter(cfg.adapter)
@@ -172,8 +173,7 @@ class Tuner:
             artifact_root=artifact_root(self.tracking_uri, self.work_dir / "mlartifacts"),
         )
         self.registry = ModelRegistry(cfg.registry, self.study_dir, client=self.client)
-        if self.notifier is None:
-            self.notifier = alert_notifier(cfg.monitoring.alerts, self.name)
+        self.notifier = self._notifier_given or alert_notifier(cfg.monitoring.alerts, self.name)
 
     def _recover(self) -> list[recovery.Interrupted]:
         a = self.cfg.adapter
@@ -210,7 +210,7 @@ class Tuner:
         if best is None or not best.user_attrs.get(history.CKPT_ATTR):
             return
         self.registry.ensure_best(
-            self._candidate(best.number, float(best.value), best.params, best.user_attrs)
+            self._candidate(best.number, _value(best), best.params, best.user_attrs)
         )
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -446,7 +446,7 @@ class Tuner:
         try:
             self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
             best = self.engine.best()
-            metrics = {"best_objective": float(best.value)} if best is not None else {}
+            metrics = {"best_objective": _value(best)} if best is not None else {}
             self.tracking.finish_parent(
                 "FINISHED" if status == "finished" else "KILLED",
                 {
@@ -480,7 +480,7 @@ class Tuner:
             reason,
             self.study_dir,
             best.number if best else None,
-            float(best.value) if best else None,
+            _value(best) if best else None,
             history.generation_rows(self.study.get_trials()),
             dict(self.stats),
         )
@@ -488,3 +488,7 @@ class Tuner:
         atomic_write_text(self.study_dir / "summary.json", json.dumps(out, indent=1, default=str))
         return s
 
+
+def _value(trial: Any) -> float:
+    """A finished best trial's objective (Optuna types it Optional; a best trial always has one)."""
+    return float(trial.value if trial.value is not None else math.nan)

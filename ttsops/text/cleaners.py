@@ -48,8 +48,8 @@ def _currency(m: re.Match[str]) -> str:
 def _number(m: re.Match[str]) -> str:
     n = int(m.group(0))
     if 1000 < n < 3000 and n % 100 and len(m.group(0)) == 4:
-        return num2words(n, to="year")
-    return num2words(n)
+        return str(num2words(n, to="year"))
+    return str(num2words(n))
 
 
 def expand_numbers(text: str) -> str:

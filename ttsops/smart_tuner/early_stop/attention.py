@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def attention_detector(
     nonmono = _nonmonotonicity(a, as_array(monotonicity), window)
     health = float(s[-1] - monotonic_penalty * nonmono)
     ent = as_array(entropy)
-    info: dict[str, object] = dict(
+    info: dict[str, Any] = dict(
         current=float(a[-1]), smoothed=float(s[-1]), health=health, peak=float(a.max()),
         nonmonotonicity=nonmono, epoch=epoch, threshold=threshold,
         entropy=float(ent[-1]) if ent.size and math.isfinite(ent[-1]) else None,
@@ -137,7 +138,7 @@ def attention_detector(
 
 
 def _flatline(name: str, a: np.ndarray, idx: np.ndarray, level: float, k: int,
-              info: dict[str, object]) -> DetectorResult | None:
+              info: dict[str, Any]) -> DetectorResult | None:
     """The attention learned nothing at all: the last ``k`` scores all below ``level`` and not
     rising significantly. Judged before the deadline (a dead run need not wait for it)."""
     if k < 3 or a.size < k or not np.all(a[-k:] < level):
@@ -202,11 +203,11 @@ def held_since(a: np.ndarray, first: int, threshold: float) -> int:
 
 def _after_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, margin: float,
-    consecutive: int, barely_consecutive: int, info: dict[str, object],
+    consecutive: int, barely_consecutive: int, info: dict[str, Any],
 ) -> DetectorResult:
     """Validations below the band in a row that make a collapse: ``consecutive`` for a firm
     alignment, ``barely_consecutive`` for a barely-formed one (``info["firm"]`` False)."""
-    peak = float(info["robust_peak"])  # type: ignore[arg-type]  # set by the caller; finite once reached
+    peak = float(info["robust_peak"])  # set by the caller; finite once reached
     below = a[first + 1 :] < threshold - margin
     # validations below the band in a row, up to now; the robust peak is >= the threshold here, so
     # below the band is also more than the margin below the peak
@@ -256,7 +257,7 @@ def still_improving(objective: Sequence[float] | np.ndarray | None, window: int,
 def _before_alignment(
     name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, health: float,
     threshold: float, deadline: float, patience: int, window: int, margin: float, learning: bool,
-    info: dict[str, object],
+    info: dict[str, Any],
 ) -> DetectorResult:
     info["deadline_epoch"] = deadline
     if epoch < deadline or a.size < 3:
@@ -264,7 +265,7 @@ def _before_alignment(
                        f"not aligned yet ({a[-1]:.2f} < {threshold:.2f}); deadline epoch {deadline:g}, "
                        f"now {epoch:g}", **info)
     holding = held_alignment(a)
-    if holding >= threshold - margin:  # formed, not yet sharp: no failure (and no plateau stop)
+    if holding is not None and holding >= threshold - margin:  # formed, not yet sharp: no failure (and no plateau stop)
         return abstain(name, Reason.NOT_YET_ALIGNED,
                        f"marginal alignment: holding {holding:.2f}, within {margin:.2f} of {threshold:.2f} "
                        f"past the deadline (epoch {epoch:g}); not a failure, no plateau stop", **info)

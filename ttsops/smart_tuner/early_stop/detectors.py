@@ -145,7 +145,7 @@ def abstain(name: str, reason: Reason, message: str, **details: Any) -> Detector
 
 
 # --- helpers ------------------------------------------------------------------------------------
-History = Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]]
+History = Mapping[str, Sequence[float] | np.ndarray] | Sequence[Mapping[str, float]]
 
 
 def columns(history: History) -> dict[str, np.ndarray]:
@@ -216,7 +216,7 @@ def stage_of(epoch: float, cfg: AdaptivePatienceConfig) -> str:
     start = 0.0
     last = "main"
     for name in ("warmup", "main", "fine_tune"):
-        st = cfg.stages.get(name)  # type: ignore[call-overload]
+        st = cfg.stages.get(name)
         if st is None:
             continue
         last = name
@@ -347,7 +347,7 @@ def lr_annealing_detector(
     began = max(int(np.searchsorted(idx, lr.size - window, side="right")) - 1, 0)
     peak, now, start = float(np.max(fin)), float(fin[-1]), float(np.max(fin[began:]))
     fell = max(0.0, 1.0 - now / start) if start > 0 else 0.0
-    info = dict(learning_rate=now, fell=fell, window=window, fraction_of_peak=now / peak if peak > 0 else None)
+    info: dict[str, Any] = dict(learning_rate=now, fell=fell, window=window, fraction_of_peak=now / peak if peak > 0 else None)
     if fell >= drop and now > min_fraction * peak:
         return result(name, 1.0, Reason.LR_ANNEALING,
                       f"learning rate still annealing: {now:.3g}, down {fell:.0%} over the last {window} "

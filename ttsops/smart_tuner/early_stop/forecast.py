@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -115,14 +116,13 @@ def gp_forecast(
     latent_sd = math.sqrt(max(float(s_new[0]) ** 2 - noise, 1e-12)) * sd * inflation
     mean_z = float(m_new[0]) * sd + mu
     best_z = float(np.min(fitted_mean)) * sd + mu
+    back: Callable[[float], float]
     if loglog:
         target = best_z + math.log1p(-min_delta)
         back = math.exp
     else:
         target = best_z - min_delta * (abs(best_z) or 1.0)
-
-        def back(v: float) -> float:
-            return v
+        back = float
 
     p = _normal_cdf((target - mean_z) / latent_sd)
     return Forecast(
@@ -160,7 +160,7 @@ def forecast_detector(
                      min_points=min_points, optimize=optimize, inflation=inflation)
     if fc is None:
         return abstain(name, Reason.INSUFFICIENT_DATA, f"need {min_points} finite values to forecast")
-    info = dict(horizon=fc.horizon, mean=fc.mean, lower=fc.lower, upper=fc.upper, best=fc.best,
+    info: dict[str, Any] = dict(horizon=fc.horizon, mean=fc.mean, lower=fc.lower, upper=fc.upper, best=fc.best,
                 p_improve=fc.p_improve, transform=fc.transform, theta=list(fc.theta))
     text = (f"forecast {fc.mean:.5g} [{fc.lower:.5g}, {fc.upper:.5g}] in {horizon:g} validations vs "
             f"best {fc.best:.5g}: P(improve > {min_delta:.2%}) = {fc.p_improve:.2f}")

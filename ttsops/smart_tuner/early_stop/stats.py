@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -159,7 +160,7 @@ def trend_detector(
     mk = mann_kendall(y, idx.astype(float), alpha=alpha)
     level = _sen_level(mk, idx, y)
     gain = -mk.slope_low * horizon / level
-    info = dict(p_decreasing=mk.p_decreasing, p_increasing=mk.p_increasing, z=mk.z,
+    info: dict[str, Any] = dict(p_decreasing=mk.p_decreasing, p_increasing=mk.p_increasing, z=mk.z,
                 sen_slope_rel=mk.slope / level, slope_ci_rel=[mk.slope_low / level, mk.slope_high / level],
                 hamed_rao_factor=mk.correction, optimistic_gain=gain, window=int(y.size))
     if mk.p_increasing < alpha and mk.slope_low > 0:
@@ -253,7 +254,7 @@ def cusum_detector(
     last = chart.alarms[-1] if chart.alarms else 0
     since = y.size - 1 - last
     score = min(1.0, since / patience) * (1.0 - min(1.0, chart.statistic))
-    info = dict(since_last_shift=since, patience=patience, chart=chart.statistic,
+    info: dict[str, Any] = dict(since_last_shift=since, patience=patience, chart=chart.statistic,
                 noise_sigma=chart.sigma, shifts_at=[int(idx[c]) for c in chart.changepoints[-5:]])
     where = f"last confirmed drop began at validation {int(idx[chart.changepoints[-1]]) + 1}" if chart.changepoints else "no confirmed drop yet"
     if score >= 0.5:
@@ -291,7 +292,7 @@ def training_progress_detector(
     level = _sen_level(mk, idx, y)
     fall = -mk.slope * horizon / level
     progressing = mk.p_decreasing < alpha and fall >= floor
-    info = dict(fall=fall, horizon=horizon, floor=floor, p_decreasing=mk.p_decreasing, points=int(y.size))
+    info: dict[str, Any] = dict(fall=fall, horizon=horizon, floor=floor, p_decreasing=mk.p_decreasing, points=int(y.size))
     if progressing:
         return result(name, 1.0, Reason.IMPROVING,
                       f"train_loss still falling: {fall:.1%} per {horizon:g} validations at Sen's slope "

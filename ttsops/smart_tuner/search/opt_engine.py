@@ -189,7 +189,7 @@ class OptimizationEngine:
             study_name=name,
             sampler=sampler,
             pruner=pruner,
-            direction=self.direction,
+            direction="maximize" if self.direction == "maximize" else "minimize",
             load_if_exists=True,
         )
         stored = study.direction.name.lower()

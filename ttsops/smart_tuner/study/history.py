@@ -67,7 +67,7 @@ def generation_objectives(trials: list[FrozenTrial]) -> tuple[list[float], list[
         if t.state not in FINISHED or (t.state == TrialState.FAIL and t.number in again):
             continue
         ok = t.state == TrialState.COMPLETE and t.value is not None
-        values.append(float(t.value) if ok else math.nan)
+        values.append(float(t.value) if ok and t.value is not None else math.nan)
         a = t.user_attrs.get(ALIGNMENT_ATTR)
         if a is None:
             a = (t.user_attrs.get(METRICS_ATTR) or {}).get("attention_alignment_score")

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import TunerError
+from ttsops.smart_tuner.alerts.notifier import Notifier
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore
 from ttsops.smart_tuner.trainer.trainer_wrapper import (
@@ -68,10 +69,6 @@ class RunSink(Protocol):
     def records(self, records: list[MetricRecord]) -> None: ...
 
     def objective(self, value: float, global_step: int, index: int) -> None: ...
-
-
-class Notifier(Protocol):
-    def notify(self, event: str, **payload: Any) -> None: ...
 
 
 @dataclass

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ttsops.errors import TunerError
 
@@ -162,7 +163,7 @@ class MetricsStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
