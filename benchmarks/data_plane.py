@@ -84,7 +84,8 @@ def timed(fn, *args, **kwargs):
 
 
 def bench_segmentation(work: Path) -> dict[str, float]:
-    from ttsops.data.smart_segmenter import SegmenterConfig, SileroVad, read_mono_16k, segment
+    from ttsops.data.smart_segmenter import SegmenterConfig, read_mono_16k, segment
+    from ttsops.data.vad import SileroVad
 
     files = sorted((work / "raw").glob("*.wav"))
     audio_s = sum(load_audio(f)[0].size for f in files) / SR

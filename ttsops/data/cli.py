@@ -15,7 +15,7 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -119,7 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ttsops data", description="dataset tools")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("synth-corpus", help="synthesise the demo corpus (see `ttsops data synth-corpus -h`)")
+    _segment_parser(sub)
+    _transcribe_parser(sub)
+    _build_parser(sub)
+    _version_parsers(sub)
+    return ap
 
+
+def _segment_parser(sub: Any) -> None:
     seg = sub.add_parser("segment", help="cut long recordings into clips (silero-vad)")
     seg.add_argument("inputs", nargs="+", help="audio files or directories")
     seg.add_argument("out_dir")
@@ -137,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         seg.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None, help=help_)
     _workers(seg)
 
+
+def _transcribe_parser(sub: Any) -> None:
     tr = sub.add_parser("transcribe", help="ASR for each clip")
     tr.add_argument("clips_dir", help="a segment output dir (segments.jsonl) or any dir of wavs")
     tr.add_argument(
@@ -148,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--language", default="en")
     _workers(tr)
 
+
+def _build_parser(sub: Any) -> None:
     bd = sub.add_parser("build", help="LJSpeech-layout dataset + manifest + report")
     bd.add_argument("segments_dir")
     bd.add_argument("out_dir")
@@ -158,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--include-low-confidence", action="store_true")
     _workers(bd)
 
+
+def _version_parsers(sub: Any) -> None:
     ver = sub.add_parser("version", help="snapshot a dataset with DVC and push it")
     ver.add_argument("dataset_dir")
     ver.add_argument(
@@ -174,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("versions", help="list the versions of a dataset")
     ls.add_argument("dataset_dir")
     ls.add_argument("--repo", default=None)
-    return ap
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -16,14 +16,11 @@ from fixtures.tuner_testkit import foreign_adapter, real_config, wait_for
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import ConfigError
+from ttsops.smart_tuner.trainer.command import HPARAMS_ENV, Checkpoint, LaunchSpec, build_command
 from ttsops.smart_tuner.trainer.trainer_wrapper import (
-    HPARAMS_ENV,
     LOG_FILE,
     PID_FILE,
-    Checkpoint,
-    LaunchSpec,
     TrainerWrapper,
-    build_command,
     pid_alive,
     proc_start_ticks,
     read_pid_file,

@@ -13,15 +13,13 @@ from ttsops.data.smart_segmenter import (
     PEAK_LIMIT,
     SegmenterConfig,
     clipped_ratio,
-    frame_energy_db,
-    noise_floor_db,
     normalise,
     plan_clips,
     refine_regions,
-    silero_model_path,
     speech_regions,
     speech_stats,
 )
+from ttsops.data.vad import frame_energy_db, noise_floor_db, silero_model_path
 
 CFG = SegmenterConfig()
 
@@ -156,7 +154,7 @@ def test_clipped_ratio_and_normalise():
 def test_model_path_is_found_without_importing_silero_vad_or_touching_torch_threads():
     code = (
         "import sys, torch; torch.set_num_threads(2)\n"
-        "from ttsops.data.smart_segmenter import SileroVad, silero_model_path\n"
+        "from ttsops.data.vad import SileroVad, silero_model_path\n"
         "import numpy as np; SileroVad().probs(np.zeros(16000, np.float32))\n"
         "assert 'silero_vad' not in sys.modules, 'silero_vad imported'\n"
         "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"

@@ -260,15 +260,9 @@ def _before_alignment(
     info: dict[str, Any],
 ) -> DetectorResult:
     info["deadline_epoch"] = deadline
-    if epoch < deadline or a.size < 3:
-        return abstain(name, Reason.NOT_YET_ALIGNED,
-                       f"not aligned yet ({a[-1]:.2f} < {threshold:.2f}); deadline epoch {deadline:g}, "
-                       f"now {epoch:g}", **info)
-    holding = held_alignment(a)
-    if holding is not None and holding >= threshold - margin:  # formed, not yet sharp: no failure (and no plateau stop)
-        return abstain(name, Reason.NOT_YET_ALIGNED,
-                       f"marginal alignment: holding {holding:.2f}, within {margin:.2f} of {threshold:.2f} "
-                       f"past the deadline (epoch {epoch:g}); not a failure, no plateau stop", **info)
+    early = _not_due(name, a, epoch, threshold, deadline, margin, info)
+    if early is not None:
+        return early
     tail_i, tail = idx[-window:].astype(float), a[-window:]
     mk = mann_kendall(tail, tail_i) if tail.size >= 3 else None
     rate = mk.slope_high if mk is not None else 0.0  # favourable end: the fastest plausible climb
@@ -305,6 +299,21 @@ def _before_alignment(
     return result(name, 1.0, Reason.NEVER_ALIGNED,
                   f"never aligned: score {a[-1]:.2f} (health {health:.2f}) < {threshold:.2f} at epoch "
                   f"{epoch:g}, deadline {deadline:g}; {why}", prune=True, **info)
+
+
+def _not_due(name: str, a: np.ndarray, epoch: float, threshold: float, deadline: float, margin: float,
+             info: dict[str, Any]) -> DetectorResult | None:
+    """Before the deadline, or holding a marginal alignment after it: not a failure (and no plateau stop)."""
+    if epoch < deadline or a.size < 3:
+        return abstain(name, Reason.NOT_YET_ALIGNED,
+                       f"not aligned yet ({a[-1]:.2f} < {threshold:.2f}); deadline epoch {deadline:g}, "
+                       f"now {epoch:g}", **info)
+    holding = held_alignment(a)
+    if holding is not None and holding >= threshold - margin:  # formed, not yet sharp
+        return abstain(name, Reason.NOT_YET_ALIGNED,
+                       f"marginal alignment: holding {holding:.2f}, within {margin:.2f} of {threshold:.2f} "
+                       f"past the deadline (epoch {epoch:g}); not a failure, no plateau stop", **info)
+    return None
 
 
 def _peak_age(robust: np.ndarray) -> int:

@@ -84,9 +84,6 @@ def gp_forecast(
     about a millisecond) instead of maximising the marginal likelihood again. ``inflation``
     multiplies the latent std: a learning curve is not exactly this GP, and uninflated 95% bands
     covered the true future only ~80% of the time on synthetic exponential/power-law curves."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-
     idx, y = finite_points(as_array(values))
     idx, y = idx[-window:], y[-window:]
     if y.size < min_points:
@@ -103,13 +100,7 @@ def gp_forecast(
     # (not to the window mean, which on a falling curve would forecast a rise)
     mu, sd = float(np.mean(z[-3:])), float(z.std()) or 1.0
     zs = (z - mu) / sd
-    fixed = not optimize and theta is not None
-    gp = GaussianProcessRegressor(kernel=_kernel(theta), normalize_y=False, n_restarts_optimizer=0,
-                                  optimizer=None if fixed else _lbfgs, random_state=0)
-    with warnings.catch_warnings():
-        # hyperparameters at a bound are expected on short, clean curves: not an error here
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gp.fit((x - x0).reshape(-1, 1), zs)
+    gp = _fit_gp((x - x0).reshape(-1, 1), zs, theta, fixed=not optimize and theta is not None)
     fitted_mean = gp.predict((x - x0).reshape(-1, 1))
     m_new, s_new = gp.predict(np.array([[x_new - x0]]), return_std=True)
     noise = float(gp.kernel_.k2.noise_level)
@@ -131,6 +122,20 @@ def gp_forecast(
         best=back(best_z), p_improve=p, transform="loglog" if loglog else "linear",
         theta=tuple(float(v) for v in gp.kernel_.theta),
     )
+
+
+def _fit_gp(x: np.ndarray, z: np.ndarray, theta: Sequence[float] | None, fixed: bool) -> Any:
+    """A GP fitted to (x, z): from ``theta`` as it is when ``fixed``, else maximising the likelihood."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    gp = GaussianProcessRegressor(kernel=_kernel(theta), normalize_y=False, n_restarts_optimizer=0,
+                                  optimizer=None if fixed else _lbfgs, random_state=0)
+    with warnings.catch_warnings():
+        # hyperparameters at a bound are expected on short, clean curves: not an error here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gp.fit(x, z)
+    return gp
 
 
 def _lbfgs(obj_func, initial_theta, bounds):  # type: ignore[no-untyped-def]

@@ -39,13 +39,9 @@ from ttsops.config import AdapterConfig
 from ttsops.errors import TunerError
 from ttsops.smart_tuner.alerts.notifier import Notifier
 from ttsops.smart_tuner.early_stop.attention import held_alignment
+from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
 from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore
-from ttsops.smart_tuner.trainer.trainer_wrapper import (
-    Checkpoint,
-    LaunchSpec,
-    TrainerProcess,
-    TrainerWrapper,
-)
+from ttsops.smart_tuner.trainer.trainer_wrapper import TrainerProcess, TrainerWrapper
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,242 @@
+"""One tuner process's hold on a study: opening it (the Optuna study and its storage, the metrics
+store, the trainer wrapper, the early-stop controller, MLflow tracking, the registry, alerts),
+recovering what a dead tuner left running, repairing ``best_model.pt`` after a crash, and closing
+it with its summary. The loop that runs generations in it is ``tuner.Tuner``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ttsops.config import TunerConfig, dump_config
+from ttsops.data.versioning import dataset_version
+from ttsops.infra.atomic import atomic_write_text, file_lock
+from ttsops.infra.tracking import Tag, artifact_root
+from ttsops.registry.model_registry import Candidate, ModelRegistry
+from ttsops.smart_tuner.alerts.notifier import Notifier, alert_notifier
+from ttsops.smart_tuner.early_stop.controller import EarlyStopController
+from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
+from ttsops.smart_tuner.search.param_scheduler import ParamScheduler
+from ttsops.smart_tuner.study import history, recovery
+from ttsops.smart_tuner.study.tracking import StudyTracking
+from ttsops.smart_tuner.trainer.adapter import CommandAdapter, TrainerAdapter
+from ttsops.smart_tuner.trainer.command import LaunchSpec, build_command
+from ttsops.smart_tuner.trainer.generation import (
+    DEFAULT_RUNNER,
+    RunnerConfig,
+)
+from ttsops.smart_tuner.trainer.metrics_store import MetricsStore
+from ttsops.smart_tuner.trainer.trainer_wrapper import TrainerWrapper
+
+logger = logging.getLogger(__name__)
+
+
+class StudySession:
+    """Opens, recovers and closes one study; ``Tuner`` runs its generations."""
+
+    def __init__(
+        self,
+        cfg: TunerConfig,
+        *,
+        python: str = sys.executable,
+        clock: Any = time.monotonic,
+        wall_clock: Any = time.time,
+        stop_event: threading.Event | None = None,
+        notifier: Notifier | None = None,
+        runner_cfg: RunnerConfig = DEFAULT_RUNNER,
+        trainer: TrainerAdapter | None = None,
+    ) -> None:
+        self.cfg = cfg
+        ce = cfg.core_engine
+        self.name = ce.study_name
+        self.work_dir = Path(ce.work_dir).resolve()
+        self.study_dir = self.work_dir / self.name
+        self.storage = ce.storage or f"sqlite:///{self.work_dir / 'optuna.db'}"
+        # None: the embedded store beside the study (train.py gets the same URI from the environment)
+        self.tracking_uri = cfg.tracking_uri()
+        self.python, self._clock, self._wall = python, clock, wall_clock
+        self.stop_event = stop_event or threading.Event()
+        self._notifier_given = notifier
+        self.notifier: Notifier  # set when the study opens (alerts start with it)
+        self.runner_cfg = runner_cfg
+        self.me = recovery.worker_id()
+        self.trainer: TrainerAdapter = trainer or CommandAdapter(cfg.adapter)
+        self.scheduler = ParamScheduler(dict(cfg.training.hparams), trainer=self.trainer)
+        self.stats: dict[str, Any] = {
+            "trainer_s": 0.0,
+            "stop_s": 0.0,
+            "latencies": [],
+            "first_metric_s": [],
+            "generations": 0,
+        }
+
+    # --- set-up -----------------------------------------------------------------------------------
+    def _open(self) -> None:
+        opened = self._clock()
+        self._open_study()
+        self._open_tracking()
+        recovered = self._recover()
+        self._repair_best()
+        self._elapsed_before = history.elapsed_s(self.study.user_attrs) - float(
+            self.study.user_attrs.get(history.ELAPSED_PREFIX + self.me, 0.0)
+        )
+        self._t0 = self._clock()
+        self.stats.update(setup_s=self._t0 - opened, cpu_at_start=time.process_time())
+        self.notifier.notify(
+            "study_started",
+            storage=self.storage.split("@")[-1],
+            resumed=len(self.study.trials) > 0,
+            interrupted_trials=len(recovered),
+        )
+
+    def _open_study(self) -> None:
+        cfg = self.cfg
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.study_dir / "tuner_config.yaml"
+        atomic_write_text(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
+        # a bad command template or hparam fails here, before any trial is asked
+        self.trainer.check_hparams(dict(cfg.training.hparams))
+        build_command(
+            cfg.adapter,
+            LaunchSpec(0, self.study_dir, config_path=self.config_path, dataset=cfg.training.dataset),
+            self.python,
+        )
+        self.engine = OptimizationEngine(  # the worker id salts the seed: a resumed study
+            cfg.optimization,  # does not replay its start-up samples
+            cfg.search_space,
+            storage=self.storage,
+            study_name=self.name,
+            n_trials=cfg.core_engine.n_trials,
+            worker_id=self.me,
+        )
+        self.study = self.engine.study
+        self.store = MetricsStore(self.study_dir / "metrics.db")
+        self.wrapper = TrainerWrapper(
+            cfg.adapter, python=self.python, clock=self._clock, trainer=self.trainer
+        )
+        self.early = EarlyStopController(cfg.smart_early_stopping)
+        self._dataset_version = dataset_version(cfg.training.dataset)
+
+    def _open_tracking(self) -> None:
+        from mlflow import MlflowClient
+
+        cfg = self.cfg
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self.tracking = StudyTracking(
+            self.client,
+            experiment_name=cfg.monitoring.platforms.mlflow.experiment_name,
+            study_name=self.name,
+            artifact_root=artifact_root(self.tracking_uri, self.work_dir / "mlartifacts"),
+        )
+        self.registry = ModelRegistry(cfg.registry, self.study_dir, client=self.client)
+        self.notifier = self._notifier_given or alert_notifier(cfg.monitoring.alerts, self.name)
+
+    def _recover(self) -> list[recovery.Interrupted]:
+        a = self.cfg.adapter
+        stale_after = max(120.0, 3 * self.runner_cfg.heartbeat_s + a.stop_grace_s + 2 * a.kill_grace_s)
+
+        def killed(it: recovery.Interrupted) -> None:
+            if it.run_id:
+                self.tracking.finish_child(it.run_id, "interrupted", {Tag.INTERRUPTED: "tuner died"})
+
+        recovered = recovery.recover_interrupted(
+            self.study,
+            self.wrapper,
+            self.engine.stale_running_trials(stale_after),
+            me=self.me,
+            on_recovered=killed,
+        )
+        with file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
+            self.tracking.open_parent(self.study, self._parent_params())
+        return recovered
+
+    def _parent_params(self) -> dict[str, Any]:
+        o = self.cfg.optimization
+        return {
+            "sampler": o.sampler.value,
+            "pruner": o.pruner.value,
+            "n_trials": self.cfg.core_engine.n_trials,
+            "epochs_per_generation": self.cfg.core_engine.epochs_per_generation,
+            "search_space": {k: v.model_dump(exclude_none=True) for k, v in self.cfg.search_space.items()},
+        }
+
+    def _repair_best(self) -> None:
+        """After a crash between ``tell`` and the registry: bring best_model.pt up to date."""
+        best = self.engine.best()
+        if best is None or not best.user_attrs.get(history.CKPT_ATTR):
+            return
+        self.registry.ensure_best(
+            self._candidate(best.number, _value(best), best.params, best.user_attrs)
+        )
+
+    def _candidate(self, n: int, value: float, params: dict[str, Any], attrs: dict[str, Any]) -> Candidate:
+        return Candidate(
+            self.name,
+            n,
+            float(value),
+            Path(attrs[history.CKPT_ATTR]),
+            attrs.get(history.RUN_ID_ATTR),
+            dict(params),
+            self.scheduler.merged(dict(params)),
+            dict(attrs.get(history.METRICS_ATTR) or {}),
+            self._dataset_version,
+        )
+
+    # --- the end ----------------------------------------------------------------------------------
+    def _close(self, status: str, reason: str) -> None:
+        try:
+            self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
+            best = self.engine.best()
+            metrics = {"best_objective": _value(best)} if best is not None else {}
+            self.tracking.finish_parent(
+                "FINISHED" if status == "finished" else "KILLED",
+                {
+                    Tag.STOP_REASON: reason,
+                    Tag.STATUS: status,
+                    Tag.BEST_TRIAL: best.number if best else "none",
+                },
+                metrics,
+            )
+            self.notifier.notify(
+                "study_finished",
+                best_value=best.value if best else None,
+                n_generations=self.stats["generations"],
+                reason=reason,
+            )
+        finally:
+            self.store.close()
+            close = getattr(self.notifier, "close", None)
+            if close is not None:
+                close()
+
+    def summary(self, status: str, reason: str) -> history.StudySummary:
+        best = self.engine.best()
+        self.stats.update(
+            wall_s=self._clock() - self._t0,  # this session, after set-up
+            tuner_cpu_s=time.process_time() - self.stats["cpu_at_start"],
+        )
+        s = history.StudySummary(
+            self.name,
+            status,
+            reason,
+            self.study_dir,
+            best.number if best else None,
+            _value(best) if best else None,
+            history.generation_rows(self.study.get_trials()),
+            dict(self.stats),
+        )
+        out = {k: v for k, v in s.__dict__.items() if k != "study_dir"}
+        atomic_write_text(self.study_dir / "summary.json", json.dumps(out, indent=1, default=str))
+        return s
+
+
+def _value(trial: Any) -> float:
+    """A finished best trial's objective (Optuna types it Optional; a best trial always has one)."""
+    return float(trial.value if trial.value is not None else math.nan)
