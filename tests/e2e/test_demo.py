@@ -19,6 +19,8 @@ import soundfile as sf
 
 from ttsops import demo as demo_mod
 from ttsops.data import recordings
+from ttsops.demo import cli as demo_cli
+from ttsops.errors import ConfigError
 
 STAGES = ["synth", "segment", "transcribe", "build", "version", "tune", "registry", "samples", "report"]
 
@@ -153,7 +155,7 @@ def test_run_skips_marked_stages_and_reruns_everything_after_a_missing_one(tmp_p
     def stage(name):
         return lambda d: calls.append(name) or {"n": len(calls)}
 
-    monkeypatch.setattr(demo_mod, "STAGES", [(n, n, stage(n)) for n in ("a", "b", "c")])
+    monkeypatch.setattr(demo_cli, "STAGES", [(n, n, stage(n)) for n in ("a", "b", "c")])
     d = _demo_obj(tmp_path)
     demo_mod.run(d)
     assert calls == ["a", "b", "c"]
@@ -165,7 +167,7 @@ def test_run_skips_marked_stages_and_reruns_everything_after_a_missing_one(tmp_p
     assert calls == ["a", "b", "c", "b", "c"]  # c is stale once b ran again
     assert not list((tmp_path / ".stages").glob(".*"))  # no temp files left
     full = demo_mod.Demo(tmp_path, demo_mod.FULL, 20.0, 1, Path("x"), _demo_obj(tmp_path).console)
-    with pytest.raises(demo_mod.ConfigError, match="holds a 'quick' demo"):
+    with pytest.raises(ConfigError, match="holds a 'quick' demo"):
         demo_mod.run(full)
 
 
