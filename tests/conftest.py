@@ -25,3 +25,20 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from ttsops.data.corpus import synth_corpus
 
     return synth_corpus(tmp_path_factory.mktemp("tiny_dataset"), n=12, seed=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow SQLite store (creating one takes 10-16 s here; copying, ms)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, mlflow_template: Path) -> str:
+    """A fresh MLflow store for one test: ``sqlite:///<tmp_path>/mlflow.db``."""
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

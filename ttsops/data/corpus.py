@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ttsops.audio.io import load_audio, save_wav
 from ttsops.errors import DataError
+from ttsops.infra.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ def synth_corpus(
     from ttsops.text.cleaners import english_cleaners
 
     lines = "".join(f"{i}|{t}|{english_cleaners(t)}\n" for i, t in items)
-    tmp = out / ".metadata.csv.tmp"
-    tmp.write_text(lines)
-    tmp.replace(out / "metadata.csv")
+    atomic_write_text(out / "metadata.csv", lines)
     logger.info("demo corpus: %d clips in %s", len(items), out)
     return out
 

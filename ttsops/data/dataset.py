@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from ttsops.audio.io import load_audio
 from ttsops.audio.mel import LOG_CLAMP, MelConfig, MelExtractor
 from ttsops.errors import DataError
+from ttsops.infra.atomic import atomic_write
 from ttsops.text.cleaners import english_cleaners
 from ttsops.text.symbols import PAD_ID, text_to_ids
 
@@ -141,9 +141,7 @@ class MelDataset(Dataset):
                 else:
                     wav, _ = load_audio(u.wav, self.mel_cfg.sample_rate)
                     mel = extractor(wav).numpy()
-                    tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp.npy")  # runs may share a corpus
-                    np.save(tmp, mel)
-                    tmp.replace(path)
+                    atomic_write(path, lambda f, m=mel: np.save(f, m))  # runs may share a corpus
                 mels.append(torch.from_numpy(mel))
                 bar.advance(task)
         return mels

@@ -25,12 +25,8 @@ SAMPLE_SENTENCES = (
     "Where did she put the blue notebook?",
     "A tired farmer carried a basket of apples at the station.",
 )
-TINY_HPARAMS = {  # a model that trains a step in well under a second: exercises the plumbing only
-    "encoder_embedding_dim": 32, "attention_rnn_dim": 64, "decoder_rnn_dim": 64, "prenet_dim": 32,
-    "attention_dim": 16, "postnet_embedding_dim": 32, "postnet_n_convolutions": 2,
-    "n_frames_per_step": 3, "max_decoder_steps": 60, "val_fraction": 0.2, "n_audio_metric_clips": 1,
-    "log_every_steps": 1,
-}
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"  # --quick: the tiny model the tests train
+QUICK_HPARAMS = {"max_decoder_steps": 60, "val_fraction": 0.2}  # on top: longer samples, 2-3 val clips
 
 
 @dataclass(frozen=True)
@@ -48,6 +44,7 @@ class DemoPlan:
     pause_s: tuple[float, float] = (0.3, 2.0)
     voice: str = "rms"
     seed: int = 0
+    tiny_model: bool = False  # train configs/tiny.yaml's model (plus QUICK_HPARAMS)
 
 
 FULL = DemoPlan("full", n_files=15, utterances_per_file=18, samples=SAMPLE_SENTENCES)
@@ -58,9 +55,17 @@ QUICK = DemoPlan(
         "optimization.hyperband.min_resource=1", "optimization.hyperband.max_resource=1",
         "registry.promotion_gate.min_attention_alignment_score=null",
         "resources.checkpointing.save_frequency_steps=1000",
-        *(f"training.hparams.{k}={v}" for k, v in TINY_HPARAMS.items()),
     ),
+    tiny_model=True,
 )
+
+
+def tiny_overrides() -> list[str]:
+    """``training.hparams.*`` overrides for configs/tiny.yaml's model (read when a quick demo runs)."""
+    from ttsops.config import load_config
+
+    hparams = {**load_config(TINY_CONFIG).training.hparams, **QUICK_HPARAMS}
+    return [f"training.hparams.{k}={v}" for k, v in hparams.items()]
 
 
 @dataclass
@@ -86,7 +91,8 @@ class Demo:
         return [f"training.dataset={self.dataset_dir}", f"core_engine.work_dir={self.tune_dir}",
                 f"core_engine.storage={self.storage}",
                 f"monitoring.platforms.mlflow.tracking_uri={self.tracking_uri}",
-                f"core_engine.wall_clock_budget_minutes={budget_min:.2f}", *self.plan.overrides]
+                f"core_engine.wall_clock_budget_minutes={budget_min:.2f}", *self.plan.overrides,
+                *(tiny_overrides() if self.plan.tiny_model else [])]
 
     def tuner_config(self, budget_min: float = 1.0) -> Any:
         from ttsops.config import load_config

@@ -14,6 +14,7 @@ from typing import Any
 
 from ttsops.demo.plan import MARKERS, MIN_TUNE_MIN, RESERVE_MIN, Demo, write_marker
 from ttsops.errors import DataError, RegistryError, TtsopsError, TunerError
+from ttsops.infra.tracking import Tag
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def stage_registry(d: Demo) -> dict[str, Any]:
     try:
         mv = client.get_model_version_by_alias(reg.model_name, reg.alias)
         champion = {"model": reg.model_name, "alias": reg.alias, "version": str(mv.version),
-                    "generation": mv.tags.get("ttsops.generation"), "objective": mv.tags.get("objective")}
+                    "generation": mv.tags.get(Tag.GENERATION), "objective": mv.tags.get(Tag.OBJECTIVE)}
         d.console.print(f"[bold green]champion[/]: models:/{reg.model_name}@{reg.alias} = version "
                         f"{mv.version} (generation {champion['generation']}, objective {champion['objective']})")
     except MlflowException:

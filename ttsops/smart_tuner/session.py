@@ -42,15 +42,9 @@ class StudySession:
     """Opens, recovers and closes one study; ``Tuner`` runs its generations."""
 
     def __init__(
-        self,
-        cfg: TunerConfig,
-        *,
-        python: str = sys.executable,
-        clock: Any = time.monotonic,
-        wall_clock: Any = time.time,
-        stop_event: threading.Event | None = None,
-        notifier: Notifier | None = None,
-        runner_cfg: RunnerConfig = DEFAULT_RUNNER,
+        self, cfg: TunerConfig, *, python: str = sys.executable, clock: Any = time.monotonic,
+        wall_clock: Any = time.time, stop_event: threading.Event | None = None,
+        notifier: Notifier | None = None, runner_cfg: RunnerConfig = DEFAULT_RUNNER,
         trainer: TrainerAdapter | None = None,
     ) -> None:
         self.cfg = cfg

@@ -7,9 +7,9 @@ import json
 
 import jiwer
 import pytest
-from data_helpers import make_long_recording
 
 from tests.helpers import TINY_HPARAMS, run_train
+from tests.integration.data.data_helpers import make_long_recording
 from ttsops.cli import main as ttsops_main
 from ttsops.data.corpus import generate_sentences
 from ttsops.data.manifest import read_jsonl

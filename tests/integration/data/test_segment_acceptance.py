@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import soundfile as sf
-from data_helpers import boundary_recall, edges_inside, make_long_recording
 
+from tests.integration.data.data_helpers import boundary_recall, edges_inside, make_long_recording
 from ttsops.data.corpus import generate_sentences
 from ttsops.data.manifest import read_jsonl
 from ttsops.data.smart_segmenter import SegmenterConfig, segment

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from data_helpers import SR, make_long_recording
 
+from tests.integration.data.data_helpers import SR, make_long_recording
 from ttsops.data.manifest import read_jsonl
 from ttsops.data.smart_segmenter import segment
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import jiwer
 import pytest
-from data_helpers import synth
 
+from tests.integration.data.data_helpers import synth
 from ttsops.audio.io import save_wav
 from ttsops.data.corpus import generate_sentences
 from ttsops.data.transcribe import TranscribeConfig, get_backend, transcribe, transcribe_clip

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_helpers import CHROMIUM, Chromium, make_tiny_checkpoint, running_server
 
+from tests.integration.serve.serve_helpers import CHROMIUM, Chromium, make_tiny_checkpoint, running_server
 from ttsops.serve.app import ServeSettings, create_app
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from tests.helpers import TINY
+
 SR = 16000
 SECONDS_PER_CHAR = 0.02
 
@@ -109,25 +111,11 @@ def running_server(app: Any) -> Iterator[str]:
 
 
 # --- tiny real Tacotron2 checkpoints ---------------------------------------------------------
-TINY_HPARAMS = dict(
-    encoder_embedding_dim=32,
-    encoder_n_convolutions=1,
-    attention_rnn_dim=32,
-    decoder_rnn_dim=32,
-    prenet_dim=16,
-    attention_dim=16,
-    attention_location_n_filters=4,
-    attention_location_kernel_size=7,
-    postnet_embedding_dim=16,
-    postnet_n_convolutions=2,
-    n_frames_per_step=2,
-    max_decoder_steps=60,
-)
 
 
 def make_tiny_checkpoint(path: Path, seed: int = 0, **overrides: Any) -> Path:
-    """An untrained tiny Tacotron2 saved like train.py saves one (an untrained decoder runs to
-    ``max_decoder_steps``, so 60 steps keep a request well under a second)."""
+    """An untrained tiny Tacotron2 (configs/tiny.yaml) saved like train.py saves one (an untrained
+    decoder runs to ``max_decoder_steps``, so 40 steps keep a request well under a second)."""
     import torch
 
     from ttsops.model.tacotron2 import ModelConfig, Tacotron2
@@ -136,7 +124,7 @@ def make_tiny_checkpoint(path: Path, seed: int = 0, **overrides: Any) -> Path:
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    hp = HParams().replace(**{**TINY_HPARAMS, **overrides})
+    hp = HParams().replace(**{**TINY, **overrides})
     model = Tacotron2(ModelConfig.from_hparams(hp))
     state = {
         "model": model.state_dict(),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from serve_helpers import SECONDS_PER_CHAR, SineLoader, write_sine_checkpoint
 
+from tests.integration.serve.serve_helpers import SECONDS_PER_CHAR, SineLoader, write_sine_checkpoint
 from ttsops.serve.loader import default_synthesizer_loader
 
 WAIT_FOR_MODELS = """

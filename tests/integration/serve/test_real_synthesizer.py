@@ -1,6 +1,6 @@
 """The service and the CLI with the real ``Synthesizer`` on a tiny untrained Tacotron2 checkpoint:
 it stops at a random frame (untrained gate, prenet dropout stays on at inference) or at
-``max_decoder_steps`` = 60 at r = 2, i.e. at most 120 frames (~1.4 s of Griffin-Lim audio)."""
+``max_decoder_steps`` x r of configs/tiny.yaml, i.e. at most 120 frames (~1.4 s of Griffin-Lim audio)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 import soundfile as sf
-from serve_helpers import post_all_at_once
 
-from tests.helpers import free_port
+from tests.helpers import TINY, free_port
+from tests.integration.serve.serve_helpers import post_all_at_once
 from ttsops.cli import main as ttsops_main
 from ttsops.serve.loader import default_synthesizer_loader
 
-MAX_SAMPLES = 60 * 2 * 256  # max_decoder_steps x n_frames_per_step x hop_length
+MAX_SAMPLES = TINY["max_decoder_steps"] * TINY["n_frames_per_step"] * 256  # x hop_length
 
 
 def _plausible(resp: httpx.Response) -> bool:
@@ -67,7 +67,8 @@ def test_synthesize_cli_writes_a_wav(tiny_checkpoint, tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().err
 
 
-def test_cli_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
+@pytest.mark.usefixtures("tiny_checkpoint")
+def test_cli_errors_are_one_line(tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     assert (
@@ -88,20 +89,8 @@ def test_cli_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
 def test_serve_cli_in_a_subprocess_answers_and_stops_on_sigint(tiny_checkpoint, tmp_path):
     port = free_port()
     env = {**os.environ, "TTSOPS_API_TOKEN": "tok", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "ttsops",
-        "serve",
-        "--model",
-        f"voice={tiny_checkpoint}",
-        "--port",
-        str(port),
-        "--threads",
-        "1",
-        "--log-level",
-        "warning",
-    ]
+    cmd = [sys.executable, "-m", "ttsops", "serve", "--model", f"voice={tiny_checkpoint}", "--port", str(port),
+           "--threads", "1", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
@@ -134,4 +123,4 @@ def test_tiny_checkpoint_is_what_train_py_writes(tiny_checkpoint: Path):
     from ttsops.model.checkpoint import load_checkpoint
 
     state = load_checkpoint(tiny_checkpoint)
-    assert state["hparams"]["max_decoder_steps"] == 60 and "model" in state
+    assert state["hparams"]["max_decoder_steps"] == TINY["max_decoder_steps"] and "model" in state

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from serve_helpers import SineLoader, write_sine_checkpoint
 
+from tests.integration.serve.serve_helpers import SineLoader, write_sine_checkpoint
 from ttsops.errors import ServeError
 from ttsops.serve.loader import ModelResolver, ModelSource, default_synthesizer_loader
 

@@ -8,7 +8,14 @@ import io
 import httpx
 import pytest
 import soundfile as sf
-from serve_helpers import SECONDS_PER_CHAR, SR, SineLoader, post_all_at_once, write_sine_checkpoint
+
+from tests.integration.serve.serve_helpers import (
+    SECONDS_PER_CHAR,
+    SR,
+    SineLoader,
+    post_all_at_once,
+    write_sine_checkpoint,
+)
 
 
 @pytest.fixture
@@ -151,7 +158,7 @@ def test_health_ready_and_prometheus_metrics(serve, sine_ckpt):
     assert 'ttsops_model_info{model="voice",version="file"} 1.0' in body
 
 
-def test_two_apps_keep_separate_metrics(serve, sine_ckpt, tmp_path):
+def test_two_apps_keep_separate_metrics(serve, sine_ckpt):
     with (
         serve({"voice": str(sine_ckpt)}, SineLoader()) as a,
         serve({"voice": str(sine_ckpt)}, SineLoader()) as b,

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import filecmp
 
-from fixtures import tuner_testkit as kit
-from fixtures.tuner_testkit import foreign_adapter_dict, foreign_config, load_study, study_runs, write_config
+import pytest
 from optuna.trial import TrialState
 
+from tests.integration.smart_tuner.fixtures.tuner_testkit import (
+    foreign_adapter_dict,
+    foreign_config,
+    load_study,
+    study_runs,
+    write_config,
+)
 from ttsops import cli
 from ttsops.registry.model_registry import BEST_FILE
 from ttsops.smart_tuner.study import history
@@ -19,10 +25,9 @@ from ttsops.smart_tuner.trainer.generation import RunnerConfig
 from ttsops.smart_tuner.trainer.metrics_store import MetricsStore
 from ttsops.smart_tuner.tuner import Tuner
 
-mlflow_template, mlflow_uri = kit.mlflow_template, kit.mlflow_uri  # fixtures used by name below
 
-
-def test_mlflow_logging_trainer_reports_into_the_child_run(tmp_path, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_mlflow_logging_trainer_reports_into_the_child_run(tmp_path):
     adapter = foreign_adapter_dict(mlflow=True, epoch_seconds=0.2)
     _, cfg = write_config(tmp_path, foreign_config(tmp_path, n_trials=2, epochs=3, adapter=adapter))
     Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.1)).run()
@@ -38,7 +43,8 @@ def test_mlflow_logging_trainer_reports_into_the_child_run(tmp_path, mlflow_uri)
         assert store.latency_stats()["count"] > 0
 
 
-def test_tensorboard_trainer_through_the_ttsops_tune_cli(tmp_path, mlflow_uri, capsys):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_tensorboard_trainer_through_the_ttsops_tune_cli(tmp_path, capsys):
     config, cfg = write_config(tmp_path, foreign_config(tmp_path, n_trials=5, epochs=2))
     assert cli.main(["tune", "--config", str(config), "core_engine.n_trials=2"]) == 0
     assert "study foreign: finished" in capsys.readouterr().out
@@ -54,7 +60,8 @@ def test_tensorboard_trainer_through_the_ttsops_tune_cli(tmp_path, mlflow_uri, c
     assert best.user_attrs[history.CKPT_ATTR].endswith(".npz")
 
 
-def test_bad_adapter_command_is_one_config_error_line(tmp_path, mlflow_uri, capsys):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_bad_adapter_command_is_one_config_error_line(tmp_path, capsys):
     adapter = foreign_adapter_dict()
     adapter["command"] = [*adapter["command"], "{nonsense}"]
     config, _ = write_config(tmp_path, foreign_config(tmp_path, n_trials=1, adapter=adapter))
@@ -63,7 +70,8 @@ def test_bad_adapter_command_is_one_config_error_line(tmp_path, mlflow_uri, caps
     assert "adapter.command" in err and "nonsense" in err and "Traceback" not in err
 
 
-def test_a_trainer_that_refuses_its_input_stops_the_study_with_its_reason(tmp_path, mlflow_uri, capsys):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_a_trainer_that_refuses_its_input_stops_the_study_with_its_reason(tmp_path, capsys):
     data = foreign_config(tmp_path, n_trials=5)
     data["search_space"]["lr"] = {"type": "uniform", "low": 20.0, "high": 30.0}  # the trainer says no
     config, cfg = write_config(tmp_path, data)

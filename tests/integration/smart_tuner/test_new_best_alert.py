@@ -12,11 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from fixtures import tuner_testkit as kit
-from fixtures.tuner_testkit import foreign_config, mlflow_client, real_config, study_runs, write_config
 
 from tests import alert_stub
 from tests.alert_stub import TOKEN, multipart, telegram_cfg
+from tests.integration.smart_tuner.fixtures.tuner_testkit import (
+    foreign_config,
+    mlflow_client,
+    real_config,
+    study_runs,
+    write_config,
+)
 from ttsops.infra.plotting import plot_alignment, plot_mels
 from ttsops.smart_tuner.study.tracking import StudyTracking
 from ttsops.smart_tuner.trainer.generation import RunnerConfig
@@ -24,8 +29,6 @@ from ttsops.smart_tuner.tuner import Tuner
 from ttsops.train.adapter import Tacotron2Adapter
 from ttsops.train.tracking import Tracker
 
-# fixtures, used by name below
-mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
 stub = alert_stub.stub
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -104,7 +107,8 @@ def test_latest_samples_reads_the_newest_step_and_never_raises(tmp_path, mlflow_
 
 
 # --- through the tuner ------------------------------------------------------------------------------
-def test_new_best_alert_without_samples_is_sent_without_attachments(tmp_path, mlflow_uri, stub, caplog):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_new_best_alert_without_samples_is_sent_without_attachments(tmp_path, stub, caplog):
     """The foreign trainer logs no sample artifacts: the alert still goes out, text only."""
     caplog.set_level(logging.WARNING, logger="ttsops.smart_tuner.study.tracking")
     data = foreign_config(tmp_path, n_trials=1, epochs=2, extra={"monitoring": {"alerts": _alerts(stub)}})
@@ -119,8 +123,9 @@ def test_new_best_alert_without_samples_is_sent_without_attachments(tmp_path, ml
 
 
 @pytest.mark.slow  # one generation of the real train.py: about 15 s here
+@pytest.mark.usefixtures("mlflow_uri")
 def test_new_best_alert_carries_the_real_trainers_alignment_and_audio(
-    tmp_path, tiny_corpus, mlflow_uri, stub
+    tmp_path, tiny_corpus, stub
 ):
     data = real_config(
         tmp_path, tiny_corpus, n_trials=1, epochs=2, extra={"monitoring": {"alerts": _alerts(stub)}}

@@ -10,11 +10,11 @@ import json
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import pytest
 from optuna.trial import TrialState
 
+from tests.helpers import fresh_postgres_database
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
 
@@ -103,21 +103,8 @@ def test_two_workers_share_a_journal_study(tmp_path):
 
 @pytest.fixture
 def pg_url():
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except psycopg2.OperationalError:
-        pytest.skip(PG_SKIP)
-    admin.autocommit = True
-    name = f"ttsops_optuna_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("ttsops_optuna", "the shared-study test on PostgreSQL") as url:
+        yield url
 
 
 @pytest.mark.slow

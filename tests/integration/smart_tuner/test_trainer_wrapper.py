@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fixtures import tuner_testkit as kit
-from fixtures.tuner_testkit import foreign_adapter, real_config, wait_for
 
+from tests.integration.smart_tuner.fixtures.tuner_testkit import foreign_adapter, real_config, wait_for
 from ttsops.config import AdapterConfig
 from ttsops.errors import ConfigError
 from ttsops.smart_tuner.trainer.command import HPARAMS_ENV, Checkpoint, LaunchSpec, build_command
@@ -26,9 +25,6 @@ from ttsops.smart_tuner.trainer.trainer_wrapper import (
     read_pid_file,
 )
 from ttsops.train.adapter import Tacotron2Adapter
-
-# fixtures, used by name below
-mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
 
 
 def _spec(tmp_path: Path, **kw) -> LaunchSpec:

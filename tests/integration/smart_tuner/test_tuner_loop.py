@@ -14,8 +14,10 @@ from pathlib import Path
 import mlflow.artifacts
 import optuna
 import pytest
-from fixtures import tuner_testkit as kit
-from fixtures.tuner_testkit import (
+from optuna.trial import TrialState
+
+from tests.helpers import read_train_state
+from tests.integration.smart_tuner.fixtures.tuner_testkit import (
     foreign_adapter_dict,
     foreign_config,
     load_study,
@@ -25,9 +27,6 @@ from fixtures.tuner_testkit import (
     wait_for,
     write_config,
 )
-from optuna.trial import TrialState
-
-from tests.helpers import read_train_state
 from ttsops.registry.model_registry import BEST_FILE
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.study import history
@@ -35,10 +34,6 @@ from ttsops.smart_tuner.trainer.generation import RunnerConfig
 from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, read_pid_file
 from ttsops.smart_tuner.tuner import Tuner
 from ttsops.train.adapter import Tacotron2Adapter
-
-# fixtures, used by name below
-mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
-
 
 FAST = RunnerConfig(poll_s=0.1, heartbeat_s=1.0)
 
@@ -104,7 +99,8 @@ def test_study_tracks_every_generation_and_keeps_the_best(tmp_path, mlflow_uri, 
     assert summary.stats["latencies"] and max(summary.stats["latencies"]) < 5.0
 
 
-def test_a_weak_generation_is_pruned_and_keeps_its_checkpoint(tmp_path, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_a_weak_generation_is_pruned_and_keeps_its_checkpoint(tmp_path):
     data = foreign_config(
         tmp_path, n_trials=2, epochs=4, pruner="hyperband", adapter=foreign_adapter_dict(epoch_seconds=0.3)
     )
@@ -124,7 +120,8 @@ def test_a_weak_generation_is_pruned_and_keeps_its_checkpoint(tmp_path, mlflow_u
     assert ckpt.is_file() and "stopped at step" in (ckpt.parent / LOG_FILE).read_text()
 
 
-def test_kill_minus_nine_of_the_trainer_is_detected_and_retried(tmp_path, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_kill_minus_nine_of_the_trainer_is_detected_and_retried(tmp_path):
     data = foreign_config(tmp_path, n_trials=1, epochs=4, adapter=foreign_adapter_dict(epoch_seconds=1.0))
     _, cfg = write_config(tmp_path, data)
     tuner = _tuner(cfg)
@@ -144,7 +141,8 @@ def test_kill_minus_nine_of_the_trainer_is_detected_and_retried(tmp_path, mlflow
     assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
 
 
-def test_a_crash_without_retries_left_fails_the_generation_only(tmp_path, mlflow_uri, monkeypatch):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_a_crash_without_retries_left_fails_the_generation_only(tmp_path, monkeypatch):
     monkeypatch.setenv("FOREIGN_CRASH_AT_EPOCH", "1")
     data = foreign_config(tmp_path, n_trials=2, epochs=2, adapter=foreign_adapter_dict(max_retries=0))
     _, cfg = write_config(tmp_path, data)
@@ -157,7 +155,8 @@ def test_a_crash_without_retries_left_fails_the_generation_only(tmp_path, mlflow
     assert not (tmp_path / "runs" / "foreign" / BEST_FILE).exists()
 
 
-def test_a_stalled_trainer_is_stopped_and_retried(tmp_path, mlflow_uri, monkeypatch):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_a_stalled_trainer_is_stopped_and_retried(tmp_path, monkeypatch):
     monkeypatch.setenv("FOREIGN_HANG_AT_EPOCH", "1")
     adapter = foreign_adapter_dict(no_metrics_timeout_s=1.5, max_retries=1)
     _, cfg = write_config(tmp_path, foreign_config(tmp_path, n_trials=1, epochs=2, adapter=adapter))
@@ -169,7 +168,8 @@ def test_a_stalled_trainer_is_stopped_and_retried(tmp_path, mlflow_uri, monkeypa
     assert [e for e, _ in rec.events].count("retry") == 1
 
 
-def test_sigint_to_the_tuner_stops_cleanly_and_requeues(tmp_path, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_sigint_to_the_tuner_stops_cleanly_and_requeues(tmp_path):
     data = foreign_config(tmp_path, n_trials=2, epochs=30, adapter=foreign_adapter_dict(epoch_seconds=1.0))
     _, cfg = write_config(tmp_path, data)
     stop = threading.Event()
@@ -200,7 +200,8 @@ def test_sigint_to_the_tuner_stops_cleanly_and_requeues(tmp_path, mlflow_uri):
     assert study_runs(cfg)[0].info.run_id == parent.info.run_id
 
 
-def test_wall_clock_budget_ends_the_study(tmp_path, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_wall_clock_budget_ends_the_study(tmp_path):
     data = foreign_config(
         tmp_path, n_trials=50, epochs=3, extra={"core_engine": {"wall_clock_budget_minutes": 0.05}}
     )  # 3 s
@@ -211,7 +212,8 @@ def test_wall_clock_budget_ends_the_study(tmp_path, mlflow_uri):
 
 
 @pytest.mark.slow
-def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus):
     """Two generations of the real train.py; train.py of generation 0 gets kill -9 after its
     first epoch and is retried from its own checkpoint; generation 1 warm-starts from the best."""
     from ttsops.model.inference import Synthesizer
@@ -251,7 +253,8 @@ def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus, mlflow
 
 
 @pytest.mark.slow  # two tuner processes: about a minute here
-def test_two_tuner_workers_share_one_study(tmp_path, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_two_tuner_workers_share_one_study(tmp_path):
     """Two ``smart_tuner.py`` processes, one config: an Optuna journal-file study (SQLite is not
     safe for parallel writers), one MLflow store, one study directory."""
     data = foreign_config(

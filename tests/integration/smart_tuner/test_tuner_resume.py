@@ -15,20 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import tuner_testkit as kit
-from fixtures.tuner_testkit import (
-    foreign_adapter_dict,
-    foreign_config,
-    load_study,
-    mlflow_client,
-    real_config,
-    study_runs,
-    wait_for,
-    write_config,
-)
 from optuna.trial import TrialState
 
 from tests.helpers import read_train_state
+from tests.integration.smart_tuner.fixtures import tuner_testkit as kit
 from ttsops.registry.model_registry import BEST_FILE
 from ttsops.smart_tuner.study import history
 from ttsops.smart_tuner.trainer.generation import RunnerConfig
@@ -36,10 +26,6 @@ from ttsops.smart_tuner.trainer.metrics_store import MetricsStore
 from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, pid_alive, read_pid_file
 from ttsops.smart_tuner.tuner import Tuner
 from ttsops.train.adapter import Tacotron2Adapter
-
-# fixtures, used by name below
-mlflow_template, mlflow_uri, tiny_corpus = kit.mlflow_template, kit.mlflow_uri, kit.tiny_corpus
-
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -55,30 +41,31 @@ def _start_tuner(config: Path, tmp_path: Path) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("orphan_dies_too", [False, True], ids=["orphan-alive", "orphan-gone"])
-def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, mlflow_uri, orphan_dies_too):
-    data = foreign_config(tmp_path, n_trials=3, epochs=5, adapter=foreign_adapter_dict(epoch_seconds=0.6))
-    config, cfg = write_config(tmp_path, data)
+@pytest.mark.usefixtures("mlflow_uri")
+def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, orphan_dies_too):
+    data = kit.foreign_config(tmp_path, n_trials=3, epochs=5, adapter=kit.foreign_adapter_dict(epoch_seconds=0.6))
+    config, cfg = kit.write_config(tmp_path, data)
     tuner = _start_tuner(config, tmp_path)
     study_dir = tmp_path / "runs" / "foreign"
     gen1 = study_dir / "generations" / "gen_0001"
     try:
-        wait_for(lambda: list(gen1.glob("ckpt-*.npz")), 120, "generation 1 to be training")
+        kit.wait_for(lambda: list(gen1.glob("ckpt-*.npz")), 120, "generation 1 to be training")
     finally:
         tuner.send_signal(signal.SIGKILL)
         tuner.wait(10)
-    before = {t.number: t for t in load_study(cfg).get_trials()}
+    before = {t.number: t for t in kit.load_study(cfg).get_trials()}
     assert before[0].state == TrialState.COMPLETE and before[1].state == TrialState.RUNNING
     orphan = read_pid_file(gen1)
     assert pid_alive(orphan["pid"], orphan["start_ticks"])  # its own session: kill -9 did not reach it
     if orphan_dies_too:
         os.kill(orphan["pid"], signal.SIGKILL)
-        wait_for(lambda: not pid_alive(orphan["pid"], orphan["start_ticks"]), 10, "the orphan to die")
+        kit.wait_for(lambda: not pid_alive(orphan["pid"], orphan["start_ticks"]), 10, "the orphan to die")
 
     summary = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=0.1, heartbeat_s=1.0), trainer=Tacotron2Adapter(cfg.adapter)).run()  # same config again
 
     assert summary.status == "finished"
     assert not pid_alive(orphan["pid"], orphan["start_ticks"])
-    trials = {t.number: t for t in load_study(cfg).get_trials()}
+    trials = {t.number: t for t in kit.load_study(cfg).get_trials()}
     t0 = trials[0]  # the completed generation is untouched
     assert (t0.state, t0.value, t0.datetime_complete) == (
         before[0].state,
@@ -95,7 +82,7 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, mlflow
     with np.load(sorted(gen1.glob("ckpt-*.npz"))[-1]) as ck:
         assert int(ck["step"]) >= 10
 
-    parent, children = study_runs(cfg)  # still one parent run, now finished
+    parent, children = kit.study_runs(cfg)  # still one parent run, now finished
     assert parent.info.status == "FINISHED"
     by_trial = {int(c.data.tags["ttsops.trial"]): c for c in children}
     assert by_trial[1].info.status == "KILLED" and by_trial[1].data.tags["ttsops.state"] == "interrupted"
@@ -105,20 +92,21 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, mlflow
 
     best = min((t for t in trials.values() if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert filecmp.cmp(study_dir / BEST_FILE, best.user_attrs[history.CKPT_ATTR], shallow=False)
-    champion = mlflow_client(cfg).get_model_version_by_alias("foreign-mlp", "champion")
+    champion = kit.mlflow_client(cfg).get_model_version_by_alias("foreign-mlp", "champion")
     assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]
 
 
 @pytest.mark.slow
-def test_real_train_py_orphan_is_stopped_with_a_checkpoint_and_requeued(tmp_path, tiny_corpus, mlflow_uri):
+@pytest.mark.usefixtures("mlflow_uri")
+def test_real_train_py_orphan_is_stopped_with_a_checkpoint_and_requeued(tmp_path, tiny_corpus):
     from ttsops.model.inference import Synthesizer
 
-    config, cfg = write_config(tmp_path, real_config(tmp_path, tiny_corpus, n_trials=2, epochs=2))
+    config, cfg = kit.write_config(tmp_path, kit.real_config(tmp_path, tiny_corpus, n_trials=2, epochs=2))
     tuner = _start_tuner(config, tmp_path)
     study_dir = tmp_path / "runs" / "real"
     gen1 = study_dir / "generations" / "gen_0001"
     try:
-        wait_for(lambda: read_train_state(gen1), 600, "generation 1's train.py to be running")
+        kit.wait_for(lambda: read_train_state(gen1), 600, "generation 1's train.py to be running")
     finally:
         tuner.send_signal(signal.SIGKILL)
         tuner.wait(10)
@@ -131,11 +119,11 @@ def test_real_train_py_orphan_is_stopped_with_a_checkpoint_and_requeued(tmp_path
     state = read_train_state(gen1)
     assert state["status"] == "stopped"  # SIGINT: train.py wrote its checkpoint and exited
     Synthesizer.from_checkpoint(state["last_checkpoint"], device="cpu")
-    trials = {t.number: t for t in load_study(cfg).get_trials()}
+    trials = {t.number: t for t in kit.load_study(cfg).get_trials()}
     assert trials[0].state == TrialState.COMPLETE and trials[1].state == TrialState.FAIL
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[1].params
-    parent, children = study_runs(cfg)
+    parent, children = kit.study_runs(cfg)
     assert parent.info.status == "FINISHED"
     assert {int(c.data.tags["ttsops.trial"]): c.info.status for c in children}[1] == "KILLED"
     best = min((t for t in trials.values() if t.state == TrialState.COMPLETE), key=lambda t: t.value)

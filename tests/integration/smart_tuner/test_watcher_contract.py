@@ -17,13 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, fresh_postgres_database
 from ttsops.errors import TunerError
 from ttsops.smart_tuner.trainer.log_watcher import follow, make_watcher
 from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore, latency_summary
@@ -287,21 +286,8 @@ def mlflow_http_uri(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlflow_pg_uri():
     """A fresh PostgreSQL database for MLflow's backend store, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except psycopg2.OperationalError:
-        pytest.skip(PG_SKIP)
-    admin.autocommit = True
-    name = f"ttsops_watch_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("ttsops_watch", "the PostgreSQL-backed MLflow contract") as url:
+        yield url
 
 
 class TestMlflowSqlite(WatcherContract, MlflowOnly):

@@ -3,18 +3,18 @@ import copy
 import pytest
 import torch
 
+from tests.helpers import TINY
 from ttsops.model.layers import beta_binomial_log_prior, spectral_dropout
 from ttsops.model.loss import guided_attention_weights, tacotron2_loss
 from ttsops.model.tacotron2 import ModelConfig, Tacotron2
 from ttsops.train.hparams import HParams
 
-TINY = HParams().replace(
-    encoder_embedding_dim=32, attention_rnn_dim=48, decoder_rnn_dim=48, prenet_dim=24, attention_dim=16,
-    postnet_embedding_dim=24, n_frames_per_step=2, max_decoder_steps=30, variational_dropout=True,
-)
+TINY_HP = HParams().replace(**TINY, variational_dropout=True)  # configs/tiny.yaml's model
+R = TINY_HP.n_frames_per_step
+STEPS = 7  # decoder steps of the test batch's longest utterance
 
 
-def batch(b: int = 3, n: int = 12, t: int = 20, n_mels: int = 80):
+def batch(b: int = 3, n: int = 12, t: int = STEPS * R, n_mels: int = 80):
     torch.manual_seed(0)
     text_lens = torch.tensor([n, n - 3, n - 5][:b])
     mel_lens = torch.tensor([t, t - 4, t - 6][:b])
@@ -25,13 +25,13 @@ def batch(b: int = 3, n: int = 12, t: int = 20, n_mels: int = 80):
 
 def test_every_parameter_changes_after_five_steps() -> None:
     torch.manual_seed(0)
-    model = Tacotron2(ModelConfig.from_hparams(TINY))
+    model = Tacotron2(ModelConfig.from_hparams(TINY_HP))
     before = copy.deepcopy(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     text, text_lens, mels, mel_lens = batch()
     for _ in range(5):
         out, post = model(text, text_lens, mels, mel_lens, prior_weight=1.0)
-        loss = tacotron2_loss(out.mels, post, out.gates, out.learned_alignments, mels, mel_lens, text_lens, 2,
+        loss = tacotron2_loss(out.mels, post, out.gates, out.learned_alignments, mels, mel_lens, text_lens, R,
                               5.0, 1.0, 0.2)
         opt.zero_grad()
         loss.total.backward()
@@ -41,17 +41,17 @@ def test_every_parameter_changes_after_five_steps() -> None:
 
 
 def test_shapes_and_alignment_rows_are_distributions() -> None:
-    model = Tacotron2(ModelConfig.from_hparams(TINY)).eval()
+    model = Tacotron2(ModelConfig.from_hparams(TINY_HP)).eval()
     text, text_lens, mels, mel_lens = batch()
     out, post = model(text, text_lens, mels, mel_lens)
     assert out.mels.shape == post.shape == mels.shape
-    assert out.gates.shape == (3, 20) and out.alignments.shape == (3, 10, 12)
-    torch.testing.assert_close(out.alignments.sum(-1), torch.ones(3, 10))
+    assert out.gates.shape == (3, STEPS * R) and out.alignments.shape == (3, STEPS, 12)
+    torch.testing.assert_close(out.alignments.sum(-1), torch.ones(3, STEPS))
     assert out.alignments[1, :, 9:].max() < 1e-3  # padded tokens get no attention
 
 
 def test_prior_pulls_attention_onto_the_diagonal() -> None:
-    model = Tacotron2(ModelConfig.from_hparams(TINY)).eval()
+    model = Tacotron2(ModelConfig.from_hparams(TINY_HP)).eval()
     text, text_lens, mels, mel_lens = batch(b=1)
     out, _ = model(text, text_lens, mels, mel_lens, prior_weight=1.0)
     peaks = out.alignments[0].argmax(-1)
@@ -72,11 +72,11 @@ def test_guided_attention_weights_zero_on_the_diagonal() -> None:
 
 
 def test_inference_stops_and_checkpointing_matches() -> None:
-    cfg = ModelConfig.from_hparams(TINY, gradient_checkpointing=True)
+    cfg = ModelConfig.from_hparams(TINY_HP, gradient_checkpointing=True)
     model = Tacotron2(cfg).eval()
     text, text_lens, _, _ = batch(b=2)
     mel, align, lengths = model.infer(text[:2], text_lens[:2])
-    assert mel.shape[1] == 80 and mel.shape[2] <= 30 * 2 and lengths.max() <= mel.shape[2]
+    assert mel.shape[1] == 80 and mel.shape[2] <= TINY_HP.max_decoder_steps * R and lengths.max() <= mel.shape[2]
     torch.manual_seed(0)
     train_model = Tacotron2(cfg).train()
     text, text_lens, mels, mel_lens = batch()

@@ -305,30 +305,16 @@ class GenerationRunner:
             r.state, r.reason = "failed", f"{reason}, but no validation was ever logged"
         return r
 
-    def _interrupt(
-        self,
-        trial: Any,
-        st: _State,
-        proc: TrainerProcess,
-        watcher: Watcher,
-        tracker: ValidationTracker,
-        reason: str,
-    ) -> GenerationResult:
+    def _interrupt(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
+                   tracker: ValidationTracker, reason: str) -> GenerationResult:
         self._stop(st, proc)
         self._drain(trial, watcher, tracker, st)
         if reason == "budget" and st.value is not None:
             return self._finish(st, proc, "complete", "stopped at the wall-clock budget")
         return self._finish(st, proc, "interrupted", f"tuner stopping ({reason})")
 
-    def _ended(
-        self,
-        trial: Any,
-        st: _State,
-        proc: TrainerProcess,
-        watcher: Watcher,
-        tracker: ValidationTracker,
-        code: int | None,
-    ) -> TrainerProcess | None:
+    def _ended(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
+               tracker: ValidationTracker, code: int | None) -> TrainerProcess | None:
         """The trainer exited or stalled: finish the generation (None) or the retried process."""
         if code is None:
             self._stop(st, proc)

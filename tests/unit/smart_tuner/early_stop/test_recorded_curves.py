@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from tests.helpers import REPO
 from ttsops.bench.curves import load_curve
 from ttsops.smart_tuner.early_stop.controller import DetectorParams, EarlyStopController
 from ttsops.smart_tuner.early_stop.detectors import Action, Reason
 
-RECORDED = Path(__file__).resolve().parents[3] / "benchmarks" / "curves" / "recorded"
+RECORDED = REPO / "benchmarks" / "curves" / "recorded"
 
 
 def replay(name: str, params: DetectorParams | None = None):

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
 from ttsops.config import Sampler, TunerConfig, dump_config, load_config
 from ttsops.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = REPO / "configs"
 
 
 @pytest.mark.parametrize("name", ["smart_tuner_config_v2.yaml", "demo.yaml"])

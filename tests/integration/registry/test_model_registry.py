@@ -7,12 +7,10 @@ from pathlib import Path
 
 import mlflow.artifacts
 import pytest
-from fixtures import tuner_testkit as kit
 from mlflow import MlflowClient
 
 from ttsops.config import PromotionGate, RegistryConfig
 from ttsops.errors import RegistryError
-from ttsops.infra.atomic import atomic_copy
 from ttsops.registry.cli import main
 from ttsops.registry.model_registry import (
     BEST_FILE,
@@ -21,9 +19,6 @@ from ttsops.registry.model_registry import (
     ModelRegistry,
     gate_check,
 )
-
-mlflow_template, mlflow_uri = kit.mlflow_template, kit.mlflow_uri  # fixtures used by name below
-
 
 GOOD = {"val_loss": 0.5, "attention_alignment_score": 0.9}
 
@@ -128,14 +123,6 @@ def test_files_only_without_mlflow_and_non_finite_objectives(tmp_path):
     with pytest.raises(RegistryError, match="does not exist"):
         reg.consider(Candidate("s", 2, 1.0, tmp_path / "missing.pt"))
     assert reg.best().generation == 1
-
-
-def test_atomic_copy_never_leaves_a_partial_file(tmp_path):
-    dst = tmp_path / "best_model.pt"
-    dst.write_bytes(b"old")
-    with pytest.raises(FileNotFoundError):
-        atomic_copy(tmp_path / "nope.pt", dst)
-    assert dst.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["best_model.pt"]
 
 
 def test_cli_list_show_promote(client, tmp_path, mlflow_uri, capsys):

@@ -358,7 +358,7 @@ def test_email_with_auth_and_attachments_reaches_smtp_server(tmp_path, client, c
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
-def test_wrong_smtp_password_gives_up_without_retry(tmp_path, client, clock):
+def test_wrong_smtp_password_gives_up_without_retry(client, clock):
     from aiosmtpd.controller import Controller
 
     inbox, port = _Inbox(), free_port()

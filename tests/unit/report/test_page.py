@@ -1,16 +1,23 @@
-"""The HTML report from a real MLflow SQLite store (a parent run and two generations), a real
-Optuna SQLite study, real PNG/WAV files and the data plane's own dataset report."""
+"""The HTML report from a study written by the real writers (the tuner's StudyTracking and
+train.py's Tracker into a real MLflow SQLite store, a real Optuna SQLite study), real PNG/WAV files
+and the data plane's own dataset report: no tag is typed by hand here."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from ttsops.infra.tracking import Tag, artifact_root, embedded_tracking_uri
 from ttsops.report import Sample, alignment_timeline, build_report, main, plot_curves, read_decision_files
+from ttsops.smart_tuner.early_stop.detectors import Action, Reason
+from ttsops.smart_tuner.early_stop.vote import Decision
+from ttsops.smart_tuner.study.tracking import StudyTracking
+from ttsops.train.tracking import Tracker
 
 STUDY = "demo"
 
@@ -21,12 +28,41 @@ def _png(title: str) -> bytes:
     return plot_alignment(np.eye(12, 8, dtype=np.float32), title)
 
 
+GENERATIONS = [  # state, restart mode, warm-start source, plan reason, end reason, early-stop action
+    ("complete", "fresh", "none", "no checkpoint yet", "trainer finished", Action.CONTINUE),
+    ("pruned", "warm_start", "generation 0: /x/best_model.pt", "learning_rate changed: warm start",
+     "the pruner stopped it", Action.PRUNE),
+]
+
+
+def _write_generation(tracking: StudyTracking, uri: str, n: int, samples_dir: Path) -> str:
+    """Generation ``n`` as the tuner and train.py write it: the tuner's child run, train.py's metrics
+    and free-running alignment (``samples_dir``), the tuner's objective, decision and end state."""
+    state, mode, source, plan_reason, reason, action = GENERATIONS[n]
+    rid = tracking.open_child(n, {"learning_rate": 1e-3 * (n + 1)}, mode=mode, source=source, reason=plan_reason,
+                              attempt_of=0 if n == 1 else None)
+    trainer = Tracker(uri, "ttsops-demo", rid, samples_dir.parent / "logs", samples_dir, tensorboard=False)
+    sink = tracking.sink(rid, mirror=False)
+    for i in range(1, 4):
+        step = 10 * n + 10 * i
+        trainer.log_metrics({"val_loss": 1.0 / (i + n), "attention_alignment_score": 0.2 * i}, step)
+        sink.objective(2.0 / (i + n), global_step=step, index=i)
+    png = _png(f"gen {n}")
+    trainer.log_samples(10 * n + 30, "free_running", png, png, None, 22050)
+    trainer.close()
+    why = Reason.IMPROVING if action is Action.CONTINUE else Reason.NEVER_ALIGNED
+    tracking.log_decision(rid, Decision("trial", action, why, 0.1, 1.0, f"verdict of generation {n}", ()),
+                          f"trial_{action.value}")
+    tracking.finish_child(rid, state, {Tag.REASON: reason})
+    return rid
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict:
-    """A study as the tuner leaves it: MLflow runs, Optuna trials, generation dirs, a dataset."""
+    """A study written the way the tuner writes one: MLflow runs (StudyTracking, train.py's Tracker),
+    Optuna trials, generation dirs, a dataset (the data plane's report)."""
     import optuna
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
     from ttsops.audio.io import save_wav
     from ttsops.data.build import dataset_report, plot_report
@@ -34,51 +70,19 @@ def study(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("report")
     work = root / "tune"
     study_dir = work / STUDY
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    uri = embedded_tracking_uri(work)
     storage = f"sqlite:///{work / 'optuna.db'}"
     study_dir.mkdir(parents=True)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    exp = client.create_experiment("ttsops-demo", artifact_location=(work / "mlartifacts").as_uri())
-    parent = client.create_run(exp, run_name=STUDY, tags={"ttsops.study": STUDY, "ttsops.role": "study"})
-    pid = parent.info.run_id
-    client.set_tag(pid, "ttsops.stop_reason", "n_trials (2) reached")
-    client.set_tag(pid, "ttsops.status", "finished")
-    children = []
-    for n, (state, mode, source) in enumerate([("complete", "fresh", "none"),
-                                               ("pruned", "warm_start", "generation 0: /x/best_model.pt")]):
-        run = client.create_run(exp, run_name=f"{STUDY}-gen{n:03d}", tags={
-            "mlflow.parentRunId": pid, "ttsops.study": STUDY, "ttsops.role": "generation",
-            "ttsops.trial": str(n), "ttsops.restart_mode": mode, "ttsops.warm_start_source": source,
-            "ttsops.plan_reason": "no checkpoint yet" if n == 0 else "learning_rate changed: warm start",
-            "ttsops.state": state, "ttsops.reason": "trainer finished" if n == 0 else "the pruner stopped it",
-            "early_stop.trial.action": "continue" if n == 0 else "prune",
-            "early_stop.trial.reason": "none" if n == 0 else "attention_failing",
-            "early_stop.trial.score": "0.100", "early_stop.trial.message": f"verdict of generation {n}"})
-        rid = run.info.run_id
-        if n == 1:
-            client.set_tag(rid, "ttsops.retry_of_trial", "0")
-        client.log_param(rid, "tuner.learning_rate", str(1e-3 * (n + 1)))
-        base = 10 * n
-        metrics = []
-        for i in range(1, 4):
-            step = base + 10 * i
-            metrics += [Metric("val_loss", 1.0 / (i + n), 0, step), Metric("objective", 2.0 / (i + n), 0, step),
-                        Metric("attention_alignment_score", 0.2 * i, 0, step), Metric("tuner_epoch", i, 0, step)]
-        client.log_batch(rid, metrics=metrics)
-        client.set_terminated(rid, "FINISHED" if n == 0 else "KILLED")
-        children.append(rid)
-    # generation 0's alignment in its directory, generation 1's only as an MLflow artifact
-    step_dir = study_dir / "generations" / "gen_0000" / "samples" / "step_00000030"
-    step_dir.mkdir(parents=True)
-    (step_dir / "free_running_alignment.png").write_bytes(_png("gen 0"))
-    art = root / "art" / "step_00000050"
-    art.mkdir(parents=True)
-    (art / "free_running_alignment.png").write_bytes(_png("gen 1"))
-    client.log_artifacts(children[1], str(art), "samples/step_00000050")
-    client.set_terminated(pid, "FINISHED")
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = optuna.create_study(study_name=STUDY, storage=storage)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    tracking = StudyTracking(client, experiment_name="ttsops-demo", study_name=STUDY,
+                             artifact_root=artifact_root(uri))
+    tracking.open_parent(s, {"sampler": "tpe"})
+    # generation 0's alignment in its directory, generation 1's only as an MLflow artifact
+    _write_generation(tracking, uri, 0, study_dir / "generations" / "gen_0000" / "samples")
+    _write_generation(tracking, uri, 1, root / "elsewhere" / "samples")
+    tracking.finish_parent("FINISHED", {Tag.STOP_REASON: "n_trials (2) reached", Tag.STATUS: "finished"}, {})
     t0 = s.ask()
     s.tell(t0, 0.75)
     t1 = s.ask()
@@ -135,7 +139,7 @@ def test_report_has_the_table_images_and_audio(study, tmp_path):
     assert len(re.findall(r'<audio controls[^>]*src="data:audio/wav;base64,', html)) == 1
     assert "The old man &lt;found&gt; a map." in html  # escaped
     assert "the ASR heard: &ldquo;the old man found map&rdquo;" in html
-    assert "verdict of generation 1" in html and "attention_failing" in html  # early-stop decision tags
+    assert "verdict of generation 1" in html and "never_aligned" in html  # early-stop decision tags
     assert "n_trials (2) reached" in html
     assert "re-runs the params of generation 0" in html
     assert "too_noisy: 2" in html and "12 s" in html and "mlflow ui --backend-store-uri" in html
