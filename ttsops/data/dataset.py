@@ -7,6 +7,7 @@ changed mel parameters never reuse a stale mel, and the same audio under a new n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -14,6 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -141,7 +143,7 @@ class MelDataset(Dataset):
                 else:
                     wav, _ = load_audio(u.wav, self.mel_cfg.sample_rate)
                     mel = extractor(wav).numpy()
-                    atomic_write(path, lambda f, m=mel: np.save(f, m))  # runs may share a corpus
+                    atomic_write(path, functools.partial(_save_npy, array=mel))  # runs may share a corpus
                 mels.append(torch.from_numpy(mel))
                 bar.advance(task)
         return mels
@@ -203,3 +205,7 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor]], r: int) -> dict[str,
         text[i, : len(t)] = t
         mels[i, :, : m.shape[1]] = m
     return {"text": text, "text_lens": text_lens, "mels": mels, "mel_lens": mel_lens}
+
+
+def _save_npy(f: Any, array: np.ndarray) -> None:
+    np.save(f, array)
