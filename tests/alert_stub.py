@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 TOKEN = "123456:SECRET-bot-token-abc"
 
@@ -59,13 +56,6 @@ class Stub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    s = Stub()
-    yield s
-    s.close()
 
 
 def multipart(req: dict[str, Any]) -> dict[str, Message]:

@@ -12,9 +12,12 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.alert_stub import Stub
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +45,11 @@ def mlflow_uri(tmp_path: Path, mlflow_template: Path) -> str:
     """A fresh MLflow store for one test: ``sqlite:///<tmp_path>/mlflow.db``."""
     shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    """A fake Telegram/Slack/webhook server on 127.0.0.1 that records every request."""
+    s = Stub()
+    yield s
+    s.close()

@@ -83,6 +83,27 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def readme_packages(readme: str) -> set[str]:
+    """The packages the README's layout map names (``  name/`` lines under ``ttsops/``, nested by indent)."""
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    names: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        entry = line.split()[0] if line.strip() else ""
+        indent = len(line) - len(line.lstrip())
+        if not entry.endswith("/") or indent == 0:
+            stack = [] if indent == 0 else stack
+            continue
+        stack = [(i, n) for i, n in stack if i < indent] + [(indent, entry.rstrip("/"))]
+        names.add(".".join(n for _, n in stack))
+    return names
+
+
+def test_the_readme_layout_names_every_package_and_no_other():
+    packages = {module_name(p, PACKAGE).removeprefix("ttsops.") for p in PACKAGE.rglob("__init__.py")} - {"ttsops"}
+    assert readme_packages((PACKAGE.parent / "README.md").read_text()) == packages
+
+
 def test_no_module_imports_against_the_layers():
     assert violations(import_graph()) == []
 

@@ -107,6 +107,7 @@ class HParams:
     def mel(self) -> MelConfig:
         return mel_config(self.to_dict())
 
+
 ARCHITECTURE_KEYS = frozenset({
     "encoder_embedding_dim", "encoder_n_convolutions", "encoder_kernel_size", "attention_rnn_dim",
     "decoder_rnn_dim", "prenet_dim", "attention_dim", "attention_location_n_filters",

@@ -29,8 +29,6 @@ from ttsops.smart_tuner.tuner import Tuner
 from ttsops.train.adapter import Tacotron2Adapter
 from ttsops.train.tracking import Tracker
 
-stub = alert_stub.stub
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOOK_PATH = "/hooks/tuner-alerts-0123456789"
 FAST = RunnerConfig(poll_s=0.1, heartbeat_s=1.0)
