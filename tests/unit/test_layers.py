@@ -130,3 +130,20 @@ def test_the_cycle_search_finds_a_cycle_through_a_function_level_import():
     src = "def f():\n    from ttsops.b import g\n"
     graph = {"ttsops.a": imports_of(src, {"ttsops.a", "ttsops.b"}), "ttsops.b": {"ttsops.a"}}
     assert cycles(graph) == [["ttsops.a", "ttsops.b", "ttsops.a"]]
+
+
+def test_modules_functions_and_folders_stay_small():
+    """STYLE.md: modules under ~400 lines, functions under ~50, no flat folder over ~12 modules."""
+    big = []
+    for p in PACKAGE.rglob("*.py"):
+        src = p.read_text()
+        if len(src.splitlines()) > 400:
+            big.append(f"{p.relative_to(PACKAGE)}: {len(src.splitlines())} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50:
+                big.append(f"{p.relative_to(PACKAGE)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    for d in {p.parent for p in PACKAGE.rglob("*.py")}:
+        modules = [m for m in d.glob("*.py") if m.name != "__init__.py"]
+        if len(modules) > 12:
+            big.append(f"{d.relative_to(PACKAGE.parent)}/: {len(modules)} modules")
+    assert big == []

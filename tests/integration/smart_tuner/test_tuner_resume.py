@@ -67,11 +67,7 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, orphan
     assert not pid_alive(orphan["pid"], orphan["start_ticks"])
     trials = {t.number: t for t in kit.load_study(cfg).get_trials()}
     t0 = trials[0]  # the completed generation is untouched
-    assert (t0.state, t0.value, t0.datetime_complete) == (
-        before[0].state,
-        before[0].value,
-        before[0].datetime_complete,
-    )
+    assert (t0.state, t0.value, t0.datetime_complete) == (before[0].state, before[0].value, before[0].datetime_complete)
     assert trials[1].state == TrialState.FAIL
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[1].params

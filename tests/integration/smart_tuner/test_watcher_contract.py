@@ -226,25 +226,28 @@ def mlflow_sqlite_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow_sqlite') / 'mlflow.db'}"
 
 
+def _wait_healthy(proc: subprocess.Popen, uri: str, log: Path, timeout_s: float = 180) -> None:
+    started = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() - started > timeout_s:
+            pytest.fail(f"mlflow server not healthy after {timeout_s:.0f} s: {log.read_text()[-2000:]}")
+        time.sleep(0.25)
+
+
 @pytest.fixture(scope="module")
 def mlflow_http_uri(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 (one worker), stopped with its process group."""
     d = tmp_path_factory.mktemp("mlflow_http")
     port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{d / 'mlflow.db'}",
-        "--default-artifact-root",
-        str(d / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
+           "--default-artifact-root", str(d / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = open(d / "server.log", "wb")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen(
         cmd,
@@ -256,21 +259,7 @@ def mlflow_http_uri(tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited {proc.returncode}: {(d / 'server.log').read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - started > 180:
-                pytest.fail(
-                    f"mlflow server not healthy after 180 s: {(d / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.25)
+        _wait_healthy(proc, uri, d / "server.log")
         logger.info("mlflow server healthy after %.1f s", time.monotonic() - started)
         yield uri
     finally:
