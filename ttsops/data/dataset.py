@@ -27,6 +27,7 @@ from ttsops.audio.mel import LOG_CLAMP, MelConfig, MelExtractor
 from ttsops.errors import DataError
 from ttsops.infra.atomic import atomic_write
 from ttsops.text.cleaners import english_cleaners
+from ttsops.text.frontend import TextFrontend, text_frontend
 from ttsops.text.symbols import PAD_ID, text_to_ids
 
 logger = logging.getLogger(__name__)
@@ -121,12 +122,14 @@ def split(utts: list[Utterance], val_fraction: float) -> tuple[list[Utterance], 
 class MelDataset(Dataset):
     """(text ids, log-mel) pairs; mels computed once into the cache and kept in memory."""
 
-    def __init__(self, utts: list[Utterance], mel_cfg: MelConfig, cache_dir: Path, progress: bool = False) -> None:
+    def __init__(self, utts: list[Utterance], mel_cfg: MelConfig, cache_dir: Path, progress: bool = False,
+                 frontend: TextFrontend | None = None) -> None:
         self.utts = utts
         self.mel_cfg = mel_cfg
         self.cache = cache_dir / mel_cfg.fingerprint()
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.texts = [torch.tensor(text_to_ids(u.text, clean=False), dtype=torch.long) for u in utts]
+        frontend = frontend or text_frontend("characters")
+        self.texts = [torch.tensor(ids, dtype=torch.long) for ids in frontend.to_ids([u.text for u in utts], clean=False)]
         self.mels = self._load_all(progress)
 
     def _load_all(self, progress: bool) -> list[torch.Tensor]:

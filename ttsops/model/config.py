@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ttsops.audio.mel import MelConfig
-from ttsops.text.symbols import SYMBOLS
+from ttsops.text.frontend import text_frontend
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class ModelConfig:
     dropout_decoder: float
     variational_dropout: bool
     attention_prior_scaling: float
+    text_frontend: str = "characters"  # characters | phonemes: sets the symbol table (n_symbols)
+    drop_frame_rate: float = 0.0  # 1.0: the decoder never reads a frame (no feedback at inference)
+    context_mel_loss_weight: float = 0.0  # > 0 adds the context -> mel head its loss trains
     gradient_checkpointing: bool = False
 
     @classmethod
@@ -47,9 +50,10 @@ class ModelConfig:
         """From a run's flat hparams (a mapping, or a dataclass such as train's ``HParams``) that
         name every field but ``n_symbols`` (the symbol table's size) and ``gradient_checkpointing``."""
         src = hp if isinstance(hp, Mapping) else asdict(hp)
-        names = {f.name for f in fields(cls)} - {"n_symbols", "gradient_checkpointing"}
-        return cls(n_symbols=len(SYMBOLS), gradient_checkpointing=gradient_checkpointing,
-                   **{k: src[k] for k in names})
+        given = {f.name: src[f.name] for f in fields(cls) if f.name in src} | {
+            "gradient_checkpointing": gradient_checkpointing}  # fields added later keep their defaults
+        frontend = text_frontend(str(given.get("text_frontend", "characters")))
+        return cls(n_symbols=len(frontend.symbols), **given)
 
 
 def mel_config(hp: Mapping[str, Any]) -> MelConfig:

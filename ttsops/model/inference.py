@@ -18,7 +18,7 @@ from ttsops.errors import ServeError
 from ttsops.model.checkpoint import load_checkpoint
 from ttsops.model.config import ModelConfig, mel_config
 from ttsops.model.tacotron2 import Tacotron2
-from ttsops.text.symbols import text_to_ids
+from ttsops.text.frontend import text_frontend
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Synthesizer:
         self.vocoder = vocoder or GriffinLim(mel)
         self.sample_rate = mel.sample_rate
         self.source = source
+        self.frontend = text_frontend(model.cfg.text_frontend)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu",
@@ -45,7 +46,7 @@ class Synthesizer:
     @torch.no_grad()
     def mel(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """-> (log-mel (n_mels, T), alignment (T_dec, N))."""
-        ids = text_to_ids(text)
+        ids = self.frontend.to_ids([text])[0]
         if len(ids) <= 1:
             raise ServeError(f"text has nothing to say after normalisation: {text!r}")
         x = torch.tensor([ids], device=self.device)

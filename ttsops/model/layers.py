@@ -147,3 +147,21 @@ def beta_binomial_log_prior(text_lens: torch.Tensor, steps: torch.Tensor, n_max:
     )
     valid = (k <= n) & (t <= big_t)
     return torch.where(valid, log_p, torch.zeros_like(log_p))
+
+
+def masked_mean_frame(mels: torch.Tensor, mel_lens: torch.Tensor) -> torch.Tensor:
+    """The mean of the valid frames of a padded batch (B, n_mels, T) -> (n_mels,)."""
+    valid = (torch.arange(mels.size(2), device=mels.device)[None] < mel_lens[:, None]).to(mels.dtype)
+    return (mels * valid[:, None]).sum((0, 2)) / valid.sum().clamp(min=1)
+
+
+def drop_frames(prev: torch.Tensor, mean_frame: torch.Tensor, p: float) -> torch.Tensor:
+    """Frame dropout (Liu et al. 2019, "Maximizing mutual information for Tacotron"): replace a share
+    ``p`` of the teacher-forced decoder inputs ``prev`` (B, T_dec, n_mels) by the mean frame, so the
+    decoder cannot predict a frame by copying the previous one and has to read the attention context
+    (the local-information preference that makes free-running output a smear of the mean spectrum).
+    ``p`` = 1 drops every input: the decoder never sees a frame, at inference either."""
+    if p >= 1.0:
+        return mean_frame.to(prev.dtype).expand_as(prev)
+    drop = torch.rand(prev.shape[:2], device=prev.device) < p
+    return torch.where(drop[..., None], mean_frame.to(prev.dtype), prev)

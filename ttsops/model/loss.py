@@ -18,6 +18,7 @@ class Losses:
     mel: torch.Tensor
     gate: torch.Tensor
     guided: torch.Tensor
+    context_mel: torch.Tensor | None = None
 
     @property
     def val(self) -> torch.Tensor:
@@ -42,6 +43,7 @@ def tacotron2_loss(
     mel_out: torch.Tensor, mel_post: torch.Tensor, gate_logits: torch.Tensor, alignments: torch.Tensor,
     mels: torch.Tensor, mel_lens: torch.Tensor, text_lens: torch.Tensor, r: int,
     gate_pos_weight: float, guided_weight: float, guided_sigma: float,
+    context_mels: torch.Tensor | None = None, context_weight: float = 0.0,
 ) -> Losses:
     b, n_mels, t = mels.shape
     frame_mask = sequence_mask(mel_lens, t)  # (B, T)
@@ -60,4 +62,9 @@ def tacotron2_loss(
         guided = (alignments * w).sum() / dec_lens.sum()
     else:
         guided = mels.new_zeros(())
-    return Losses(mel_loss + gate_loss + guided_weight * guided, mel_loss, gate_loss, guided)
+    total = mel_loss + gate_loss + guided_weight * guided
+    ctx_loss = None
+    if context_mels is not None:
+        ctx_loss = ((context_mels - mels) ** 2 * m).sum() / denom
+        total = total + context_weight * ctx_loss
+    return Losses(total, mel_loss, gate_loss, guided, ctx_loss)

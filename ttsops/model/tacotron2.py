@@ -33,7 +33,9 @@ from ttsops.model.layers import (
     Postnet,
     Prenet,
     beta_binomial_log_prior,
+    drop_frames,
     dropout_masks,
+    masked_mean_frame,
 )
 
 
@@ -62,6 +64,7 @@ class DecoderOutput:
     gates: torch.Tensor  # (B, T) logits
     alignments: torch.Tensor  # (B, T_dec, N) attention used (with prior while it is on)
     learned_alignments: torch.Tensor  # (B, T_dec, N) prior-free attention (what inference sees)
+    context_mels: torch.Tensor | None = None  # (B, n_mels, T) mel read off the attention context alone
 
 
 class Decoder(nn.Module):
@@ -78,6 +81,19 @@ class Decoder(nn.Module):
         self.decoder_rnn = nn.LSTMCell(cfg.attention_rnn_dim + e, cfg.decoder_rnn_dim)
         self.projection = nn.Linear(cfg.decoder_rnn_dim + e, cfg.n_mel_channels * r)
         self.gate = nn.Linear(cfg.decoder_rnn_dim + e, r)
+        # the mean frame (running average over training batches): what dropped decoder inputs become,
+        # and the decoder's only input at inference when every input frame was dropped in training
+        self.register_buffer("mean_frame", torch.zeros(cfg.n_mel_channels))
+        self.context_mel = nn.Linear(e, cfg.n_mel_channels * r) if cfg.context_mel_loss_weight > 0 else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "mean_frame", self.mean_frame)  # checkpoints from before the buffer
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def feeds_back(self) -> bool:
+        """False when training dropped every input frame: the decoder never reads its own output."""
+        return self.cfg.drop_frame_rate < 1.0
 
     def _init_state(self, memory: torch.Tensor) -> dict[str, torch.Tensor]:
         b, n, e = memory.shape
@@ -122,6 +138,10 @@ class Decoder(nn.Module):
         # input of step i is the last frame of group i-1 (a zero "go" frame for i = 0)
         prev = mels[:, :, r - 1::r][:, :, : t_dec - 1]
         prev = torch.cat([mels.new_zeros(b, mels.size(1), 1), prev], 2).transpose(1, 2)
+        if self.training and self.cfg.drop_frame_rate > 0:
+            with torch.no_grad():
+                self.mean_frame.lerp_(masked_mean_frame(mels, mel_lens), 0.05 if self.mean_frame.any() else 1.0)
+            prev = drop_frames(prev, self.mean_frame, self.cfg.drop_frame_rate)
         prenet_out = self.prenet(prev)  # all steps at once: (B, T_dec, P)
         processed = self.attention.memory_layer(memory)
         loc_w = self.attention.fused_location_weight()
@@ -132,7 +152,7 @@ class Decoder(nn.Module):
             prior = beta_binomial_log_prior(
                 text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling).exp() * mask[:, None]
         s, (mask_a, mask_d) = self._init_state(memory), self._dropout_masks(memory, t_dec)
-        outs, used, learned = [], [], []
+        outs, used, learned, ctxs = [], [], [], []
         for i in range(t_dec):
             masks = (None if mask_a is None else mask_a[i], None if mask_d is None else mask_d[i])
             w, lw = self._step(s, prenet_out[:, i], memory, processed, mask, loc_w, masks,
@@ -143,7 +163,10 @@ class Decoder(nn.Module):
         h = torch.stack(outs, 1)  # (B, T_dec, D+E): projections batched over all steps
         mel_out = self.projection(h).view(b, t_dec * r, -1).transpose(1, 2)
         gates = self.gate(h).reshape(b, t_dec * r)
-        return DecoderOutput(mel_out, gates, torch.stack(used, 1), torch.stack(learned, 1))
+        ctx_mels = None
+        if self.context_mel is not None:
+            ctx_mels = self.context_mel(h[..., self.cfg.decoder_rnn_dim:]).view(b, t_dec * r, -1).transpose(1, 2)
+        return DecoderOutput(mel_out, gates, torch.stack(used, 1), torch.stack(learned, 1), ctx_mels)
 
     @torch.no_grad()
     def infer(self, memory: torch.Tensor, text_lens: torch.Tensor, window: int = 3):
@@ -155,7 +178,7 @@ class Decoder(nn.Module):
         pos = torch.arange(n, device=memory.device)[None]
         mask = pos < text_lens[:, None]
         s = self._init_state(memory)
-        frame = memory.new_zeros(b, self.cfg.n_mel_channels)
+        frame = memory.new_zeros(b, self.cfg.n_mel_channels) if self.feeds_back else self.mean_frame.expand(b, -1)
         focus = torch.zeros(b, dtype=torch.long, device=memory.device)
         done = torch.zeros(b, dtype=torch.bool, device=memory.device)
         lengths = torch.full((b,), self.cfg.max_decoder_steps * r, dtype=torch.long, device=memory.device)
@@ -170,7 +193,7 @@ class Decoder(nn.Module):
             mels.append(out)
             gates.append(g)
             aligns.append(w)
-            frame = out[:, -1]
+            frame = out[:, -1] if self.feeds_back else frame
             at_end = focus >= text_lens - 2
             stop = (torch.sigmoid(g) > self.cfg.gate_threshold).any(-1) & at_end & ~done
             lengths = torch.where(stop, torch.full_like(lengths, (i + 1) * r), lengths)

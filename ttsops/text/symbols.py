@@ -5,9 +5,9 @@ from __future__ import annotations
 from ttsops.text.cleaners import english_cleaners
 
 PAD, EOS = "_", "~"
-_PUNCTUATION = "!'(),.:;? -"
+PUNCTUATION = "!'(),.:;? -"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-SYMBOLS: list[str] = [PAD, EOS, *_PUNCTUATION, *_LETTERS]
+SYMBOLS: list[str] = [PAD, EOS, *PUNCTUATION, *_LETTERS]
 PAD_ID, EOS_ID = 0, 1
 _SYMBOL_TO_ID = {s: i for i, s in enumerate(SYMBOLS)}
 

@@ -29,7 +29,11 @@ class HParams:
     epochs: int = 100
     seed: int = 1234
     val_every_epochs: int = 1
-    n_audio_metric_clips: int = 2  # val clips vocoded for mcd/pesq/stoi each validation
+    n_audio_metric_clips: int = 2  # val clips vocoded for mcd/pesq/stoi
+    n_free_running_clips: int = 2  # val clips synthesised free-running for free_running_distance
+    audio_metrics_every: int = 4  # mcd/pesq/stoi, images and audio every N-th validation (and the last)
+    intelligibility_every: int = 0  # asr_wer/asr_cer/speaking_rate_ratio every N-th validation; 0: never
+    intelligibility_sentences: int = 10  # sentences of each held-out list spoken per intelligibility check
     # --- data / audio (FEATURE_KEYS) ---
     sample_rate: int = 22050
     n_mel_channels: int = 80
@@ -41,6 +45,7 @@ class HParams:
     min_wav_seconds: float = 0.3
     max_wav_seconds: float = 12.0
     val_fraction: float = 0.05
+    text_frontend: str = "characters"  # characters | phonemes (espeak-ng en-us IPA)
     # --- model (ARCHITECTURE_KEYS) ---
     encoder_embedding_dim: int = 512
     encoder_n_convolutions: int = 3
@@ -64,6 +69,8 @@ class HParams:
     variational_dropout: bool = False  # one dropout mask per sequence on the decoder RNNs
     spectral_dropout: float = 0.0  # probability of a time and a frequency mask on decoder inputs
     spectral_mask_width: int = 8  # max frames / mel bands masked
+    drop_frame_rate: float = 0.0  # share of teacher-forced decoder inputs replaced by the mean frame
+    context_mel_loss_weight: float = 0.0  # auxiliary loss: the mel read off the attention context alone
     # --- alignment prior ---
     guided_attention_weight: float = 10.0
     guided_attention_sigma: float = 0.2
@@ -112,7 +119,7 @@ ARCHITECTURE_KEYS = frozenset({
     "encoder_embedding_dim", "encoder_n_convolutions", "encoder_kernel_size", "attention_rnn_dim",
     "decoder_rnn_dim", "prenet_dim", "attention_dim", "attention_location_n_filters",
     "attention_location_kernel_size", "postnet_embedding_dim", "postnet_kernel_size",
-    "postnet_n_convolutions", "n_frames_per_step", "n_mel_channels",
+    "postnet_n_convolutions", "n_frames_per_step", "n_mel_channels", "text_frontend",
 })
 FEATURE_KEYS = frozenset({
     "sample_rate", "n_mel_channels", "filter_length", "hop_length", "win_length", "mel_fmin",

@@ -34,6 +34,8 @@ from ttsops.data.versioning import dataset_version
 from ttsops.infra.atomic import atomic_write_json
 from ttsops.infra.tracking import Tag
 from ttsops.model.checkpoint import load_checkpoint
+from ttsops.model.inference import Synthesizer
+from ttsops.text.frontend import text_frontend
 from ttsops.train.checkpoint import STATE, CheckpointManager, warm_start
 from ttsops.train.distributed import (
     DistInfo,
@@ -46,7 +48,7 @@ from ttsops.train.distributed import (
 from ttsops.train.setup import RunSetup, resolve_setup
 from ttsops.train.tracking import Tracker
 from ttsops.train.trainer import Trainer
-from ttsops.train.validate import log_samples, validate
+from ttsops.train.validate import Cadence, log_samples, validate
 
 logger = logging.getLogger("ttsops.train")
 
@@ -88,8 +90,9 @@ def build_data(s: RunSetup, dist: DistInfo) -> tuple[MelDataset, MelDataset, Buc
     utts = load_utterances(s.dataset, hp.min_wav_seconds, hp.max_wav_seconds)
     train_u, val_u = split(utts, hp.val_fraction)
     cache = s.dataset / ".mel_cache"
-    train_set = MelDataset(train_u, hp.mel, cache, progress=dist.is_main)
-    val_set = MelDataset(val_u, hp.mel, cache)
+    frontend = text_frontend(hp.text_frontend)
+    train_set = MelDataset(train_u, hp.mel, cache, progress=dist.is_main, frontend=frontend)
+    val_set = MelDataset(val_u, hp.mel, cache, frontend=frontend)
     sampler = BucketBatchSampler([train_set.frames(i) for i in range(len(train_set))], hp.batch_size, hp.seed,
                                  dist.rank, dist.world_size)
     logger.info("data: %d train, %d val clips, %d batches/epoch", len(train_set), len(val_set), len(sampler))
@@ -142,6 +145,8 @@ class Run:
         self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
+        self.n_validations = 0
+        self.probe = None  # the intelligibility probe, made at its first use (it loads the ASR)
 
     def write_state(self, status: str) -> None:
         if not self.dist.is_main:
@@ -160,20 +165,46 @@ class Run:
             state["mlflow_run_id"] = self.tracker.run_id if self.tracker else None
             self.last_ckpt = self.ckpts.save(self.trainer.progress.step, state, is_best)
 
-    def validate_and_log(self) -> None:
-        t = self.trainer
-        metrics, samples = validate(t, self.val_set, t.hp.batch_size)
+    def validate_and_log(self, last: bool = False) -> None:
+        t, hp = self.trainer, self.trainer.hp
+        self.n_validations += 1
+        cadence = Cadence.of(self.n_validations, hp.audio_metrics_every, hp.intelligibility_every, last)
+        metrics, samples = validate(t, self.val_set, hp.batch_size, cadence)
+        if cadence.intelligibility and self.dist.is_main:
+            metrics.update(self.intelligibility())
         metrics["epoch"] = t.progress.epochs_this_process
         is_best = metrics["val_loss"] < t.progress.best_val_loss
         if is_best:
             t.progress.best_val_loss = metrics["val_loss"]
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, t.progress.step)
-            log_samples(t, self.tracker, self.val_set, samples["first"], t.progress.step)
+            if cadence.audio:
+                log_samples(t, self.tracker, samples, t.progress.step)
         logger.info("validation step %d epoch %d: %s", t.progress.step, t.progress.epoch,
                     ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         self.save(is_best)
         self.write_state("running")
+
+    def intelligibility(self) -> dict[str, float]:
+        """ASR word error rate etc. of the held-out lists spoken free-running (ttsops.metrics.intelligibility)."""
+        from ttsops.metrics import intelligibility
+
+        t = self.trainer
+        if self.probe is None:
+            utts = self.train_set.utts
+            per_char = sum(u.duration for u in utts) / max(1, sum(len(u.text) for u in utts))
+            self.probe = intelligibility.Probe([u.text for u in utts], per_char, t.hp.intelligibility_sentences)
+        synth = Synthesizer(t.model, t.hp.mel, device=t.device)
+        max_frames = t.hp.max_decoder_steps * t.hp.n_frames_per_step
+
+        def speak(text: str):
+            mel, _ = synth.mel(text)
+            return synth.vocoder(mel), synth.sample_rate, mel.shape[1] < max_frames
+
+        try:
+            return intelligibility.summary_metrics(self.probe(speak))
+        finally:
+            t.model.train()
 
     def stop_agreed(self) -> bool:
         """A signal seen by any rank stops all of them at the same step (torchrun forwards SIGINT to
@@ -215,8 +246,8 @@ class Run:
                 if not self.train_epoch(bar, task):
                     self.save()
                     return "stopped"
-                if t.progress.epochs_this_process % hp.val_every_epochs == 0:
-                    self.validate_and_log()
+                if t.progress.epochs_this_process % hp.val_every_epochs == 0 or t.progress.epoch >= hp.epochs:
+                    self.validate_and_log(last=t.progress.epoch >= hp.epochs)
                 if self.stop_agreed():
                     self.save()
                     return "stopped"

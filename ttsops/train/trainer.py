@@ -96,6 +96,7 @@ class Trainer:
             out.mels.float(), post.float(), out.gates.float(), out.learned_alignments.float(), b["mels"],
             b["mel_lens"], b["text_lens"], hp.n_frames_per_step, hp.gate_pos_weight,
             self.guided_weight() if train else 0.0, hp.guided_attention_sigma,
+            None if out.context_mels is None else out.context_mels.float(), hp.context_mel_loss_weight,
         )
         return losses, out, post
 
