@@ -15,10 +15,10 @@ refused (a model cannot be measured on what it was trained on).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ttsops.errors import ConfigError
 
@@ -55,65 +55,79 @@ def _rate_reference(args: argparse.Namespace):
     return texts, seconds / max(1, sum(len(t) for t in texts))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from rich.console import Console
-    from rich.table import Table
-
-    from ttsops.audio.mel import MelExtractor
-    from ttsops.metrics import intelligibility as intel
-    from ttsops.serve.cli import load_one_model
+def _lists(args: argparse.Namespace) -> list[str]:
+    from ttsops.metrics.intelligibility import load_heldout
 
     lists = [x.strip() for x in args.lists.split(",") if x.strip()]
     for name in lists:
-        intel.load_heldout(name)  # one clear line for an unknown list
+        load_heldout(name)  # one clear line for an unknown list
     if args.sentences < 1:
         raise ConfigError(f"--sentences {args.sentences}: must be at least 1")
-    use_flite = args.reference_voice.lower() != "none"
-    if use_flite and shutil.which("flite") is None:
+    if args.reference_voice.lower() != "none" and shutil.which("flite") is None:
         raise ConfigError("--reference-voice needs flite (apt-get install flite), or pass --reference-voice none")
-    training, per_char = _rate_reference(args)
-    if not use_flite and per_char is None:
+    if args.reference_voice.lower() == "none" and args.dataset is None:
         raise ConfigError("--reference-voice none needs --dataset DIR (the speaking rate is measured against it)")
-    console = Console(stderr=True)
-    synth, label = load_one_model(args, console)
-    hp = synth.hparams
-    max_frames = hp.max_decoder_steps * hp.n_frames_per_step
+    return lists
 
-    def speak(text: str):
-        mel, _ = synth.mel(text)
-        return synth.vocoder(mel), synth.sample_rate, mel.shape[1] < max_frames
 
+def score(args: argparse.Namespace, synth: Any, lists: list[str], console: Any) -> dict[str, Any]:
+    """Every list spoken by ``synth`` (a ``ttsops.model.inference.Synthesizer``) and scored."""
+    from ttsops.audio.mel import MelExtractor
+    from ttsops.metrics import intelligibility as intel
+
+    training, per_char = _rate_reference(args)
     asr = intel.pocketsphinx_asr()
-    mel = MelExtractor(hp.mel)
+    mel = MelExtractor(synth.vocoder.mel.cfg)
     scores = {}
     for name in lists:
         sentences = intel.load_heldout(name)[: args.sentences]
         intel.check_heldout(sentences, training)
-        refs = intel.flite_references(sentences, args.cache_dir, args.reference_voice, hp.sample_rate) if use_flite else None
+        refs = None
+        if args.reference_voice.lower() != "none":
+            refs = intel.flite_references(sentences, args.cache_dir, args.reference_voice, synth.sample_rate)
 
-        def expected(text: str, refs=refs) -> float:
+        def expected(text: str, refs: Any = refs) -> float:
             if refs is not None:
                 return len(refs[text][0]) / refs[text][1]
-            return len(intel.normalise(text)) * per_char
+            return len(intel.normalise(text)) * float(per_char or 0.0)
 
         with console.status(f"{name}: speaking and transcribing {len(sentences)} sentences"):
-            scores[name] = intel.score_set(name, sentences, speak, asr, expected, refs,
+            scores[name] = intel.score_set(name, sentences, synth.speak, asr, expected, refs,
                                            (lambda wav, sr: synth.vocoder(mel(wav).numpy())) if refs else None)
+    return scores
+
+
+def _print(scores: dict[str, Any], label: str, verbose: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"intelligibility of {label}")
     for col in ("list", "WER", "CER", "ceiling WER", "speaking rate", "stopped"):
         table.add_column(col)
     for s in scores.values():
         table.add_row(s.name, f"{s.wer:.3f}", f"{s.cer:.3f}", "-" if s.ceiling_wer is None else f"{s.ceiling_wer:.3f}",
                       f"{s.speaking_rate_ratio:.2f}x", f"{s.stop_rate:.0%}")
-    Console().print(table)
-    if args.verbose:
-        for s in scores.values():
-            for u in s.utterances:
-                Console().print(f"[dim]{s.name}[/] {u.text!r} -> {u.heard!r} ({u.seconds:.1f} s / {u.expected_seconds:.1f} s)")
-    if args.json:
-        from ttsops.infra.atomic import write_text_atomic
+    out = Console()
+    out.print(table)
+    for s in scores.values() if verbose else ():
+        for u in s.utterances:
+            out.print(f"[dim]{s.name}[/] {u.text!r} -> {u.heard!r} ({u.seconds:.1f} s / {u.expected_seconds:.1f} s)")
 
-        write_text_atomic(args.json, json.dumps({"model": label, **{n: s.to_dict() for n, s in scores.items()}},
-                                                indent=1))
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from ttsops.serve.cli import load_one_model
+
+    lists = _lists(args)
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="ttsops-evaluate-") as cache:
+        synth, label = load_one_model(args, console, Path(cache), "evaluate")
+    scores = score(args, synth, lists, console)
+    _print(scores, label, args.verbose)
+    if args.json:
+        from ttsops.infra.atomic import atomic_write_json
+
+        atomic_write_json(args.json, {"model": label, **{n: s.to_dict() for n, s in scores.items()}}, indent=1)
     return 0

@@ -19,10 +19,11 @@ import soundfile as sf
 
 from ttsops import demo as demo_mod
 from ttsops.data import recordings
+from ttsops.metrics import intelligibility
 from ttsops.demo import cli as demo_cli
 from ttsops.errors import ConfigError
 
-STAGES = ["synth", "segment", "transcribe", "build", "version", "tune", "registry", "samples", "report"]
+STAGES = ["synth", "segment", "transcribe", "build", "version", "tune", "registry", "samples", "evaluate", "report"]
 
 
 def _demo(out: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -83,6 +84,10 @@ def test_samples_are_audible_wavs_with_alignments(demo):
         wav, sr = sf.read(item["wav"])
         assert sr == 22050 and len(wav) > sr // 10 and abs(wav).max() > 1e-3
         assert Path(item["alignment"]).read_bytes()[:4] == b"\x89PNG"
+    scores = json.loads((out / "samples" / "intelligibility.json").read_text())
+    for name in ("in_domain", "out_of_domain"):  # the champion spoke the held-out lists to the ASR
+        assert len(scores[name]["utterances"]) == 2 and 0 <= scores[name]["wer"]
+        assert scores[name]["ceiling_wer"] is not None and scores[name]["ceiling_wer"] < 0.6
 
 
 @pytest.mark.slow
@@ -96,6 +101,7 @@ def test_report_shows_generations_images_and_players(demo):
     # learning curves + one alignment per generation + the dataset histogram + one per sample
     assert len(re.findall(r'<img[^>]* src="data:image/png;base64,', html)) >= 1 + 2 + 1 + 2
     assert "ASR word error rate" in html and "stop reason" in html and "the ASR heard" in html
+    assert "held-out ASR WER, in-domain" in html and "copy-synthesis ceiling" in html
     text = " ".join(proc.stdout.split())
     for tool in ("mlflow ui --backend-store-uri sqlite:///", "tensorboard --logdir", "optuna-dashboard sqlite:///"):
         assert tool in text
@@ -137,7 +143,7 @@ def test_asr_quality_matches_clips_to_utterances_by_overlap():
     assert q == {"asr_wer": pytest.approx(1 / 6, abs=1e-4), "clips_matched": 2, "clips_with_several_utterances": 0}
     merged = [{"source": "r.wav", "start": 0.4, "end": 3.1, "normalized": "the old man a red kite"}]
     assert recordings.asr_quality(merged, truth)["clips_with_several_utterances"] == 1
-    assert recordings.word_error_rate(["The cat, sat."], [""]) == 1.0
+    assert intelligibility.word_error_rate(["The cat, sat."], [""]) == 1.0
 
 
 def _demo_obj(tmp_path: Path, budget: float = 20.0) -> demo_mod.Demo:

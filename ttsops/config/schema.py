@@ -276,6 +276,7 @@ class PromotionGate(_Section):
     min_attention_alignment_score: float | None = 0.5
     max_val_loss: float | None = None
     min_stoi: float | None = None
+    max_asr_wer: float | None = Field(None, ge=0, le=1)
 
 
 class RegistryConfig(_Section):
@@ -292,6 +293,18 @@ class TrainConfig(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
 
 
+class ObjectiveConfig(_Section):
+    """Weights of the tuner's composite objective (ttsops/smart_tuner/search/objective.py); the
+    alignment threshold is ``smart_early_stopping.attention_monitoring.alignment_threshold``."""
+
+    alignment: float = Field(1.0, ge=0)
+    mcd: float = Field(0.02, ge=0)
+    stoi: float = Field(0.5, ge=0)
+    pesq: float = Field(0.1, ge=0)
+    asr_wer: float = Field(2.0, ge=0)
+    free_running: float = Field(0.0, ge=0)
+
+
 class TunerConfig(_Section):
     core_engine: CoreEngineConfig = CoreEngineConfig()
     optimization: OptimizationConfig = OptimizationConfig()
@@ -302,6 +315,7 @@ class TunerConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     adapter: AdapterConfig = AdapterConfig()
     registry: RegistryConfig = RegistryConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
 
     def tracking_uri(self) -> str:
         """The MLflow store: ``monitoring.platforms.mlflow.tracking_uri``, else the embedded

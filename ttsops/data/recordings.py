@@ -17,6 +17,7 @@ import numpy as np
 
 from ttsops.audio.io import load_audio, save_wav
 from ttsops.data.corpus import generate_sentences, synth_utterance
+from ttsops.metrics.intelligibility import word_error_rate
 
 
 def synth_raw_recordings(out_dir: Path, *, n_files: int, utterances_per_file: int, seed: int, voice: str,
@@ -64,17 +65,6 @@ def join_utterances(utts: list[np.ndarray], rng: np.random.Generator, sr: int,
     wav = wav + rng.normal(0, np.sqrt(power / 10 ** (snr_db / 10)), len(wav)).astype(np.float32)
     peak = float(np.max(np.abs(wav))) or 1.0
     return (wav * min(1.0, 0.89 / peak)).astype(np.float32), spans
-
-
-def word_error_rate(refs: list[str], hyps: list[str]) -> float:
-    """Corpus WER after lower-casing and dropping punctuation (NaN without references)."""
-    import jiwer
-
-    def words(s: str) -> str:
-        return " ".join("".join(c if c.isalpha() or c in " '" else " " for c in s.lower()).split())
-
-    refs, hyps = [words(r) for r in refs], [words(h) for h in hyps]
-    return float(jiwer.wer(refs, hyps)) if refs and all(refs) else float("nan")
 
 
 def asr_quality(manifest_rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, Any]:

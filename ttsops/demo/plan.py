@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 MARKERS = ".stages"
-RESERVE_MIN = 2.0  # registry + samples + report + the tuner's own set-up and stop overshoot
+RESERVE_MIN = 3.5  # registry + samples + evaluate (~1.5 min) + report + the tuner's set-up and stop overshoot
 MIN_TUNE_MIN = 3.0
 
 SAMPLE_SENTENCES = (
@@ -45,6 +45,7 @@ class DemoPlan:
     voice: str = "rms"
     seed: int = 0
     tiny_model: bool = False  # train configs/tiny.yaml's model (plus QUICK_HPARAMS)
+    heldout_sentences: int = 20  # per held-out list, for the champion's intelligibility (stage evaluate)
 
 
 FULL = DemoPlan("full", n_files=15, utterances_per_file=18, samples=SAMPLE_SENTENCES)
@@ -57,6 +58,7 @@ QUICK = DemoPlan(
         "resources.checkpointing.save_frequency_steps=1000",
     ),
     tiny_model=True,
+    heldout_sentences=2,
 )
 
 

@@ -189,12 +189,25 @@ def stage_samples(d: Demo) -> dict[str, Any]:
         items.append({"text": text, "wav": str(path), "alignment": str(png), "asr": heard,
                       "seconds": round(len(wav) / synth.sample_rate, 2)})
         d.console.print(f"  {path.name}: {items[-1]['seconds']:.2f} s  {text!r}  (the ASR heard {heard!r})")
-    from ttsops.data.recordings import word_error_rate
+    from ttsops.metrics.intelligibility import word_error_rate
 
     wer = word_error_rate([i["text"] for i in items], [i["asr"] for i in items])
     (d.samples_dir / "samples.json").write_text(json.dumps(items, indent=1))
     d.console.print(f"ASR word error rate on the samples: {wer:.2f} (1.0: nothing recognisable yet)")
     return {"samples": len(items), "asr_wer": round(wer, 3)}
+
+
+def stage_evaluate(d: Demo) -> dict[str, Any]:
+    """``ttsops evaluate`` on the champion: the held-out lists, their copy-synthesis ceiling."""
+    from ttsops import evaluate
+
+    out = d.samples_dir / "intelligibility.json"
+    _cli(evaluate.main, ["--model", str(d.study_dir / "best_model.pt"), "--dataset", str(d.dataset_dir),
+                         "--sentences", str(d.plan.heldout_sentences), "--threads", "1", "--json", str(out)],
+         "ttsops evaluate", DataError)
+    scores = json.loads(out.read_text())
+    return {name: {k: scores[name][k] for k in ("wer", "cer", "ceiling_wer", "speaking_rate_ratio", "stop_rate")}
+            for name in ("in_domain", "out_of_domain") if name in scores}
 
 
 # --- what the demo left, for the report and the closing lines ---------------------------------------
@@ -235,6 +248,11 @@ def facts(d: Demo) -> dict[str, str]:
         facts["ASR WER vs spoken text"] = f"{build['asr_wer']:.3f} over {build.get('clips_matched')} clips"
     if "asr_wer" in d.info.get("samples", {}):
         facts["ASR WER on the samples"] = f"{d.info['samples']['asr_wer']:.2f}"
+    for name, s in d.info.get("evaluate", {}).items():
+        if isinstance(s, dict) and "wer" in s:
+            facts[f"held-out ASR WER, {name.replace('_', '-')}"] = (
+                f"{s['wer']:.2f} (copy-synthesis ceiling {s['ceiling_wer']}, speaking rate "
+                f"{s['speaking_rate_ratio']:.2f}x, stopped on its own {s['stop_rate']:.0%})")
     if version.get("version"):
         facts["dataset version (DVC)"] = str(version["version"])
     reg = d.info.get("registry", {})
@@ -265,5 +283,6 @@ STAGES: list[tuple[str, str, Callable[[Demo], dict[str, Any]]]] = [
     ("tune", "ttsops tune: Smart Tuner over train.py", stage_tune),
     ("registry", "model registry: the champion", stage_registry),
     ("samples", "synthesise sample sentences with the champion", stage_samples),
+    ("evaluate", "ttsops evaluate: what the ASR understands of the held-out sentences", stage_evaluate),
     ("report", "HTML report", stage_report),
 ]

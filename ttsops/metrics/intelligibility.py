@@ -48,7 +48,8 @@ def load_heldout(name: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-def _key(text: str) -> str:
+def normalise(text: str) -> str:
+    """What two sentences are compared as: cleaned, lower case, letters and apostrophes only."""
     from ttsops.text.cleaners import english_cleaners
 
     return " ".join(_words(english_cleaners(text)).split())
@@ -56,10 +57,11 @@ def _key(text: str) -> str:
 
 def split_leaked(sentences: Iterable[str], training_texts: Iterable[str]) -> tuple[list[str], list[str]]:
     """(held out, leaked): the sentences the model was not / was trained on (after normalisation)."""
-    seen = {_key(t) for t in training_texts}
-    kept, leaked = [], []
+    seen = {normalise(t) for t in training_texts}
+    kept: list[str] = []
+    leaked: list[str] = []
     for s in sentences:
-        (leaked if _key(s) in seen else kept).append(s)
+        (leaked if normalise(s) in seen else kept).append(s)
     return kept, leaked
 
 
@@ -217,7 +219,7 @@ class Probe:
         self.asr = asr or pocketsphinx_asr()
 
     def expected_seconds(self, text: str) -> float:
-        return len(_key(text)) * self.seconds_per_char
+        return len(normalise(text)) * self.seconds_per_char
 
     def __call__(self, speak: Speaker) -> dict[str, SetScore]:
         return {name: score_set(name, sents, speak, self.asr, self.expected_seconds)

@@ -56,6 +56,12 @@ class Synthesizer:
         steps = (n + r - 1) // r
         return mel[0, :, :n].float().cpu().numpy(), align[0, :steps].float().cpu().numpy()
 
+    def speak(self, text: str) -> tuple[np.ndarray, int, bool]:
+        """-> (waveform, sample rate, whether the gate stopped it before ``max_decoder_steps``)."""
+        mel, _ = self.mel(text)
+        cfg = self.model.cfg
+        return self.vocoder(mel), self.sample_rate, mel.shape[1] < cfg.max_decoder_steps * cfg.n_frames_per_step
+
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
         mel, _ = self.mel(text)
         return self.vocoder(mel), self.sample_rate

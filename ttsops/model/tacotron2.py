@@ -68,6 +68,9 @@ class DecoderOutput:
 
 
 class Decoder(nn.Module):
+    mean_frame: torch.Tensor
+    context_mel: nn.Linear | None
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -152,7 +155,7 @@ class Decoder(nn.Module):
             prior = beta_binomial_log_prior(
                 text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling).exp() * mask[:, None]
         s, (mask_a, mask_d) = self._init_state(memory), self._dropout_masks(memory, t_dec)
-        outs, used, learned, ctxs = [], [], [], []
+        outs, used, learned = [], [], []
         for i in range(t_dec):
             masks = (None if mask_a is None else mask_a[i], None if mask_d is None else mask_d[i])
             w, lw = self._step(s, prenet_out[:, i], memory, processed, mask, loc_w, masks,

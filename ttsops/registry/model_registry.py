@@ -90,6 +90,7 @@ def gate_check(gate: PromotionGate, metrics: Mapping[str, float]) -> tuple[bool,
         ("attention_alignment_score", gate.min_attention_alignment_score, ">="),
         ("val_loss", gate.max_val_loss, "<="),
         ("stoi", gate.min_stoi, ">="),
+        ("asr_wer", gate.max_asr_wer, "<="),
     ]
     failed = []
     for name, bound, op in rules:

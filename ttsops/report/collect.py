@@ -15,7 +15,7 @@ from ttsops.infra.tracking import ROLE_STUDY, Tag, early_stop_tag, tracking_uri
 
 logger = logging.getLogger(__name__)
 
-CURVE_METRICS = ("val_loss", "attention_alignment_score", "objective")
+CURVE_METRICS = ("val_loss", "attention_alignment_score", "objective", "asr_wer", "free_running_distance")
 STATE_NAMES = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL", "interrupted": "FAIL"}
 ALIGNMENT_FILE = "free_running_alignment.png"
 

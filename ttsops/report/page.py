@@ -38,13 +38,15 @@ TEMPLATE = "template.html"
 
 # --- plots -----------------------------------------------------------------------------------------
 def plot_curves(gens: Sequence[Generation]) -> bytes:
-    """2x2 PNG: val_loss, alignment and objective against the global step (one line per
-    generation; warm-started ones continue the step of their parent), and the final objective of
-    each generation with the best so far."""
-    fig, axes = pyplot().subplots(2, 2, figsize=(12, 7.5))
+    """2x3 PNG: val_loss, alignment, objective, intelligibility (ASR WER of the held-out sentences) and
+    free-running distance against the global step (one line per generation; warm-started ones continue
+    the step of their parent), and the final objective of each generation with the best so far."""
+    fig, axes = pyplot().subplots(2, 3, figsize=(16, 7.5))
     titles = {"val_loss": "val_loss", "attention_alignment_score": "attention_alignment_score (diagonality)",
-              "objective": "objective (tuner, lower is better)"}
-    for ax, key in zip(axes.flat[:3], CURVE_METRICS, strict=True):
+              "objective": "objective (tuner, lower is better)",
+              "asr_wer": "asr_wer: what the ASR understands (held-out, lower is better)",
+              "free_running_distance": "free_running_distance (own output vs recording)"}
+    for ax, key in zip(axes.flat[:5], CURVE_METRICS, strict=True):
         drawn = False
         for g in gens:
             pts = g.curves.get(key) or []
@@ -58,7 +60,7 @@ def plot_curves(gens: Sequence[Generation]) -> bytes:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax = axes.flat[3]
+    ax = axes.flat[5]
     done = [(g.trial, g.objective, g.state) for g in gens if g.objective is not None and math.isfinite(g.objective)]
     colours = {"COMPLETE": "tab:green", "PRUNED": "tab:orange", "FAIL": "tab:red"}
     for trial, value, state in done:
@@ -191,7 +193,9 @@ def build_report(
 
 
 def _generation_row(g: Generation) -> dict[str, Any]:
+    wer = g.curves.get("asr_wer") or []
     return {**g.__dict__, "objective": _fmt(g.objective), "seconds": _fmt(g.seconds),
+            "asr_wer": _fmt(wer[-1][1]) if wer else "",
             "params": ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(g.params.items())),
             "source": g.source.split(":")[0]}
 

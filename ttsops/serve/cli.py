@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ttsops.errors import ConfigError, ServeError
 
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 _NAMED = re.compile(r"(?P<name>[A-Za-z0-9_.-]+)=(?P<source>.+)")
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         "-m",
@@ -85,7 +86,7 @@ def _set_threads(n: int | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ttsops serve", description="HTTP text-to-speech service")
-    _model_args(p)
+    add_model_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -145,32 +146,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def load_one_model(args: argparse.Namespace, console: Any, cache: Path, command: str) -> tuple[Any, str]:
+    """The one ``--model`` of a command as a ``ttsops.model.inference.Synthesizer`` (registry models are
+    downloaded into ``cache``), and a label naming it (with its registry version)."""
+    from ttsops.serve.loader import ModelResolver, ModelSource, default_synthesizer_loader
+
+    models, tracking_uri = _resolve_models(args)
+    if len(models) != 1:
+        raise ConfigError(f"{command}: give exactly one --model")
+    _set_threads(args.threads)
+    ((name, raw),) = models.items()
+    src = ModelSource.parse(raw)
+    resolver = ModelResolver(tracking_uri, cache)
+    with console.status(f"loading {raw}"):
+        version = resolver.current_version(src)
+        synth = default_synthesizer_loader(args.device)(resolver.fetch(src, version))
+    return synth, f"{name}{' version ' + version if version else ''}"
+
+
 def synthesize_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ttsops synthesize", description="text -> wav with a trained model")
     p.add_argument("text", help='what to say ("-" reads stdin)')
     p.add_argument("-o", "--output", type=Path, required=True, help="the .wav to write")
-    _model_args(p)
+    add_model_args(p)
     args = p.parse_args(argv)
     from rich.console import Console
 
     from ttsops.audio.io import save_wav
-    from ttsops.serve.loader import ModelResolver, ModelSource, default_synthesizer_loader
 
     text = sys.stdin.read() if args.text == "-" else args.text
     if not text.strip():
         raise ConfigError("synthesize: the text is empty")
-    models, tracking_uri = _resolve_models(args)
-    if len(models) != 1:
-        raise ConfigError("synthesize: give exactly one --model")
-    _set_threads(args.threads)
-    ((name, raw),) = models.items()
-    src = ModelSource.parse(raw)
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="ttsops-synth-") as cache:
-        resolver = ModelResolver(tracking_uri, Path(cache))
-        with console.status(f"loading {raw}"):
-            version = resolver.current_version(src)
-            synth = default_synthesizer_loader(args.device)(resolver.fetch(src, version))
+        synth, label = load_one_model(args, console, Path(cache), "synthesize")
         started = time.perf_counter()
         with console.status("synthesising"):
             try:
@@ -181,8 +190,8 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     save_wav(args.output, wav, sr)
     seconds = len(wav) / sr
     console.print(
-        f"wrote {args.output} ({seconds:.2f} s at {sr} Hz) with {name}"
-        f"{' version ' + version if version else ''} in {took:.2f} s (RTF {took / max(seconds, 1e-9):.2f})",
+        f"wrote {args.output} ({seconds:.2f} s at {sr} Hz) with {label} in {took:.2f} s "
+        f"(RTF {took / max(seconds, 1e-9):.2f})",
         soft_wrap=True,
     )
     return 0

@@ -24,6 +24,7 @@ next session) and closes the study; a second signal exits at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -33,7 +34,7 @@ from optuna.trial import TrialState
 
 from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
-from ttsops.smart_tuner.search.objective import objective
+from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
 from ttsops.smart_tuner.session import StudySession
 from ttsops.smart_tuner.study import history
@@ -190,7 +191,7 @@ class Tuner(StudySession):
             self.engine,
             self.store,
             adapter,
-            objective_fn=objective,
+            objective_fn=functools.partial(objective, weights=objective_weights(self.cfg)),
             sink=self.tracking.sink(run_id, mirror=adapter.metrics_source != "mlflow"),
             notifier=self.notifier,
             cfg=self.runner_cfg,

@@ -13,6 +13,7 @@ type with one line. The resolved HParams are saved in every checkpoint.
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -32,7 +33,7 @@ class HParams:
     n_audio_metric_clips: int = 2  # val clips vocoded for mcd/pesq/stoi
     n_free_running_clips: int = 2  # val clips synthesised free-running for free_running_distance
     audio_metrics_every: int = 4  # mcd/pesq/stoi, images and audio every N-th validation (and the last)
-    intelligibility_every: int = 0  # asr_wer/asr_cer/speaking_rate_ratio every N-th validation; 0: never
+    intelligibility_every: int = 0  # asr_wer etc. every N-th validation and the last; 0: the last only; -1: never
     intelligibility_sentences: int = 10  # sentences of each held-out list spoken per intelligibility check
     # --- data / audio (FEATURE_KEYS) ---
     sample_rate: int = 22050
@@ -101,6 +102,7 @@ class HParams:
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"unknown hparam {key!r}{hint}")
             coerced[key] = _coerce(key, value, hints[key])
+            _check_range(key, coerced[key])
         return replace(self, **coerced)
 
     def with_string(self, spec: str | None) -> HParams:
@@ -120,11 +122,29 @@ ARCHITECTURE_KEYS = frozenset({
     "decoder_rnn_dim", "prenet_dim", "attention_dim", "attention_location_n_filters",
     "attention_location_kernel_size", "postnet_embedding_dim", "postnet_kernel_size",
     "postnet_n_convolutions", "n_frames_per_step", "n_mel_channels", "text_frontend",
+    "context_mel_loss_weight",
 })
 FEATURE_KEYS = frozenset({
     "sample_rate", "n_mel_channels", "filter_length", "hop_length", "win_length", "mel_fmin",
     "mel_fmax",
 })
+
+
+_ALLOWED: dict[str, tuple[str, ...]] = {"text_frontend": ("characters", "phonemes")}
+_RANGES: dict[str, tuple[float, float]] = {
+    "drop_frame_rate": (0.0, 1.0), "context_mel_loss_weight": (0.0, math.inf), "n_free_running_clips": (0, math.inf),
+    "audio_metrics_every": (1, math.inf), "intelligibility_every": (-1, math.inf),
+    "intelligibility_sentences": (1, 20),
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    """One line for a value outside what the key allows (for the keys in ``_ALLOWED`` and ``_RANGES``)."""
+    if key in _ALLOWED and value not in _ALLOWED[key]:
+        raise ConfigError(f"hparam {key}={value!r}: expected one of {', '.join(_ALLOWED[key])}")
+    if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
+        lo, hi = _RANGES[key]
+        raise ConfigError(f"hparam {key}={value!r}: expected a value in [{lo:g}, {hi:g}]")
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

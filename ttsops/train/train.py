@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -146,7 +147,7 @@ class Run:
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
         self.n_validations = 0
-        self.probe = None  # the intelligibility probe, made at its first use (it loads the ASR)
+        self.probe: Any = None  # the intelligibility probe, made at its first use (it loads the ASR)
 
     def write_state(self, status: str) -> None:
         if not self.dist.is_main:
@@ -173,6 +174,7 @@ class Run:
         if cadence.intelligibility and self.dist.is_main:
             metrics.update(self.intelligibility())
         metrics["epoch"] = t.progress.epochs_this_process
+        metrics["cpu_minutes"] = t.cpu_minutes
         is_best = metrics["val_loss"] < t.progress.best_val_loss
         if is_best:
             t.progress.best_val_loss = metrics["val_loss"]
@@ -195,14 +197,8 @@ class Run:
             per_char = sum(u.duration for u in utts) / max(1, sum(len(u.text) for u in utts))
             self.probe = intelligibility.Probe([u.text for u in utts], per_char, t.hp.intelligibility_sentences)
         synth = Synthesizer(t.model, t.hp.mel, device=t.device)
-        max_frames = t.hp.max_decoder_steps * t.hp.n_frames_per_step
-
-        def speak(text: str):
-            mel, _ = synth.mel(text)
-            return synth.vocoder(mel), synth.sample_rate, mel.shape[1] < max_frames
-
         try:
-            return intelligibility.summary_metrics(self.probe(speak))
+            return intelligibility.summary_metrics(self.probe(synth.speak))
         finally:
             t.model.train()
 

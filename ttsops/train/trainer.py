@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,7 @@ class Progress:
     batch_in_epoch: int = 0  # batches of the current epoch already trained (mid-epoch resume)
     best_val_loss: float = math.inf
     epochs_this_process: int = 0
+    cpu_seconds: float = 0.0  # CPU time of this run's processes before this one (resume keeps it)
     extra: dict = field(default_factory=dict)
 
 
@@ -68,6 +70,12 @@ class Trainer:
         self.amp_dtype = self._amp_dtype(mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
+        self.cpu0 = time.process_time()  # cpu_minutes counts this process from here
+
+    @property
+    def cpu_minutes(self) -> float:
+        """CPU time of the whole run so far (every process of an exact resume), in minutes."""
+        return (self.progress.cpu_seconds + time.process_time() - self.cpu0) / 60
 
     def _amp_dtype(self, mixed_precision: bool) -> torch.dtype | None:
         if not mixed_precision or self.device.type != "cuda":
@@ -133,7 +141,8 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
-            "best_val_loss": p.best_val_loss, "hparams": self.hp.to_dict(), "rng": rng_state(),
+            "best_val_loss": p.best_val_loss, "cpu_seconds": p.cpu_seconds + time.process_time() - self.cpu0,
+            "hparams": self.hp.to_dict(), "rng": rng_state(),
             "config": config_yaml, "format": "ttsops-tacotron2/1",
         }
 
@@ -143,6 +152,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self.cpu0 = time.process_time()
         self.progress = Progress(state["step"], state["epoch"], state.get("batch_in_epoch", 0),
-                                 state.get("best_val_loss", math.inf))
+                                 state.get("best_val_loss", math.inf), cpu_seconds=state.get("cpu_seconds", 0.0))
         set_rng_state(state["rng"])

@@ -8,8 +8,8 @@ and the run's last one is always complete):
 |---|---|
 | ``val_loss``, ``mel_loss``, ``gate_loss``, ``attention_alignment_score``, ``attention_entropy`` | every validation |
 | ``free_running_distance``, ``free_running_length_ratio`` | every validation |
-| ``mcd``, ``pesq``, ``stoi`` + alignment/mel images and free-running audio | every ``audio_metrics_every``-th |
-| ``asr_wer``, ``asr_cer``, ``speaking_rate_ratio``, ``asr_wer_<list>`` | every ``intelligibility_every``-th (0: never) |
+| ``mcd``, ``pesq``, ``stoi`` + alignment/mel images and free-running audio | the first and every ``audio_metrics_every``-th |
+| ``asr_wer``, ``asr_cer``, ``speaking_rate_ratio``, ``asr_wer_<list>`` | every ``intelligibility_every``-th and the last (0: the last only, -1: never) |
 
 So everything the tuner's objective and the early-stop detectors read (the losses, the attention
 score, the free-running distance) is fresh at every validation.
@@ -53,8 +53,9 @@ class Cadence:
     @classmethod
     def of(cls, n: int, audio_every: int, intelligibility_every: int, last: bool = False) -> Cadence:
         """``n`` = 1 for this process's first validation."""
-        return cls(audio=last or audio_every <= 1 or n % audio_every == 0,
-                   intelligibility=intelligibility_every > 0 and (last or n % intelligibility_every == 0))
+        return cls(audio=last or n == 1 or audio_every <= 1 or n % audio_every == 0,
+                   intelligibility=intelligibility_every >= 0 and (
+                       last or (intelligibility_every > 0 and n % intelligibility_every == 0)))
 
 
 def _nanmean(values: list[float]) -> float:

@@ -66,6 +66,15 @@ def test_gate_check(metrics, passed, needle):
     assert gate_check(PromotionGate(min_attention_alignment_score=None), {}) == (True, [])
 
 
+@pytest.mark.parametrize(("wer", "passed", "needle"), [
+    (0.3, True, ""), (0.35, True, ""), (0.6, False, "asr_wer=0.6 (needs <= 0.35)"), (None, False, "asr_wer missing"),
+])
+def test_the_gate_can_require_intelligibility(wer, passed, needle):
+    gate = PromotionGate(min_attention_alignment_score=None, max_asr_wer=0.35)
+    ok, reasons = gate_check(gate, {"val_loss": 1.0} | ({} if wer is None else {"asr_wer": wer}))
+    assert ok is passed and needle in "; ".join(reasons)
+
+
 def test_best_model_and_alias_always_point_at_the_best(client, tmp_path, mlflow_uri, monkeypatch):
     reg = ModelRegistry(
         RegistryConfig(model_name="m", promotion_gate=PromotionGate(max_val_loss=10.0)),

@@ -77,6 +77,26 @@ def test_signal_leaves_a_loadable_checkpoint_and_exits_zero(tiny_dataset, tmp_pa
 
 
 @pytest.mark.slow
+def test_phonemes_frame_dropout_and_the_intelligibility_of_the_last_validation(tiny_dataset, tmp_path) -> None:
+    out = tmp_path / "run"
+    hp = TINY_HPARAMS + (",epochs=2,text_frontend=phonemes,drop_frame_rate=0.5,intelligibility_every=0,"
+                         "intelligibility_sentences=2,audio_metrics_every=2")
+    proc = run_train(*common(tiny_dataset, out, "--hparams", hp))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wer, fr, cpu = (metric_history(out, m) for m in ("asr_wer", "free_running_distance", "cpu_minutes"))
+    assert list(wer) == [max(fr)], "the ASR runs at the last validation only"
+    assert len(fr) == 2 and 0.0 <= wer[max(fr)] <= 2.0
+    assert 0 < cpu[min(cpu)] < cpu[max(cpu)]
+    assert set(metric_history(out, "pesq")) == set(fr)  # the first and the last validation have audio metrics
+    from ttsops.model.inference import Synthesizer
+
+    synth = Synthesizer.from_checkpoint(out / "checkpoint_best.pt")
+    assert synth.frontend.name == "phonemes" and synth.model.decoder.mean_frame.abs().sum() > 0
+    wav, sr, _ = synth.speak("The birch canoe.")
+    assert sr == 22050 and len(wav) > 0
+
+
+@pytest.mark.slow
 def test_resume_continues_the_same_curve(tiny_dataset, tmp_path) -> None:
     hp = TINY_HPARAMS + ",epochs=3"
     full, part = tmp_path / "full", tmp_path / "part"

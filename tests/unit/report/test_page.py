@@ -47,6 +47,7 @@ def _write_generation(tracking: StudyTracking, uri: str, n: int, samples_dir: Pa
         step = 10 * n + 10 * i
         trainer.log_metrics({"val_loss": 1.0 / (i + n), "attention_alignment_score": 0.2 * i}, step)
         sink.objective(2.0 / (i + n), global_step=step, index=i)
+    trainer.log_metrics({"asr_wer": 0.9 - 0.25 * n}, 10 * n + 30)  # train.py's last validation of the run
     png = _png(f"gen {n}")
     trainer.log_samples(10 * n + 30, "free_running", png, png, None, 22050)
     trainer.close()
@@ -127,6 +128,7 @@ def test_report_has_the_table_images_and_audio(study, tmp_path):
     rows = _rows(html)
     assert len(rows) == 2
     assert "COMPLETE" in rows[0] and "0.75" in rows[0] and "fresh" in rows[0]  # Optuna's value wins
+    assert ">0.9<" in rows[0] and ">0.65<" in rows[1]  # the intelligibility each generation ended with
     assert "PRUNED" in rows[1] and "warm_start" in rows[1] and "generation 0" in rows[1]
     assert "learning_rate=0.002" in rows[1] and "the pruner stopped it" in rows[1]
     assert 'class="best"' in rows[0] and 'class="best"' not in rows[1]

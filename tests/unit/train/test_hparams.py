@@ -30,3 +30,14 @@ def test_empty_string_changes_nothing_and_key_sets_are_fields() -> None:
     assert parse_hparams_string("") == {} and HParams().with_string(" ") == HParams()
     fields = set(HParams().to_dict())
     assert ARCHITECTURE_KEYS <= fields and FEATURE_KEYS <= fields
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("text_frontend", "graphemes", "expected one of characters, phonemes"),
+    ("drop_frame_rate", "1.5", r"expected a value in \[0, 1\]"),
+    ("intelligibility_every", "-2", r"expected a value in \[-1, inf\]"),
+    ("intelligibility_sentences", "21", r"expected a value in \[1, 20\]"),
+])
+def test_new_keys_out_of_range_are_one_clear_error(key, value, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        HParams().with_string(f"{key}={value}")

@@ -8,14 +8,16 @@ import pytest
 
 from ttsops.smart_tuner.search.objective import (
     DEFAULT_WEIGHTS,
+    FREE_RUNNING_WORST,
     MCD_WORST_DB,
     ObjectiveWeights,
     objective,
     objective_terms,
 )
 
-GOOD = {"val_loss": 0.5, "attention_alignment_score": 0.9, "mcd": 5.0, "stoi": 0.9, "pesq": 3.0}
-AUDIO_GOOD = 0.02 * 5.0 + 0.5 * 0.1 + 0.1 * 1.5 / 3.5  # mcd + stoi + pesq terms of GOOD
+GOOD = {"val_loss": 0.5, "attention_alignment_score": 0.9, "mcd": 5.0, "stoi": 0.9, "pesq": 3.0, "asr_wer": 0.25,
+        "free_running_distance": 0.4}
+AUDIO_GOOD = 0.02 * 5.0 + 0.5 * 0.1 + 0.1 * 1.5 / 3.5 + 2.0 * 0.25  # mcd + stoi + pesq + asr_wer terms of GOOD
 
 
 @pytest.mark.parametrize(
@@ -25,13 +27,14 @@ AUDIO_GOOD = 0.02 * 5.0 + 0.5 * 0.1 + 0.1 * 1.5 / 3.5  # mcd + stoi + pesq terms
         ({**GOOD, "attention_alignment_score": 0.8}, 0.5 + AUDIO_GOOD),  # at threshold: no penalty
         ({**GOOD, "attention_alignment_score": 0.5}, 0.5 + 0.3 + AUDIO_GOOD),
         ({**GOOD, "attention_alignment_score": -1.0}, 0.5 + 0.8 + AUDIO_GOOD),  # clipped to 0
-        ({**GOOD, "stoi": 1.0, "pesq": 4.5, "mcd": 0.0}, 0.5),  # perfect audio: val_loss only
-        ({**GOOD, "stoi": 1.7, "pesq": 9.0, "mcd": -3.0}, 0.5),  # out-of-range values clipped
-        ({"val_loss": 0.5, "attention_alignment_score": 1.0, "mcd": 0.0, "stoi": 1.0}, 0.5 + 0.1),
+        ({**GOOD, "stoi": 1.0, "pesq": 4.5, "mcd": 0.0, "asr_wer": 0.0}, 0.5),  # perfect audio: val_loss only
+        ({**GOOD, "stoi": 1.7, "pesq": 9.0, "mcd": -3.0, "asr_wer": -0.2}, 0.5),  # out-of-range values clipped
+        ({"val_loss": 0.5, "attention_alignment_score": 1.0, "mcd": 0.0, "stoi": 1.0, "asr_wer": 0.0}, 0.5 + 0.1),
+        ({**GOOD, "asr_wer": 1.7}, 0.5 + AUDIO_GOOD - 0.5 + 2.0),  # WER above 1 (insertions) counts as 1
         # missing / NaN secondary metrics cost their worst case
-        ({"val_loss": 0.5}, 0.5 + 0.8 + 0.02 * MCD_WORST_DB + 0.5 + 0.1),
-        ({**GOOD, "pesq": math.nan}, 0.5 + 0.02 * 5.0 + 0.05 + 0.1),
-        ({**GOOD, "mcd": math.inf}, 0.5 + 0.02 * MCD_WORST_DB + 0.05 + 0.1 * 1.5 / 3.5),
+        ({"val_loss": 0.5}, 0.5 + 0.8 + 0.02 * MCD_WORST_DB + 0.5 + 0.1 + 2.0),
+        ({**GOOD, "pesq": math.nan}, 0.5 + 0.02 * 5.0 + 0.05 + 0.1 + 0.5),
+        ({**GOOD, "mcd": math.inf}, 0.5 + 0.02 * MCD_WORST_DB + 0.05 + 0.1 * 1.5 / 3.5 + 0.5),
         # no usable val_loss: the generation is unusable
         ({**GOOD, "val_loss": math.nan}, math.inf),
         ({**GOOD, "val_loss": math.inf}, math.inf),
@@ -50,6 +53,7 @@ def test_objective_table(metrics, expected):
         ("mcd", 9.0, 6.0),
         ("stoi", 0.7, 0.8),
         ("pesq", 2.0, 2.5),
+        ("asr_wer", 0.6, 0.4),
     ],
 )
 def test_monotone_in_each_metric(metric, worse, better):
@@ -57,14 +61,16 @@ def test_monotone_in_each_metric(metric, worse, better):
     assert objective({**base, metric: worse}) > objective({**base, metric: better})
 
 
-@pytest.mark.parametrize("metric", ["attention_alignment_score", "mcd", "stoi", "pesq"])
+WORST = {"attention_alignment_score": 0.0, "mcd": MCD_WORST_DB, "stoi": 0.0, "pesq": 1.0, "asr_wer": 1.0,
+         "free_running_distance": FREE_RUNNING_WORST}
+
+
+@pytest.mark.parametrize("metric", list(WORST))
 def test_missing_is_never_better_than_measured(metric):
-    measured_bad = {
-        **GOOD,
-        metric: {"attention_alignment_score": 0.0, "mcd": MCD_WORST_DB, "stoi": 0.0, "pesq": 1.0}[metric],
-    }
+    measured_bad = {**GOOD, metric: WORST[metric]}
+    w = ObjectiveWeights(free_running=1.0)
     missing = {k: v for k, v in GOOD.items() if k != metric}
-    assert objective(missing) == pytest.approx(objective(measured_bad))
+    assert objective(missing, w) == pytest.approx(objective(measured_bad, w))
 
 
 def test_alignment_above_threshold_does_not_count():
@@ -74,16 +80,31 @@ def test_alignment_above_threshold_does_not_count():
 
 
 def test_terms_sum_to_objective_and_weights_apply():
-    w = ObjectiveWeights(alignment=2.0, alignment_threshold=0.9, mcd=0.0, stoi=0.0, pesq=0.0)
+    w = ObjectiveWeights(alignment=2.0, alignment_threshold=0.9, mcd=0.0, stoi=0.0, pesq=0.0, asr_wer=0.0,
+                         free_running=0.5)
     terms = objective_terms({**GOOD, "attention_alignment_score": 0.7}, w)
-    assert terms == pytest.approx({"val_loss": 0.5, "alignment": 0.4, "mcd": 0.0, "stoi": 0.0, "pesq": 0.0})
-    assert objective({**GOOD, "attention_alignment_score": 0.7}, w) == pytest.approx(0.9)
+    assert terms == pytest.approx({"val_loss": 0.5, "alignment": 0.4, "mcd": 0.0, "stoi": 0.0, "pesq": 0.0,
+                                   "asr_wer": 0.0, "free_running": 0.2})
+    assert objective({**GOOD, "attention_alignment_score": 0.7}, w) == pytest.approx(1.1)
     assert DEFAULT_WEIGHTS.alignment_threshold == 0.8
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"mcd": -1.0}, {"stoi": math.nan}, {"alignment_threshold": 1.5}, {"pesq": math.inf}]
+    "kwargs", [{"mcd": -1.0}, {"stoi": math.nan}, {"alignment_threshold": 1.5}, {"pesq": math.inf},
+               {"asr_wer": -2.0}]
 )
 def test_bad_weights_are_refused(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ObjectiveWeights(**kwargs)
+
+
+def test_the_config_sets_the_weights_and_the_attention_monitor_the_threshold():
+    from ttsops.config import load_config
+    from ttsops.smart_tuner.search.objective import objective_weights
+
+    cfg = load_config(None, ["objective.asr_wer=0.5", "objective.free_running=1.0",
+                             "smart_early_stopping.attention_monitoring.alignment_threshold=0.6"])
+    w = objective_weights(cfg)
+    assert (w.asr_wer, w.free_running, w.alignment_threshold) == (0.5, 1.0, 0.6)
+    assert objective({**GOOD, "attention_alignment_score": 0.7}, w) < objective(
+        {**GOOD, "attention_alignment_score": 0.7})  # 0.7 is aligned under the lower threshold
