@@ -19,9 +19,9 @@ import soundfile as sf
 
 from ttsops import demo as demo_mod
 from ttsops.data import recordings
-from ttsops.metrics import intelligibility
 from ttsops.demo import cli as demo_cli
 from ttsops.errors import ConfigError
+from ttsops.metrics import intelligibility
 
 STAGES = ["synth", "segment", "transcribe", "build", "version", "tune", "registry", "samples", "evaluate", "report"]
 
