@@ -135,7 +135,7 @@ class MelDataset(Dataset):
     def _load_all(self, progress: bool) -> list[torch.Tensor]:
         from rich.progress import Progress
 
-        extractor = MelExtractor(self.mel_cfg)
+        extractor = None  # made at the first missing mel: its filterbank imports librosa (seconds per process)
         mels = []
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("mel features", total=len(self.utts))
@@ -145,6 +145,7 @@ class MelDataset(Dataset):
                     mel = np.load(path)
                 else:
                     wav, _ = load_audio(u.wav, self.mel_cfg.sample_rate)
+                    extractor = extractor or MelExtractor(self.mel_cfg)
                     mel = extractor(wav).numpy()
                     atomic_write(path, functools.partial(_save_npy, array=mel))  # runs may share a corpus
                 mels.append(torch.from_numpy(mel))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ttsops.errors import ConfigError
 from ttsops.text.cleaners import english_cleaners
@@ -40,9 +41,10 @@ class TextFrontend:
                 for u in self.units(texts, clean)]
 
 
-def text_frontend(name: str) -> TextFrontend:
+def text_frontend(name: str, memo_file: Path | None = None) -> TextFrontend:
+    """``memo_file``: where phonemes are remembered between processes (train.py: in the mel cache)."""
     if name == "characters":
         return TextFrontend(name, SYMBOLS)
     if name == "phonemes":
-        return TextFrontend(name, PHONEME_SYMBOLS, Phonemizer())
+        return TextFrontend(name, PHONEME_SYMBOLS, Phonemizer(memo_file))
     raise ConfigError(f"text_frontend={name!r}: expected one of {', '.join(FRONTENDS)}")

@@ -9,10 +9,13 @@ remembers what it phonemised.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import shutil
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from ttsops.errors import ConfigError, DataError
 
@@ -37,11 +40,29 @@ def _espeak(lines: Sequence[str]) -> list[str]:
     return [" ".join(line.split()) for line in proc.stdout.splitlines() if line.strip()]
 
 
-class Phonemizer:
-    """Cleaned English -> IPA with punctuation kept; memoises every chunk it has phonemised."""
+@functools.cache
+def _espeak_version() -> str:
+    """Part of the memo's key: another espeak-ng may phonemise differently."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return "missing"
+    return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
 
-    def __init__(self) -> None:
+
+class Phonemizer:
+    """Cleaned English -> IPA with punctuation kept; memoises every chunk it has phonemised, and with
+    ``memo_file`` keeps the memo on disk between processes (a tuner restarts train.py often)."""
+
+    def __init__(self, memo_file: Path | None = None) -> None:
         self._memo: dict[str, str] = {}
+        self.memo_file = memo_file
+        if memo_file is not None and memo_file.is_file():
+            try:
+                saved = json.loads(memo_file.read_text(encoding="utf-8"))
+                if saved.get("espeak") == _espeak_version():
+                    self._memo.update(saved["chunks"])
+            except (OSError, ValueError, KeyError, AttributeError):
+                pass  # a damaged memo is rebuilt
 
     def _chunks(self, chunks: set[str]) -> None:
         todo = sorted(c for c in chunks if c not in self._memo)
@@ -51,6 +72,11 @@ class Phonemizer:
         if len(out) != len(todo):  # espeak-ng split a clause of its own accord: one call per chunk
             out = [" ".join(_espeak([c])) for c in todo]
         self._memo.update(zip(todo, out, strict=True))
+        if self.memo_file is not None:
+            from ttsops.infra.atomic import atomic_write_json
+
+            atomic_write_json(self.memo_file, {"espeak": _espeak_version(), "chunks": self._memo}, indent=None,
+                              ensure_ascii=False)
 
     def __call__(self, texts: Sequence[str]) -> list[str]:
         split = [[c.strip() for c in _CHUNKS.split(t) if c.strip()] for t in texts]

@@ -91,7 +91,7 @@ def build_data(s: RunSetup, dist: DistInfo) -> tuple[MelDataset, MelDataset, Buc
     utts = load_utterances(s.dataset, hp.min_wav_seconds, hp.max_wav_seconds)
     train_u, val_u = split(utts, hp.val_fraction)
     cache = s.dataset / ".mel_cache"
-    frontend = text_frontend(hp.text_frontend)
+    frontend = text_frontend(hp.text_frontend, cache / "phonemes.json")
     train_set = MelDataset(train_u, hp.mel, cache, progress=dist.is_main, frontend=frontend)
     val_set = MelDataset(val_u, hp.mel, cache, frontend=frontend)
     sampler = BucketBatchSampler([train_set.frames(i) for i in range(len(train_set))], hp.batch_size, hp.seed,

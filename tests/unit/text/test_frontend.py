@@ -39,3 +39,15 @@ def test_phonemes_of_a_batch_match_one_at_a_time() -> None:
 def test_unknown_frontend_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="text_frontend='graphemes'"):
         text_frontend("graphemes")
+
+
+@needs_espeak
+def test_the_phoneme_memo_file_is_read_back_and_a_damaged_one_rebuilt(tmp_path) -> None:
+    memo = tmp_path / "cache" / "phonemes.json"
+    first = text_frontend("phonemes", memo).units(["the birch canoe, slid."])
+    assert memo.is_file()
+    again = text_frontend("phonemes", memo)
+    assert again._phonemizer is not None and "the birch canoe" in again._phonemizer._memo  # read, not recomputed
+    assert again.units(["the birch canoe, slid."]) == first
+    memo.write_text("{not json")
+    assert text_frontend("phonemes", memo).units(["the birch canoe, slid."]) == first
