@@ -23,10 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ttsops.model.config import ModelConfig
+from ttsops.model.decoder_loop import DecoderLoop, LoopDims
 from ttsops.model.layers import (
     ConvBNBlock,
     LocationSensitiveAttention,
@@ -147,29 +149,40 @@ class Decoder(nn.Module):
             prev = drop_frames(prev, self.mean_frame, self.cfg.drop_frame_rate)
         prenet_out = self.prenet(prev)  # all steps at once: (B, T_dec, P)
         processed = self.attention.memory_layer(memory)
-        loc_w = self.attention.fused_location_weight()
         mask = torch.arange(memory.size(1), device=memory.device)[None] < text_lens[:, None]
         prior = None
         if prior_weight > 0:
             steps = torch.div(mel_lens + r - 1, r, rounding_mode="floor")
             prior = beta_binomial_log_prior(
                 text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling).exp() * mask[:, None]
-        s, (mask_a, mask_d) = self._init_state(memory), self._dropout_masks(memory, t_dec)
-        outs, used, learned = [], [], []
-        for i in range(t_dec):
-            masks = (None if mask_a is None else mask_a[i], None if mask_d is None else mask_d[i])
-            w, lw = self._step(s, prenet_out[:, i], memory, processed, mask, loc_w, masks,
-                               None if prior is None else (prior[:, i], prior_weight))
-            outs.append(torch.cat([s["dh"], s["ctx"]], -1))
-            used.append(w)
-            learned.append(lw)
-        h = torch.stack(outs, 1)  # (B, T_dec, D+E): projections batched over all steps
-        mel_out = self.projection(h).view(b, t_dec * r, -1).transpose(1, 2)
+        mask_a, mask_d = self._dropout_masks(memory, t_dec)
+        dt = self.attention_rnn.weight_ih.dtype  # under autocast the loop still runs in the weights' dtype
+        with torch.autocast(memory.device.type, enabled=False):
+            dh, ctx, used, learned = self._loop(prenet_out.to(dt), memory.to(dt), processed.to(dt), mask,
+                                                prior, prior_weight, mask_a, mask_d)
+        h = torch.cat([dh, ctx], -1).transpose(0, 1)  # (B, T_dec, D+E): projections batched over all steps
+        mel_out = self.projection(h).reshape(b, t_dec * r, -1).transpose(1, 2)
         gates = self.gate(h).reshape(b, t_dec * r)
         ctx_mels = None
         if self.context_mel is not None:
-            ctx_mels = self.context_mel(h[..., self.cfg.decoder_rnn_dim:]).view(b, t_dec * r, -1).transpose(1, 2)
-        return DecoderOutput(mel_out, gates, torch.stack(used, 1), torch.stack(learned, 1), ctx_mels)
+            ctx_mels = self.context_mel(h[..., self.cfg.decoder_rnn_dim:]).reshape(b, t_dec * r, -1).transpose(1, 2)
+        return DecoderOutput(mel_out, gates, used.transpose(0, 1), learned.transpose(0, 1), ctx_mels)
+
+    def _loop(self, prenet_out, memory, processed, mask, prior, prior_weight, mask_a, mask_d):
+        """The recurrence of ``_step`` over all teacher-forced steps as one autograd node
+        (``decoder_loop.DecoderLoop``), with the weights fused as that node expects."""
+        att, dec, p = self.attention_rnn, self.decoder_rnn, self.cfg.prenet_dim
+        ha = self.cfg.attention_rnn_dim
+        # the prenet's share of the attention LSTM's input projection, for all steps in one matmul
+        xa = F.linear(prenet_out.transpose(0, 1), att.weight_ih[:, :p], att.bias_ih + att.bias_hh)
+        w_ah = torch.cat([self.attention.query_layer.weight, dec.weight_ih[:, :ha], att.weight_hh])
+        w_ctx = torch.cat([dec.weight_ih[:, ha:], att.weight_ih[:, p:]])
+        dims = LoopDims(ha, self.cfg.decoder_rnn_dim, self.cfg.attention_dim, self.cfg.attention_location_kernel_size)
+        return DecoderLoop.apply(
+            xa, memory, processed, w_ah, w_ctx, dec.weight_hh, dec.bias_ih + dec.bias_hh,
+            self.attention.fused_location_weight(), self.attention.v.weight, self.attention.v.bias, mask,
+            None if prior is None else prior_weight * prior.transpose(0, 1), float(prior_weight),
+            None if mask_a is None else mask_a.to(xa.dtype), None if mask_d is None else mask_d.to(xa.dtype), dims)
 
     @torch.no_grad()
     def infer(self, memory: torch.Tensor, text_lens: torch.Tensor, window: int = 3):
