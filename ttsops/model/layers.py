@@ -7,6 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout`` with the mask drawn as ``rand < 1 - p`` on the CPU: the same Bernoulli(1 - p)
+    distribution and the same kept values (``x * (1 / (1 - p))``), but ATen's CPU ``bernoulli_``
+    costs ~3x more than ``rand`` + compare (a third of F.dropout's time on a (16, 128, 388) postnet
+    activation; ~6% of a training step). Another random stream than F.dropout's for the same seed."""
+    if not training or p <= 0:
+        return x
+    if x.device.type != "cpu" or p >= 1:
+        return F.dropout(x, p, training)
+    return x * (torch.rand_like(x) < 1 - p).to(x.dtype).mul_(1 / (1 - p))
+
+
 class ConvBNBlock(nn.Module):
     """Conv1d -> BatchNorm -> activation -> dropout, 'same' padding."""
 
@@ -18,7 +30,7 @@ class ConvBNBlock(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(self.activation(self.bn(self.conv(x))), self.dropout, self.training)
+        return dropout(self.activation(self.bn(self.conv(x))), self.dropout, self.training)
 
 
 class Prenet(nn.Module):
@@ -32,7 +44,7 @@ class Prenet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = F.dropout(F.relu(layer(x)), p=self.dropout, training=True)
+            x = dropout(F.relu(layer(x)), self.dropout, training=True)
         return x
 
 
@@ -96,9 +108,9 @@ def dropout_masks(steps: int, shape: tuple[int, int], p: float, locked: bool, li
     per step. ``locked`` (variational dropout): one mask per sequence, reused at every step."""
     if p <= 0:
         return None
-    if locked:
-        return (like.new_empty(shape).bernoulli_(1 - p) / (1 - p)).expand(steps, *shape)
-    return like.new_empty((steps, *shape)).bernoulli_(1 - p) / (1 - p)
+    full = shape if locked else (steps, *shape)
+    masks = (torch.rand(full, device=like.device) < 1 - p).to(like.dtype).mul_(1 / (1 - p))  # see dropout()
+    return masks.expand(steps, *shape) if locked else masks
 
 
 def spectral_dropout(mels: torch.Tensor, p: float, max_width: int, generator: torch.Generator | None = None) -> torch.Tensor:
