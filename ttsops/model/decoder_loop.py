@@ -79,13 +79,6 @@ def lstm_cell_backward(g_h: torch.Tensor, g_c_next: torch.Tensor | None, act: to
     return g_c * f
 
 
-def location_cols(att: torch.Tensor, k: int) -> torch.Tensor:
-    """(..., 2, N + K - 1) padded [w_prev, w_cum] -> (prod(...) * N, 2K) windows: the location
-    conv's im2col, so conv and dense are one matmul."""
-    cols = att.unfold(-1, k, 1)  # (..., 2, N, K)
-    return cols.transpose(-3, -2).reshape(-1, 2 * k)
-
-
 class DecoderLoop(torch.autograd.Function):
     """Outputs (T, B, .): decoder hidden states, contexts, attention used, prior-free attention.
 
@@ -103,33 +96,42 @@ class DecoderLoop(torch.autograd.Function):
         ga, ac, ah = new(t_dec, b, 4 * ha), new(t_dec, b, ha), new(t_dec, b, ha)
         gd, dc, dh = new(t_dec, b, 4 * hd), new(t_dec, b, hd), new(t_dec, b, hd)
         z, learned, ctxs = new(t_dec, b, n, a), new(t_dec, b, n), new(t_dec, b, memory.size(2))
+        cols = new(t_dec, b * n, 2 * k)  # the location conv's input windows (im2col), kept for backward
         att = xa.new_zeros(t_dec + 1, b, 2, n + 2 * p)  # att[t]: step t's [w_{t-1}, w_cum_{t-1}], padded
         used = att[1:, :, 0, p:p + n]
         e_bias = (v_b + torch.where(mask, 0.0, -1e4)).reshape(-1).to(xa.dtype)
-        pm_flat = pm.reshape(b * n, a)
-        acc, dh_proj = xa[0], b_d  # acc: [g_d(t) | g_a(t+1)] from ah_t and ctx_t; dh_proj: the rest of g_d(t)
+        pm_flat, w_ah_t, w_ctx_t, w_dh_t, v = pm.reshape(b * n, a), w_ah.t(), w_ctx.t(), w_dh.t(), v_w[0]
+        # per-step views made once (unbind) rather than by indexing inside the loop
+        windows = att.unfold(-1, k, 1).transpose(-3, -2).unbind(0)  # (B, N, 2, K) each
+        cums = att[:, :, 1, p:p + n].unbind(0)
+        xa_, ga_, ac_, ah_, gd_, dc_, dh_, z_, learned_, ctxs_, cols_, used_ = (
+            x.unbind(0) for x in (xa, ga, ac, ah, gd, dc, dh, z, learned, ctxs, cols, used))
+        prior_ = prior.unbind(0) if prior is not None else None
+        mask_a_ = mask_a.unbind(0) if mask_a is not None else [None] * t_dec
+        mask_d_ = mask_d.unbind(0) if mask_d is not None else [None] * t_dec
+        g_a, dh_proj = xa_[0], b_d  # pre-activations: attention LSTM at t; dh_{t-1}'s share of g_d(t)
         for t in range(t_dec):
-            g_a = xa[t] if t == 0 else xa[t] + acc[:, 4 * hd:]
-            lstm_cell_forward(g_a, ac[t - 1] if t else None, ga[t], ac[t], ah[t], None if mask_a is None else mask_a[t])
-            ah_proj = ah[t] @ w_ah.t()
-            pre = torch.addmm(pm_flat, location_cols(att[t], k), loc_w).view(b, n, a)
-            torch.tanh(pre.add_(ah_proj[:, None, :a]), out=z[t])
-            energies = torch.addmv(e_bias, z[t].view(b * n, a), v_w[0]).view(b, n)
-            aten._softmax.out(energies, -1, False, out=learned[t])
-            if prior is None:
-                used[t].copy_(learned[t])
+            lstm_cell_forward(g_a, ac_[t - 1] if t else None, ga_[t], ac_[t], ah_[t], mask_a_[t])
+            q, ah_rest = (ah_[t] @ w_ah_t).split([a, w_ah.size(0) - a], 1)
+            cols_[t].view(b, n, 2, k).copy_(windows[t])
+            pre = torch.addmm(pm_flat, cols_[t], loc_w).view(b, n, a)
+            torch.tanh(pre.add_(q.unsqueeze(1)), out=z_[t])
+            energies = torch.addmv(e_bias, z_[t].view(b * n, a), v).view(b, n)
+            aten._softmax.out(energies, -1, False, out=learned_[t])
+            if prior_ is None:
+                used_[t].copy_(learned_[t])
             else:
-                torch.add(prior[t], learned[t], alpha=1.0 - lam, out=used[t])
-            torch.add(att[t, :, 1, p:p + n], used[t], out=att[t + 1, :, 1, p:p + n])
-            torch.bmm(used[t].unsqueeze(1), memory, out=ctxs[t].unsqueeze(1))
-            acc = torch.addmm(ah_proj[:, a:], ctxs[t], w_ctx.t())
-            g_d = acc[:, :4 * hd] + dh_proj
-            lstm_cell_forward(g_d, dc[t - 1] if t else None, gd[t], dc[t], dh[t], None if mask_d is None else mask_d[t])
+                torch.add(prior_[t], learned_[t], alpha=1.0 - lam, out=used_[t])
+            torch.add(cums[t], used_[t], out=cums[t + 1])
+            torch.bmm(used_[t].unsqueeze(1), memory, out=ctxs_[t].unsqueeze(1))
+            g_d, g_a_next = torch.addmm(ah_rest, ctxs_[t], w_ctx_t).split([4 * hd, 4 * ha], 1)
+            lstm_cell_forward(g_d + dh_proj, dc_[t - 1] if t else None, gd_[t], dc_[t], dh_[t], mask_d_[t])
             if t + 1 < t_dec:
-                dh_proj = torch.addmm(b_d, dh[t], w_dh.t())
+                dh_proj = torch.addmm(b_d, dh_[t], w_dh_t)
+                g_a = xa_[t + 1] + g_a_next
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d,
-                                  ga, ac, ah, gd, dc, dh, z, learned, ctxs, att)
+                                  ga, ac, ah, gd, dc, dh, z, learned, ctxs, att, cols)
             ctx.lam, ctx.dims = (lam if prior is not None else 0.0), dims
         return dh, ctxs, used, learned
 
@@ -141,7 +143,7 @@ class DecoderLoop(torch.autograd.Function):
 
 def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
     (memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d,
-     ga, ac, ah, gd, dc, dh, z, learned, ctxs, att) = ctx.saved_tensors
+     ga, ac, ah, gd, dc, dh, z, learned, ctxs, att, cols) = ctx.saved_tensors
     dims, lam = ctx.dims, ctx.lam
     t_dec, b, n, a = z.shape
     hd, k = dims.decoder_rnn, dims.location_kernel
@@ -149,50 +151,59 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
     # rows[t] = d(ah_t @ w_ah.T) = [d query_t | d g_d(t) | d g_a(t+1)]; its last two blocks are also
     # d(ctx_t @ w_ctx.T), and d g_d(t + 1) is d(dh_t @ w_dh.T + b_d)
     rows = ga.new_zeros(t_dec, b, a + 4 * hd + 4 * dims.attention_rnn)
-    d_gd, d_ga_next = rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:]
     d_ga0 = ga.new_empty(b, 4 * dims.attention_rnn)
     g_ctx_all, d_e, d_pre = ga.new_empty(t_dec, b, memory.size(2)), ga.new_empty(t_dec, b, n), torch.empty_like(z)
-    zero_bn = ga.new_zeros(b, n)
+    memory_t, v, loc_w_t = memory.transpose(1, 2).contiguous(), v_w[0], loc_w.t()  # (B, E, N): fast row @ memory.T
+    zero = ga.new_zeros(b, n)
+    rows_, d_q_, d_gd_, d_ga_next_, rows_ctx_ = (x.unbind(0) for x in (
+        rows, rows[:, :, :a], rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:], rows[:, :, a:]))
+    ga_, ac_, gd_, dc_, z_, learned_, g_ctx_all_, d_e_, d_pre_ = (x.unbind(0) for x in (
+        ga, ac, gd, dc, z, learned, g_ctx_all, d_e, d_pre))
+    none = [None] * t_dec
+    g_dh_, g_ctx_out_, g_used_, g_learned_, mask_a_, mask_d_ = (none if x is None else x.unbind(0) for x in (
+        g_dh, g_ctx_out, g_used, g_learned, mask_a, mask_d))
     d_ac = d_dc = None
-    carry = g_cum = zero_bn  # gradient reaching w_t from step t+1's location features and from w_cum_t
+    carry = g_cum = zero  # gradient reaching w_t from step t+1's location features and from w_cum_t
     for t in reversed(range(t_dec)):
         # decoder LSTM
-        g_h = g_dh[t] if g_dh is not None else ga.new_zeros(b, hd)
+        g_h = g_dh_[t] if g_dh_[t] is not None else zero.new_zeros(b, hd)
         if t + 1 < t_dec:
-            g_h = torch.addmm(g_h, d_gd[t + 1], w_dh)
-        if mask_d is not None:
-            g_h = g_h * mask_d[t]
-        d_dc = lstm_cell_backward(g_h, d_dc, gd[t], dc[t], dc[t - 1] if t else None, d_gd[t])
+            g_h = torch.addmm(g_h, d_gd_[t + 1], w_dh)
+        if mask_d_[t] is not None:
+            g_h = g_h * mask_d_[t]
+        d_dc = lstm_cell_backward(g_h, d_dc, gd_[t], dc_[t], dc_[t - 1] if t else None, d_gd_[t])
         # context -> attention weights used -> prior-free attention -> energies
-        g_ctx = torch.addmm(g_ctx_out[t], rows[t, :, a:], w_ctx, out=g_ctx_all[t]) if g_ctx_out is not None \
-            else torch.mm(rows[t, :, a:], w_ctx, out=g_ctx_all[t])
-        g_w = carry if g_used is None else carry + g_used[t]
-        g_w = torch.baddbmm(g_w.unsqueeze(2), memory, g_ctx.unsqueeze(2)).squeeze(2)
+        if g_ctx_out_[t] is None:
+            g_ctx = torch.mm(rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
+        else:
+            g_ctx = torch.addmm(g_ctx_out_[t], rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
+        g_w = carry if g_used_[t] is None else carry + g_used_[t]
+        g_w = torch.baddbmm(g_w.unsqueeze(1), g_ctx.unsqueeze(1), memory_t).squeeze(1)
         if lam:
             g_w = g_w * (1.0 - lam)
-        if g_learned is not None:
-            g_w = g_w + g_learned[t]
-        aten._softmax_backward_data.out(g_w, learned[t], -1, learned.dtype, grad_input=d_e[t])
-        aten.tanh_backward.grad_input(d_e[t].unsqueeze(-1) * v_w[0], z[t], grad_input=d_pre[t])
-        torch.sum(d_pre[t], 1, out=rows[t, :, :a])
+        if g_learned_[t] is not None:
+            g_w = g_w + g_learned_[t]
+        aten._softmax_backward_data.out(g_w, learned_[t], -1, learned.dtype, grad_input=d_e_[t])
+        aten.tanh_backward.grad_input(d_e_[t].unsqueeze(-1) * v, z_[t], grad_input=d_pre_[t])
+        torch.sum(d_pre_[t], 1, out=d_q_[t])
         if t > 0:  # step 0's location input is all zeros: nothing to propagate
-            d_cols = (d_pre[t].view(b * n, a) @ loc_w.t()).view(b, n, 2, k).transpose(1, 2)
-            d_att = aten.unfold_backward(d_cols, [b, 2, n + 2 * p], 2, k, 1)[:, :, p:p + n]
-            g_cum = g_cum + d_att[:, 1]
-            carry = d_att[:, 0] + g_cum
+            d_cols = (d_pre_[t].view(b * n, a) @ loc_w_t).view(b, n, 2, k).transpose(1, 2)
+            d_w_prev, d_cum_prev = aten.unfold_backward(d_cols, [b, 2, n + 2 * p], 2, k, 1)[:, :, p:p + n].unbind(1)
+            g_cum = g_cum + d_cum_prev
+            carry = d_w_prev + g_cum
         # attention LSTM
-        g_h = rows[t] @ w_ah
-        if mask_a is not None:
-            g_h *= mask_a[t]
-        d_ac = lstm_cell_backward(g_h, d_ac, ga[t], ac[t], ac[t - 1] if t else None,
-                                  d_ga_next[t - 1] if t else d_ga0)
+        g_h = rows_[t] @ w_ah
+        if mask_a_[t] is not None:
+            g_h *= mask_a_[t]
+        d_ac = lstm_cell_backward(g_h, d_ac, ga_[t], ac_[t], ac_[t - 1] if t else None,
+                                  d_ga_next_[t - 1] if t else d_ga0)
     flat = lambda x: x.reshape(-1, x.size(-1))  # noqa: E731
-    d_xa = torch.cat([d_ga0.unsqueeze(0), d_ga_next[:-1]])
+    d_xa = torch.cat([d_ga0.unsqueeze(0), rows[:-1, :, a + 4 * hd:]])
     d_memory = torch.bmm(att[1:, :, 0, p:p + n].permute(1, 2, 0), g_ctx_all.transpose(0, 1))
     d_w_ah = flat(rows).t() @ flat(ah)
     d_w_ctx = flat(rows)[:, a:].t() @ flat(ctxs)
     d_w_dh = flat(rows)[b:, a:a + 4 * hd].t() @ flat(dh[:-1])
-    d_b_d = d_gd.sum((0, 1))
-    d_loc_w = location_cols(att[:-1], k).t() @ flat(d_pre)
+    d_b_d = rows[:, :, a:a + 4 * hd].sum((0, 1))
+    d_loc_w = flat(cols).t() @ flat(d_pre)
     d_v = (flat(z).t() @ d_e.reshape(-1)).unsqueeze(0)
     return d_xa, d_memory, d_pre.sum(0), d_w_ah, d_w_ctx, d_w_dh, d_b_d, d_loc_w, d_v, d_e.sum().reshape(1)
