@@ -40,43 +40,59 @@ class LoopDims:
     location_kernel: int  # K (odd)
 
 
-def lstm_cell_forward(gates: torch.Tensor, c_prev: torch.Tensor | None, act: torch.Tensor, c: torch.Tensor,
-                      h: torch.Tensor, drop: torch.Tensor | None) -> None:
-    """Gate pre-activations (B, 4H) -> activated gates into ``act``, cell into ``c``, hidden state
-    (times the dropout mask ``drop``) into ``h``."""
-    n = c.size(1)
-    torch.sigmoid(gates, out=act)
-    torch.tanh(gates[:, 2 * n:3 * n], out=act[:, 2 * n:3 * n])
-    i, f, g, o = act.chunk(4, 1)
-    torch.mul(i, g, out=c)
-    if c_prev is not None:
-        c.addcmul_(f, c_prev)
-    torch.mul(o, torch.tanh(c), out=h)
-    if drop is not None:
-        h.mul_(drop)
+class LstmBuffers:
+    """One LSTM cell's activated gates, cell states and tanh(cell) for all steps, with the per-step
+    views (whole gates, i, f, g, o) made once: building views inside the loop costs more dispatcher
+    calls than the cell's arithmetic on these small tensors."""
+
+    def __init__(self, act: torch.Tensor, c: torch.Tensor, tc: torch.Tensor) -> None:
+        self.act, self.c, self.tc = act, c, tc  # (T, B, 4H), (T, B, H), (T, B, H)
+        self.act_, self.c_, self.tc_ = act.unbind(0), c.unbind(0), tc.unbind(0)
+        self.i_, self.f_, self.g_, self.o_ = (x.unbind(0) for x in act.chunk(4, -1))
+
+    @classmethod
+    def empty(cls, t_dec: int, b: int, h: int, like: torch.Tensor) -> LstmBuffers:
+        return cls(like.new_empty(t_dec, b, 4 * h), like.new_empty(t_dec, b, h), like.new_empty(t_dec, b, h))
+
+    def forward(self, t: int, gates: torch.Tensor, h: torch.Tensor, drop: torch.Tensor | None) -> None:
+        """Gate pre-activations (B, 4H), PyTorch's i, f, g, o order -> hidden state (times the
+        dropout mask ``drop``) into ``h``; zero initial state at t = 0."""
+        n = h.size(1)
+        torch.sigmoid(gates, out=self.act_[t])
+        torch.tanh(gates[:, 2 * n:3 * n], out=self.g_[t])
+        torch.mul(self.i_[t], self.g_[t], out=self.c_[t])
+        if t:
+            self.c_[t].addcmul_(self.f_[t], self.c_[t - 1])
+        torch.tanh(self.c_[t], out=self.tc_[t])
+        torch.mul(self.o_[t], self.tc_[t], out=h)
+        if drop is not None:
+            h.mul_(drop)
+
+    def backward(self, t: int, g_h: torch.Tensor, g_c_next: torch.Tensor | None,
+                 d_gates: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                 d_all: torch.Tensor) -> torch.Tensor:
+        """Gradient of step t's gate pre-activations into ``d_all`` (B, 4H), whose i, f, g, o blocks
+        are ``d_gates``; returns the gradient of the previous cell state. ``g_h``: gradient of the
+        hidden state before dropout; ``g_c_next``: of this step's cell state, from step t + 1."""
+        i, f, g, o, tc = self.i_[t], self.f_[t], self.g_[t], self.o_[t], self.tc_[t]
+        d_i, d_f, d_g, d_o = d_gates
+        g_c = aten.tanh_backward(g_h * o, tc)
+        if g_c_next is not None:
+            g_c += g_c_next
+        torch.mul(g_c, g, out=d_i)
+        if t:
+            torch.mul(g_c, self.c_[t - 1], out=d_f)
+        else:
+            d_f.zero_()
+        torch.mul(g_h, tc, out=d_o)
+        aten.sigmoid_backward.grad_input(d_all, self.act_[t], grad_input=d_all)  # i, f, o (g overwritten next)
+        aten.tanh_backward.grad_input(g_c * i, g, grad_input=d_g)
+        return g_c * f
 
 
-def lstm_cell_backward(g_h: torch.Tensor, g_c_next: torch.Tensor | None, act: torch.Tensor, c: torch.Tensor,
-                       c_prev: torch.Tensor | None, d_gates: torch.Tensor) -> torch.Tensor:
-    """Gradient of the gate pre-activations into ``d_gates`` (B, 4H); returns the gradient of c_prev.
-    ``g_h`` is the gradient of the hidden state before dropout."""
-    n = c.size(1)
-    i, f, g, o = act.chunk(4, 1)
-    tc = torch.tanh(c)
-    g_c = aten.tanh_backward(g_h * o, tc)
-    if g_c_next is not None:
-        g_c += g_c_next
-    torch.mul(g_c, g, out=d_gates[:, :n])
-    if c_prev is None:
-        d_gates[:, n:2 * n] = 0
-    else:
-        torch.mul(g_c, c_prev, out=d_gates[:, n:2 * n])
-    torch.mul(g_c, i, out=d_gates[:, 2 * n:3 * n])
-    torch.mul(g_h, tc, out=d_gates[:, 3 * n:])
-    aten.sigmoid_backward.grad_input(d_gates, act, grad_input=d_gates)
-    d_g = d_gates[:, 2 * n:3 * n]
-    aten.tanh_backward.grad_input(g_c * i, g, grad_input=d_g)
-    return g_c * f
+def gate_views(x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """(T, B, 4H) -> per step, the (i, f, g, o) blocks."""
+    return list(zip(*(c.unbind(0) for c in x.chunk(4, -1)), strict=True))
 
 
 class DecoderLoop(torch.autograd.Function):
@@ -93,9 +109,9 @@ class DecoderLoop(torch.autograd.Function):
         n, a, k = memory.size(1), dims.attention, dims.location_kernel
         ha, hd, p = dims.attention_rnn, dims.decoder_rnn, (k - 1) // 2
         new = xa.new_empty
-        ga, ac, ah = new(t_dec, b, 4 * ha), new(t_dec, b, ha), new(t_dec, b, ha)
-        gd, dc, dh = new(t_dec, b, 4 * hd), new(t_dec, b, hd), new(t_dec, b, hd)
-        z, learned, ctxs = new(t_dec, b, n, a), new(t_dec, b, n), new(t_dec, b, memory.size(2))
+        cell_a, cell_d = LstmBuffers.empty(t_dec, b, ha, xa), LstmBuffers.empty(t_dec, b, hd, xa)
+        ah, dh, z, learned, ctxs = new(t_dec, b, ha), new(t_dec, b, hd), new(t_dec, b, n, a), new(t_dec, b, n), \
+            new(t_dec, b, memory.size(2))
         cols = new(t_dec, b * n, 2 * k)  # the location conv's input windows (im2col), kept for backward
         att = xa.new_zeros(t_dec + 1, b, 2, n + 2 * p)  # att[t]: step t's [w_{t-1}, w_cum_{t-1}], padded
         used = att[1:, :, 0, p:p + n]
@@ -104,14 +120,14 @@ class DecoderLoop(torch.autograd.Function):
         # per-step views made once (unbind) rather than by indexing inside the loop
         windows = att.unfold(-1, k, 1).transpose(-3, -2).unbind(0)  # (B, N, 2, K) each
         cums = att[:, :, 1, p:p + n].unbind(0)
-        xa_, ga_, ac_, ah_, gd_, dc_, dh_, z_, learned_, ctxs_, cols_, used_ = (
-            x.unbind(0) for x in (xa, ga, ac, ah, gd, dc, dh, z, learned, ctxs, cols, used))
+        xa_, ah_, dh_, z_, learned_, ctxs_, cols_, used_ = (
+            x.unbind(0) for x in (xa, ah, dh, z, learned, ctxs, cols, used))
         prior_ = prior.unbind(0) if prior is not None else None
         mask_a_ = mask_a.unbind(0) if mask_a is not None else [None] * t_dec
         mask_d_ = mask_d.unbind(0) if mask_d is not None else [None] * t_dec
         g_a, dh_proj = xa_[0], b_d  # pre-activations: attention LSTM at t; dh_{t-1}'s share of g_d(t)
         for t in range(t_dec):
-            lstm_cell_forward(g_a, ac_[t - 1] if t else None, ga_[t], ac_[t], ah_[t], mask_a_[t])
+            cell_a.forward(t, g_a, ah_[t], mask_a_[t])
             q, ah_rest = (ah_[t] @ w_ah_t).split([a, w_ah.size(0) - a], 1)
             cols_[t].view(b, n, 2, k).copy_(windows[t])
             pre = torch.addmm(pm_flat, cols_[t], loc_w).view(b, n, a)
@@ -125,14 +141,15 @@ class DecoderLoop(torch.autograd.Function):
             torch.add(cums[t], used_[t], out=cums[t + 1])
             torch.bmm(used_[t].unsqueeze(1), memory, out=ctxs_[t].unsqueeze(1))
             g_d, g_a_next = torch.addmm(ah_rest, ctxs_[t], w_ctx_t).split([4 * hd, 4 * ha], 1)
-            lstm_cell_forward(g_d + dh_proj, dc_[t - 1] if t else None, gd_[t], dc_[t], dh_[t], mask_d_[t])
+            cell_d.forward(t, g_d + dh_proj, dh_[t], mask_d_[t])
             if t + 1 < t_dec:
                 dh_proj = torch.addmm(b_d, dh_[t], w_dh_t)
                 g_a = xa_[t + 1] + g_a_next
         if any(ctx.needs_input_grad):
-            ctx.save_for_backward(memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d,
-                                  ga, ac, ah, gd, dc, dh, z, learned, ctxs, att, cols)
+            ctx.save_for_backward(memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d, cell_a.act, cell_a.c,
+                                  cell_a.tc, cell_d.act, cell_d.c, cell_d.tc, ah, dh, z, learned, ctxs, att, cols)
             ctx.lam, ctx.dims = (lam if prior is not None else 0.0), dims
+            ctx.set_materialize_grads(False)  # outputs the loss does not use get None, not zeros
         return dh, ctxs, used, learned
 
     @staticmethod
@@ -142,23 +159,26 @@ class DecoderLoop(torch.autograd.Function):
 
 
 def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
-    (memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d,
-     ga, ac, ah, gd, dc, dh, z, learned, ctxs, att, cols) = ctx.saved_tensors
+    (memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d, a_act, a_c, a_tc, d_act, d_c, d_tc,
+     ah, dh, z, learned, ctxs, att, cols) = ctx.saved_tensors
     dims, lam = ctx.dims, ctx.lam
     t_dec, b, n, a = z.shape
     hd, k = dims.decoder_rnn, dims.location_kernel
     p = (k - 1) // 2
+    cell_a, cell_d = LstmBuffers(a_act, a_c, a_tc), LstmBuffers(d_act, d_c, d_tc)
     # rows[t] = d(ah_t @ w_ah.T) = [d query_t | d g_d(t) | d g_a(t+1)]; its last two blocks are also
     # d(ctx_t @ w_ctx.T), and d g_d(t + 1) is d(dh_t @ w_dh.T + b_d)
-    rows = ga.new_zeros(t_dec, b, a + 4 * hd + 4 * dims.attention_rnn)
-    d_ga0 = ga.new_empty(b, 4 * dims.attention_rnn)
-    g_ctx_all, d_e, d_pre = ga.new_empty(t_dec, b, memory.size(2)), ga.new_empty(t_dec, b, n), torch.empty_like(z)
+    rows = a_act.new_zeros(t_dec, b, a + 4 * hd + 4 * dims.attention_rnn)
+    d_ga0 = a_act.new_empty(b, 4 * dims.attention_rnn)
+    g_ctx_all, d_e, d_pre = ctxs.new_empty(ctxs.shape), z.new_empty(t_dec, b, n), torch.empty_like(z)
     memory_t, v, loc_w_t = memory.transpose(1, 2).contiguous(), v_w[0], loc_w.t()  # (B, E, N): fast row @ memory.T
-    zero = ga.new_zeros(b, n)
-    rows_, d_q_, d_gd_, d_ga_next_, rows_ctx_ = (x.unbind(0) for x in (
-        rows, rows[:, :, :a], rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:], rows[:, :, a:]))
-    ga_, ac_, gd_, dc_, z_, learned_, g_ctx_all_, d_e_, d_pre_ = (x.unbind(0) for x in (
-        ga, ac, gd, dc, z, learned, g_ctx_all, d_e, d_pre))
+    zero = z.new_zeros(b, n)
+    d_gd_all, d_ga_next_all = rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:]
+    rows_, d_q_, d_gd_, rows_ctx_ = (x.unbind(0) for x in (rows, rows[:, :, :a], d_gd_all, rows[:, :, a:]))
+    d_gd_gates = gate_views(d_gd_all)
+    d_ga_ = [d_ga0, *d_ga_next_all[:-1].unbind(0)]  # d g_a(t) for each t
+    d_ga_gates = [tuple(d_ga0.chunk(4, 1)), *gate_views(d_ga_next_all[:-1])]
+    z_, learned_, g_ctx_all_, d_e_, d_pre_ = (x.unbind(0) for x in (z, learned, g_ctx_all, d_e, d_pre))
     none = [None] * t_dec
     g_dh_, g_ctx_out_, g_used_, g_learned_, mask_a_, mask_d_ = (none if x is None else x.unbind(0) for x in (
         g_dh, g_ctx_out, g_used, g_learned, mask_a, mask_d))
@@ -171,7 +191,7 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
             g_h = torch.addmm(g_h, d_gd_[t + 1], w_dh)
         if mask_d_[t] is not None:
             g_h = g_h * mask_d_[t]
-        d_dc = lstm_cell_backward(g_h, d_dc, gd_[t], dc_[t], dc_[t - 1] if t else None, d_gd_[t])
+        d_dc = cell_d.backward(t, g_h, d_dc, d_gd_gates[t], d_gd_[t])
         # context -> attention weights used -> prior-free attention -> energies
         if g_ctx_out_[t] is None:
             g_ctx = torch.mm(rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
@@ -179,12 +199,13 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
             g_ctx = torch.addmm(g_ctx_out_[t], rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
         g_w = carry if g_used_[t] is None else carry + g_used_[t]
         g_w = torch.baddbmm(g_w.unsqueeze(1), g_ctx.unsqueeze(1), memory_t).squeeze(1)
-        if lam:
-            g_w = g_w * (1.0 - lam)
         if g_learned_[t] is not None:
-            g_w = g_w + g_learned_[t]
+            g_w = torch.add(g_learned_[t], g_w, alpha=1.0 - lam)
+        elif lam:
+            g_w = g_w * (1.0 - lam)
         aten._softmax_backward_data.out(g_w, learned_[t], -1, learned.dtype, grad_input=d_e_[t])
-        aten.tanh_backward.grad_input(d_e_[t].unsqueeze(-1) * v, z_[t], grad_input=d_pre_[t])
+        torch.mul(d_e_[t].unsqueeze(-1), v, out=d_pre_[t])
+        aten.tanh_backward.grad_input(d_pre_[t], z_[t], grad_input=d_pre_[t])
         torch.sum(d_pre_[t], 1, out=d_q_[t])
         if t > 0:  # step 0's location input is all zeros: nothing to propagate
             d_cols = (d_pre_[t].view(b * n, a) @ loc_w_t).view(b, n, 2, k).transpose(1, 2)
@@ -195,15 +216,14 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
         g_h = rows_[t] @ w_ah
         if mask_a_[t] is not None:
             g_h *= mask_a_[t]
-        d_ac = lstm_cell_backward(g_h, d_ac, ga_[t], ac_[t], ac_[t - 1] if t else None,
-                                  d_ga_next_[t - 1] if t else d_ga0)
+        d_ac = cell_a.backward(t, g_h, d_ac, d_ga_gates[t], d_ga_[t])
     flat = lambda x: x.reshape(-1, x.size(-1))  # noqa: E731
-    d_xa = torch.cat([d_ga0.unsqueeze(0), rows[:-1, :, a + 4 * hd:]])
+    d_xa = torch.cat([d_ga0.unsqueeze(0), d_ga_next_all[:-1]])
     d_memory = torch.bmm(att[1:, :, 0, p:p + n].permute(1, 2, 0), g_ctx_all.transpose(0, 1))
     d_w_ah = flat(rows).t() @ flat(ah)
     d_w_ctx = flat(rows)[:, a:].t() @ flat(ctxs)
     d_w_dh = flat(rows)[b:, a:a + 4 * hd].t() @ flat(dh[:-1])
-    d_b_d = rows[:, :, a:a + 4 * hd].sum((0, 1))
+    d_b_d = d_gd_all.sum((0, 1))
     d_loc_w = flat(cols).t() @ flat(d_pre)
     d_v = (flat(z).t() @ d_e.reshape(-1)).unsqueeze(0)
     return d_xa, d_memory, d_pre.sum(0), d_w_ah, d_w_ctx, d_w_dh, d_b_d, d_loc_w, d_v, d_e.sum().reshape(1)
