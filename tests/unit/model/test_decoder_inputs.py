@@ -3,24 +3,11 @@
 import pytest
 import torch
 
+from tests.unit.model.test_tacotron2 import TINY_HP as TINY
+from tests.unit.model.test_tacotron2 import batch
 from ttsops.model.layers import drop_frames, masked_mean_frame
 from ttsops.model.loss import tacotron2_loss
 from ttsops.model.tacotron2 import ModelConfig, Tacotron2
-from ttsops.train.hparams import HParams
-
-TINY = HParams().replace(
-    encoder_embedding_dim=32, attention_rnn_dim=48, decoder_rnn_dim=48, prenet_dim=24, attention_dim=16,
-    postnet_embedding_dim=24, n_frames_per_step=2, max_decoder_steps=30,
-)
-
-
-def batch(b: int = 3, n: int = 12, t: int = 20, n_mels: int = 80):
-    torch.manual_seed(0)
-    text_lens = torch.tensor([n, n - 3, n - 5][:b])
-    mel_lens = torch.tensor([t, t - 4, t - 6][:b])
-    text = torch.randint(2, 30, (b, n)) * (torch.arange(n)[None] < text_lens[:, None])
-    mels = torch.randn(b, n_mels, t) * (torch.arange(t)[None, None] < mel_lens[:, None, None])
-    return text, text_lens, mels, mel_lens
 
 
 def test_masked_mean_frame_ignores_padding() -> None:
