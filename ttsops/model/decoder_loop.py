@@ -25,6 +25,7 @@ autograd reference, in float64 and float32.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -158,13 +159,42 @@ class DecoderLoop(torch.autograd.Function):
             return (*_backward(ctx, g_dh, g_ctx_out, g_used, g_learned), None, None, None, None, None, None)
 
 
+def _per_step(t_dec: int, *xs: torch.Tensor | None) -> list[Sequence[torch.Tensor | None]]:
+    """Each (T_dec, ...) tensor as its steps; an absent one as T_dec Nones."""
+    return [[None] * t_dec if x is None else x.unbind(0) for x in xs]
+
+
+def _prior_free_grad(carry, g_used, g_ctx, memory_t, g_learned, lam: float) -> torch.Tensor:
+    """One step's gradient at the prior-free attention: from the context (through the attention used,
+    ``(1 - lam) * learned + lam * prior``), the next steps' location features, and the output itself."""
+    g_w = carry if g_used is None else carry + g_used
+    g_w = torch.baddbmm(g_w.unsqueeze(1), g_ctx.unsqueeze(1), memory_t).squeeze(1)
+    if g_learned is not None:
+        return torch.add(g_learned, g_w, alpha=1.0 - lam)
+    return g_w * (1.0 - lam) if lam else g_w
+
+
+def _location_backward(d_pre: torch.Tensor, loc_w_t: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """The location features' gradient back to the previous and the cumulative attention (B, N) each."""
+    b, n, _ = d_pre.shape
+    p = (k - 1) // 2
+    d_cols = (d_pre.reshape(b * n, -1) @ loc_w_t).view(b, n, 2, k).transpose(1, 2)
+    return aten.unfold_backward(d_cols, [b, 2, n + 2 * p], 2, k, 1)[:, :, p:p + n].unbind(1)
+
+
+def _energy_backward(g_w, learned, z, v, d_e, d_pre, d_q) -> None:
+    """softmax -> v . tanh(z) backward for one step, into the preallocated d_e, d_pre, d_q."""
+    aten._softmax_backward_data.out(g_w, learned, -1, learned.dtype, grad_input=d_e)
+    torch.mul(d_e.unsqueeze(-1), v, out=d_pre)
+    aten.tanh_backward.grad_input(d_pre, z, grad_input=d_pre)
+    torch.sum(d_pre, 1, out=d_q)
+
+
 def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
     (memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d, a_act, a_c, a_tc, d_act, d_c, d_tc,
      ah, dh, z, learned, ctxs, att, cols) = ctx.saved_tensors
-    dims, lam = ctx.dims, ctx.lam
-    t_dec, b, n, a = z.shape
+    (t_dec, b, n, a), dims, lam = z.shape, ctx.dims, ctx.lam
     hd, k = dims.decoder_rnn, dims.location_kernel
-    p = (k - 1) // 2
     cell_a, cell_d = LstmBuffers(a_act, a_c, a_tc), LstmBuffers(d_act, d_c, d_tc)
     # rows[t] = d(ah_t @ w_ah.T) = [d query_t | d g_d(t) | d g_a(t+1)]; its last two blocks are also
     # d(ctx_t @ w_ctx.T), and d g_d(t + 1) is d(dh_t @ w_dh.T + b_d)
@@ -175,17 +205,14 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
     zero = z.new_zeros(b, n)
     d_gd_all, d_ga_next_all = rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:]
     rows_, d_q_, d_gd_, rows_ctx_ = (x.unbind(0) for x in (rows, rows[:, :, :a], d_gd_all, rows[:, :, a:]))
-    d_gd_gates = gate_views(d_gd_all)
-    d_ga_ = [d_ga0, *d_ga_next_all[:-1].unbind(0)]  # d g_a(t) for each t
+    d_gd_gates, d_ga_ = gate_views(d_gd_all), [d_ga0, *d_ga_next_all[:-1].unbind(0)]  # d g_a(t) for each t
     d_ga_gates = [tuple(d_ga0.chunk(4, 1)), *gate_views(d_ga_next_all[:-1])]
     z_, learned_, g_ctx_all_, d_e_, d_pre_ = (x.unbind(0) for x in (z, learned, g_ctx_all, d_e, d_pre))
-    none = [None] * t_dec
-    g_dh_, g_ctx_out_, g_used_, g_learned_, mask_a_, mask_d_ = (none if x is None else x.unbind(0) for x in (
-        g_dh, g_ctx_out, g_used, g_learned, mask_a, mask_d))
-    d_ac = d_dc = None
-    carry = g_cum = zero  # gradient reaching w_t from step t+1's location features and from w_cum_t
+    g_dh_, g_ctx_out_, g_used_, g_learned_, mask_a_, mask_d_ = _per_step(t_dec, g_dh, g_ctx_out, g_used, g_learned,
+                                                                          mask_a, mask_d)
+    # carry: the gradient reaching w_t from step t+1's location features and from w_cum_t (g_cum)
+    d_ac, d_dc, carry, g_cum = None, None, zero, zero
     for t in reversed(range(t_dec)):
-        # decoder LSTM
         g_h = g_dh_[t] if g_dh_[t] is not None else zero.new_zeros(b, hd)
         if t + 1 < t_dec:
             g_h = torch.addmm(g_h, d_gd_[t + 1], w_dh)
@@ -197,19 +224,10 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
             g_ctx = torch.mm(rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
         else:
             g_ctx = torch.addmm(g_ctx_out_[t], rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
-        g_w = carry if g_used_[t] is None else carry + g_used_[t]
-        g_w = torch.baddbmm(g_w.unsqueeze(1), g_ctx.unsqueeze(1), memory_t).squeeze(1)
-        if g_learned_[t] is not None:
-            g_w = torch.add(g_learned_[t], g_w, alpha=1.0 - lam)
-        elif lam:
-            g_w = g_w * (1.0 - lam)
-        aten._softmax_backward_data.out(g_w, learned_[t], -1, learned.dtype, grad_input=d_e_[t])
-        torch.mul(d_e_[t].unsqueeze(-1), v, out=d_pre_[t])
-        aten.tanh_backward.grad_input(d_pre_[t], z_[t], grad_input=d_pre_[t])
-        torch.sum(d_pre_[t], 1, out=d_q_[t])
+        g_w = _prior_free_grad(carry, g_used_[t], g_ctx, memory_t, g_learned_[t], lam)
+        _energy_backward(g_w, learned_[t], z_[t], v, d_e_[t], d_pre_[t], d_q_[t])
         if t > 0:  # step 0's location input is all zeros: nothing to propagate
-            d_cols = (d_pre_[t].view(b * n, a) @ loc_w_t).view(b, n, 2, k).transpose(1, 2)
-            d_w_prev, d_cum_prev = aten.unfold_backward(d_cols, [b, 2, n + 2 * p], 2, k, 1)[:, :, p:p + n].unbind(1)
+            d_w_prev, d_cum_prev = _location_backward(d_pre_[t], loc_w_t, k)
             g_cum = g_cum + d_cum_prev
             carry = d_w_prev + g_cum
         # attention LSTM
@@ -217,13 +235,21 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
         if mask_a_[t] is not None:
             g_h *= mask_a_[t]
         d_ac = cell_a.backward(t, g_h, d_ac, d_ga_gates[t], d_ga_[t])
-    flat = lambda x: x.reshape(-1, x.size(-1))  # noqa: E731
     d_xa = torch.cat([d_ga0.unsqueeze(0), d_ga_next_all[:-1]])
+    p = (k - 1) // 2
     d_memory = torch.bmm(att[1:, :, 0, p:p + n].permute(1, 2, 0), g_ctx_all.transpose(0, 1))
+    return (d_xa, d_memory, d_pre.sum(0),
+            *_weight_grads(rows, ah, ctxs, dh, d_gd_all, cols, d_pre, z, d_e, a, hd, b))
+
+
+def _weight_grads(rows, ah, ctxs, dh, d_gd_all, cols, d_pre, z, d_e, a: int, hd: int, b: int):
+    """Every weight's gradient as one matmul over all steps (what the step loop only collected)."""
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.size(-1))
+
     d_w_ah = flat(rows).t() @ flat(ah)
     d_w_ctx = flat(rows)[:, a:].t() @ flat(ctxs)
     d_w_dh = flat(rows)[b:, a:a + 4 * hd].t() @ flat(dh[:-1])
-    d_b_d = d_gd_all.sum((0, 1))
     d_loc_w = flat(cols).t() @ flat(d_pre)
     d_v = (flat(z).t() @ d_e.reshape(-1)).unsqueeze(0)
-    return d_xa, d_memory, d_pre.sum(0), d_w_ah, d_w_ctx, d_w_dh, d_b_d, d_loc_w, d_v, d_e.sum().reshape(1)
+    return d_w_ah, d_w_ctx, d_w_dh, d_gd_all.sum((0, 1)), d_loc_w, d_v, d_e.sum().reshape(1)
