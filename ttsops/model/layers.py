@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +28,9 @@ class ConvBNBlock(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel_size, padding=(kernel_size - 1) // 2)
         self.bn = nn.BatchNorm1d(c_out)
-        self.activation = {"relu": F.relu, "tanh": torch.tanh, None: lambda x: x}[activation]
+        acts: dict[str | None, Callable[[torch.Tensor], torch.Tensor]] = {
+            "relu": F.relu, "tanh": torch.tanh, None: lambda x: x}
+        self.activation = acts[activation]
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ttsops.model.layers import spectral_dropout
 from ttsops.model.loss import Losses, tacotron2_loss
-from ttsops.model.tacotron2 import ModelConfig, Tacotron2
+from ttsops.model.tacotron2 import DecoderOutput, ModelConfig, Tacotron2
 from ttsops.train.distributed import DistInfo, all_reduce_mean, any_rank
 from ttsops.train.hparams import HParams
 
@@ -93,7 +93,7 @@ class Trainer:
         return self.hp.guided_attention_weight * 0.5 ** (self.progress.step / self.hp.guided_attention_decay_steps)
 
     # -- one step ----------------------------------------------------------------------------
-    def _losses(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[Losses, object, torch.Tensor]:
+    def _losses(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[Losses, DecoderOutput, torch.Tensor]:
         hp = self.hp
         b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         inputs = spectral_dropout(b["mels"], hp.spectral_dropout, hp.spectral_mask_width) if train else b["mels"]

@@ -85,6 +85,8 @@ def validate(trainer: Trainer, data: MelDataset, batch_size: int, cadence: Caden
             n_items += k
             if first is None:
                 first = (batch, post.float().cpu(), out.learned_alignments.float().cpu())
+    if first is None:
+        raise ValueError("validation needs at least one clip")
     metrics = {k: v / n_items for k, v in sums.items()}
     metrics["attention_alignment_score"] = sum(aligns) / n_items
     metrics["attention_entropy"] = sum(ents) / n_items
