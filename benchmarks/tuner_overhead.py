@@ -16,7 +16,10 @@ It runs a real study (Optuna SQLite, MLflow SQLite, real trainer processes) and 
   timestamp or TensorBoard wall time) to the pruner's answer for it (goal <= 2 s); the watcher's own
   latency (received - logged) from the MetricsStore;
 * **trainer start-up**: launch to the first metric (process start, imports, data, first epoch). It is
-  part of the trainer's lifetime, not of the tuner's overhead, but it is what a restart costs.
+  part of the trainer's lifetime, not of the tuner's overhead, but it is what a restart costs;
+  with ``--trainer ttsops`` also train.py's own account of it, phase by phase (the ``startup_*_s``
+  metrics it logs after its first step: interpreter and imports, config, model and optimizer,
+  checkpoint, data, MLflow/TensorBoard set-up, the first step), median over the generations.
 
 ``--trainer foreign`` (default) drives the numpy toy trainer of the adapter tests
 (tests/integration/smart_tuner/fixtures/foreign_trainer.py) paced to ``--epoch-seconds`` per epoch,
@@ -100,7 +103,27 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "max": max(st["first_metric_s"], default=None),
         },
         "states": [r["state"] for r in summary.rows],
+        "restart_phases_s": restart_phases(cfg) if args.trainer == "ttsops" else {},
     }
+
+
+def restart_phases(cfg: Any) -> dict[str, float]:
+    """Median over the generations of the start-up phases train.py logged (``startup_<phase>_s``)."""
+    from mlflow.tracking import MlflowClient
+
+    from ttsops.infra.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(cfg.monitoring.platforms.mlflow.tracking_uri, cfg.core_engine.work_dir))
+    exp = client.get_experiment_by_name(cfg.monitoring.platforms.mlflow.experiment_name)
+    runs = client.search_runs([exp.experiment_id], "metrics.startup_s > 0") if exp else []
+    phases: dict[str, list[float]] = {}
+    for r in runs:
+        for k, v in r.data.metrics.items():
+            if k == "startup_s":
+                phases.setdefault("total", []).append(v)
+            elif k.startswith("startup_") and k.endswith("_s"):
+                phases.setdefault(k.removeprefix("startup_").removesuffix("_s"), []).append(v)
+    return {k: statistics.median(v) for k, v in phases.items()}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -127,6 +150,11 @@ def report(r: dict[str, Any]) -> str:
         ),
         ("poll interval", f"{r['poll_s']} s"),
     ]
+    if r["restart_phases_s"]:
+        ph = r["restart_phases_s"]
+        rows.insert(-1, ("train.py start-up by phase, median (train.py's own clock)",
+                         ", ".join(f"{k} {v:.1f}" for k, v in ph.items() if k != "total")
+                         + f" s = {ph.get('total', 0.0):.1f} s"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

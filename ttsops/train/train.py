@@ -77,6 +77,40 @@ class StopFlag:
         return self.event.is_set()
 
 
+class StartupClock:
+    """What a (re)start costs before the first training step, phase by phase (a tuner restart pays it
+    every generation): the interpreter and imports up to main() (from the process's start time, on
+    Linux), then each named phase. Logged once, as `startup_<phase>_s` metrics and one log line."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        age = process_age()
+        if age is not None:
+            self.phases["imports"] = age
+        self.mark = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.mark
+        self.mark = now
+
+    def metrics(self) -> dict[str, float]:
+        return {f"startup_{k}_s": v for k, v in self.phases.items()} | {"startup_s": sum(self.phases.values())}
+
+    def line(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items()) + f": {sum(self.phases.values()):.1f} s"
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc), None elsewhere."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22 of proc(5)
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -137,13 +171,17 @@ class Run:
     """Ties trainer, data, checkpoints, tracking and the stop flag together for one process."""
 
     def __init__(self, s: RunSetup, trainer: Trainer, dist: DistInfo, stop: StopFlag,
-                 resumed_run_id: str | None = None) -> None:
+                 resumed_run_id: str | None = None, clock: StartupClock | None = None) -> None:
         self.s, self.trainer, self.dist, self.stop = s, trainer, dist, stop
+        clock = clock or StartupClock()
+        self.clock: StartupClock | None = clock  # None once the first step has logged it
         ck = s.cfg.resources.checkpointing
         self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)
         self.save_every = ck.save_frequency_steps
         self.train_set, self.val_set, self.sampler = build_data(s, dist)
+        clock.done("data")
         self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
+        clock.done("tracking")
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
         self.n_validations = 0
@@ -202,6 +240,16 @@ class Run:
         finally:
             t.model.train()
 
+    def startup_done(self) -> None:
+        """After the first step of this process: log what the start cost."""
+        clock, self.clock = self.clock, None
+        if clock is None:
+            return
+        clock.done("first_step")
+        logger.info("start-up: %s", clock.line())
+        if self.tracker is not None:
+            self.tracker.log_metrics(clock.metrics(), self.trainer.progress.step)
+
     def stop_agreed(self) -> bool:
         """A signal seen by any rank stops all of them at the same step (torchrun forwards SIGINT to
         every worker, but they need not see it between the same two steps)."""
@@ -215,6 +263,7 @@ class Run:
             if i < t.progress.batch_in_epoch:
                 continue  # mid-epoch resume: these batches were trained before the checkpoint
             stats = t.train_step(collate([self.train_set[j] for j in idx], t.hp.n_frames_per_step))
+            self.startup_done()
             bar.advance(task)
             if self.tracker is not None and t.progress.step % t.hp.log_every_steps == 0:
                 self.tracker.log_metrics(stats, t.progress.step)
@@ -251,18 +300,21 @@ class Run:
         return "finished"
 
 
-def train(s: RunSetup, stop: StopFlag) -> int:
+def train(s: RunSetup, stop: StopFlag, clock: StartupClock | None = None) -> int:
+    clock = clock or StartupClock()
     if s.cfg.resources.num_threads:
         torch.set_num_threads(s.cfg.resources.num_threads)
     device = resolve_device(s.cfg.resources.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = init_distributed(device)
     trainer = Trainer(s.hp, device, dist, s.cfg.resources.mixed_precision, s.cfg.resources.gradient_checkpointing)
+    clock.done("model")
     logger.info("device %s%s, %s, %s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "",
                 f"autocast {str(trainer.amp_dtype).removeprefix('torch.')}" if trainer.amp_dtype else "fp32",
                 f"DDP rank {dist.rank} of {dist.world_size} over {torch.distributed.get_backend()}" if dist.enabled
                 else "one process")
     resumed_run_id = restore(trainer, s)
-    run = Run(s, trainer, dist, stop, resumed_run_id)
+    clock.done("checkpoint")
+    run = Run(s, trainer, dist, stop, resumed_run_id, clock)
     status = "failed"
     try:
         started = time.time()
@@ -282,6 +334,8 @@ def train(s: RunSetup, stop: StopFlag) -> int:
 def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()  # before the slow imports and set-up, so an early SIGINT is still graceful
+    clock = StartupClock()
     setup = resolve_setup(argv)
     setup.out_dir.mkdir(parents=True, exist_ok=True)
-    return train(setup, stop)
+    clock.done("config")
+    return train(setup, stop, clock)

@@ -46,6 +46,12 @@ def test_every_metric_reaches_mlflow_tensorboard_and_wandb(tiny_dataset, tmp_pat
     run = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}").get_run(state["mlflow_run_id"])
     assert set(METRICS) <= set(run.data.metrics), set(METRICS) - set(run.data.metrics)
     assert run.data.params["encoder_embedding_dim"] == "32"
+    # what the start cost, phase by phase (benchmarks/tuner_overhead.py reads these)
+    phases = {k: v for k, v in run.data.metrics.items() if k.startswith("startup_") and k != "startup_s"}
+    assert set(phases) == {f"startup_{p}_s" for p in
+                           ("imports", "config", "model", "checkpoint", "data", "tracking", "first_step")}
+    assert phases["startup_imports_s"] > 0.1 and all(v >= 0 for v in phases.values())
+    assert run.data.metrics["startup_s"] == pytest.approx(sum(phases.values()))
     assert len(run.data.tags["dataset_fingerprint"]) == 16 and "git_commit" in run.data.tags
     acc = EventAccumulator(str(out / "logs"), size_guidance={"images": 0, "audio": 0}).Reload()
     assert set(METRICS) <= set(acc.Tags()["scalars"])
