@@ -3,12 +3,13 @@ implementing the ``Vocoder`` protocol."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ttsops.audio.mel import MelConfig, MelExtractor
+from ttsops.audio.mel import LOG_CLAMP, MelConfig, MelExtractor
 
 
 class Vocoder(Protocol):
@@ -21,7 +22,8 @@ class GriffinLim:
     """Fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99) on the mel pseudo-inverse.
 
     ``power`` > 1 sharpens the magnitude before phase recovery, which reduces the metallic
-    smear typical of Griffin-Lim on predicted (over-smoothed) mels.
+    smear typical of Griffin-Lim on predicted (over-smoothed) mels. A mel too short for the STFT's
+    reflect padding (a decoder that stopped after a frame or two) is padded with silence first.
     """
 
     def __init__(
@@ -40,7 +42,12 @@ class GriffinLim:
 
     def __call__(self, log_mel: np.ndarray | torch.Tensor) -> np.ndarray:
         cfg = self.mel.cfg
-        mag = self.mel.mel_to_linear(torch.as_tensor(log_mel, dtype=torch.float32)) ** self.power
+        log_mel = torch.as_tensor(log_mel, dtype=torch.float32)
+        # center=True reflect-pads n_fft // 2 samples, which needs (frames - 1) * hop samples beyond that
+        short = cfg.n_fft // (2 * cfg.hop_length) + 2 - log_mel.shape[-1]
+        if short > 0:
+            log_mel = torch.nn.functional.pad(log_mel, (0, short), value=math.log(LOG_CLAMP))
+        mag = self.mel.mel_to_linear(log_mel) ** self.power
         gen = torch.Generator(device="cpu").manual_seed(0)  # deterministic audio for a given mel
         angles = torch.exp(2j * np.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
         prev = torch.zeros_like(angles)

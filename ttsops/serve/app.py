@@ -7,8 +7,10 @@ Routes: ``POST /v1/tts`` ({text, model?} -> audio/wav), OpenAI-compatible ``POST
 Inference runs in plain ``def`` endpoints (Starlette's threadpool) with no lock: torch modules in
 eval mode take concurrent forwards, and each request uses the model it picked from the store, so
 an alias move swaps models without stopping requests in flight. Bad input is a 4xx with a
-message, never a 500: empty text 422, wrong types 422, bad JSON 400, unknown model 404, text or
-body over the limits 413, missing or wrong bearer token 401.
+message, never a 500: wrong types, empty text or text with nothing to say 422, bad JSON 400,
+unknown model 404, text or body over the limits 413, missing or wrong bearer token 401. Every error
+body is ``schemas.ErrorBody`` and ``/openapi.json`` declares each status a route can answer
+(``schemas.py``; tests/integration/serve/test_contract.py fuzzes it with schemathesis).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,11 +38,25 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ttsops.audio.io import wav_bytes
 from ttsops.errors import ServeError
 from ttsops.serve.loader import LoadedModel, ModelResolver, ModelSource, ModelStore, SynthesizerLoader
+from ttsops.serve.schemas import (
+    AUDIO_RESPONSE,
+    FieldError,
+    Health,
+    ModelInfo,
+    ModelList,
+    Readiness,
+    SpeechRequest,
+    TtsRequest,
+    error_response,
+    error_responses,
+    request_models,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,42 +73,6 @@ class ServeSettings(BaseModel):
     api_token: str | None = Field(None, repr=False)
     reload_interval_s: float | None = Field(30.0, gt=0)  # None: never poll the registry
     cache_dir: Path | None = None  # registry downloads; None: a temp dir removed at shutdown
-
-
-# --- request models ------------------------------------------------------------------------------
-def _not_blank(v: str) -> str:
-    if not v.strip():
-        raise ValueError("must contain some text, not only whitespace")
-    return v.strip()
-
-
-def _only_normal_speed(v: float) -> float:
-    if v != 1.0:
-        raise ValueError(f"only speed 1.0 is supported, got {v}")
-    return v
-
-
-Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
-
-
-class TtsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: Text
-    model: str | None = None  # a name from /v1/models; default: the first
-
-
-class SpeechRequest(BaseModel):
-    """OpenAI ``audio.speech.create``. One speaker: ``voice`` is accepted (clients always send
-    one) and ignored; ``speed`` must be 1.0; only ``wav`` is produced."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: Text
-    voice: str | None = None
-    response_format: Literal["wav"] = "wav"
-    speed: Annotated[float, AfterValidator(_only_normal_speed)] = 1.0
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -151,10 +132,10 @@ class _Edge:
             await send(msg)
 
         try:
-            if length is not None and length.isdigit() and int(length) > self.max:
-                await JSONResponse(
-                    {"detail": f"request body of {int(length)} bytes is over the {self.max}-byte limit"}, 413
-                )(scope, receive, send_status)
+            # only POST routes read a body: a GET's Content-Length is left to the route (it ignores it)
+            if scope["method"] == "POST" and length is not None and length.isdigit() and int(length) > self.max:
+                detail = f"request body of {int(length)} bytes is over the {self.max}-byte limit"
+                await error_response(413, detail)(scope, receive, send_status)
             else:
                 await self.app(scope, limited_receive, send_status)
         finally:
@@ -162,19 +143,41 @@ class _Edge:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
+_TEXT_FIELDS = {("body", "text"), ("body", "input")}
+
+
+def _problem(e: Any) -> str:
+    """One validation error as ``field: message``."""
+    loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+    msg = e.get("msg", "invalid")
+    if e.get("type") in ("model_attributes_type", "dict_type") and loc == "body":
+        msg = "must be a JSON object (send Content-Type: application/json)"
+    if e.get("type") == "string_too_long" and tuple(e.get("loc", ())) in _TEXT_FIELDS:
+        return f"{loc} has {len(e['input'])} characters; the limit is {e['ctx']['max_length']}"
+    return f"{loc}: {msg}"
+
+
 def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Bad JSON 400; text over the limit 413 (as a body over the limit is); anything else 422."""
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return JSONResponse({"detail": "request body is not valid JSON"}, 400)
-    lines = []
-    for e in errors:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        msg = e.get("msg", "invalid")
-        if e.get("type") in ("model_attributes_type", "dict_type") and loc == "body":
-            msg = "must be a JSON object (send Content-Type: application/json)"
-        lines.append(f"{loc}: {msg}")
-    simple = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
-    return JSONResponse({"detail": "; ".join(lines), "errors": simple}, 422)
+        return error_response(400, "request body is not valid JSON")
+    fields = [FieldError(loc=list(e.get("loc", ())), msg=str(e.get("msg")), type=str(e.get("type"))) for e in errors]
+    too_long = any(f.type == "string_too_long" and tuple(f.loc) in _TEXT_FIELDS for f in fields)
+    return error_response(413 if too_long else 422, "; ".join(_problem(e) for e in errors), fields)
+
+
+def _http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Our HTTPExceptions and Starlette's own (404 for an unknown path, 405 with Allow)."""
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: the ErrorBody every other error has (uvicorn still logs the traceback)."""
+    return error_response(500, f"internal error ({type(exc).__name__}); the service log has the details")
+
+
+_BEARER = HTTPBearer(auto_error=False, description="the service's --token ($TTSOPS_API_TOKEN)")
 
 
 # --- the app -------------------------------------------------------------------------------------
@@ -217,12 +220,14 @@ class _Service:
         if self.store is not None:
             self.metrics.set_models(self.store.models)
 
-    def check_token(self, request: Request) -> None:
+    def check_token(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
         token = self.settings.api_token
         if token is None:
             return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        given = credentials.credentials.strip() if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def models(self) -> dict[str, LoadedModel]:
@@ -232,12 +237,9 @@ class _Service:
 
     def synthesize(self, name: str | None, text: str) -> Response:
         models = self.models()
-        model = models.get(name or next(iter(models)))
+        model = models.get(name) if name is not None else next(iter(models.values()))
         if model is None:
             raise HTTPException(404, f"model {name!r} not found (available: {', '.join(models)})")
-        limit = self.settings.max_text_chars
-        if len(text) > limit:
-            raise HTTPException(413, f"text has {len(text)} characters; the limit is {limit}")
         self.metrics.inflight.inc()
         started = time.perf_counter()
         try:
@@ -257,59 +259,77 @@ class _Service:
         }
         return Response(wav_bytes(wav, sr), media_type="audio/wav", headers=headers)
 
-    def model_list(self) -> dict[str, Any]:
+    def model_list(self) -> ModelList:
         data = [
-            {
-                "id": m.name,
-                "object": "model",
-                "created": int(m.loaded_at),
-                "owned_by": "ttsops",
-                "source": m.source.raw,
-                "version": m.version,
-                "sample_rate": m.sample_rate,
-            }
+            ModelInfo(
+                id=m.name,
+                created=int(m.loaded_at),
+                source=m.source.raw,
+                version=m.version,
+                sample_rate=m.sample_rate,
+            )
             for m in self.models().values()
         ]
-        return {"object": "list", "data": data}
+        return ModelList(data=data)
 
 
 def create_app(settings: ServeSettings, synthesizer_loader: SynthesizerLoader) -> FastAPI:
     """Build the service; models load in the lifespan (startup fails if one cannot be loaded)."""
     svc = _Service(settings, synthesizer_loader)
-    page = resources.files("ttsops.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     app = FastAPI(title="ttsops inference", lifespan=svc.lifespan, version="1")
     app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_handler)
     app.add_middleware(_Edge, max_body_bytes=settings.max_body_bytes, metrics=svc.metrics)
-    guarded = [Depends(svc.check_token)]
+    _add_probes(app, svc)
+    _add_api(app, svc)
+    return app
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+
+def _add_probes(app: FastAPI, svc: _Service) -> None:
+    """The page, health, readiness and metrics: no token, no body."""
+    page = resources.files("ttsops.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, summary="a page to type text and hear it")
     def index() -> HTMLResponse:
         return HTMLResponse(page)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> Health:
+        return Health()
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        if svc.store is None or not svc.store.models:
-            return JSONResponse({"status": "loading"}, 503)
-        return JSONResponse({"status": "ready", "models": list(svc.store.models)})
+    @app.get("/readyz", responses=error_responses(503))
+    def readyz() -> Readiness:
+        return Readiness(models=list(svc.models()))  # 503 until the lifespan has loaded them
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def metrics() -> Response:
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", dependencies=guarded)
-    def list_models() -> dict[str, Any]:
+
+def _add_api(app: FastAPI, svc: _Service) -> None:
+    """/v1: behind the bearer token when the service has one (and only then declared so)."""
+    settings = svc.settings
+    guarded = [Depends(svc.check_token)] if settings.api_token is not None else []
+    auth = (401,) if guarded else ()
+    tts_model, speech_model = request_models(settings.max_text_chars, list(settings.models))
+    synthesis = {**AUDIO_RESPONSE, **error_responses(400, *auth, 404, 413, 422, 500, 503)}
+
+    @app.get("/v1/models", dependencies=guarded, responses=error_responses(*auth, 503))
+    def list_models() -> ModelList:
         return svc.model_list()
 
-    @app.post("/v1/tts", dependencies=guarded, response_class=Response)
     def tts(req: TtsRequest) -> Response:
         return svc.synthesize(req.model, req.text)
 
-    @app.post("/v1/audio/speech", dependencies=guarded, response_class=Response)
     def speech(req: SpeechRequest) -> Response:
         return svc.synthesize(req.model, req.input)
 
-    return app
+    # FastAPI reads the body model from the annotation: this app's models, with its limits
+    tts.__annotations__["req"], speech.__annotations__["req"] = tts_model, speech_model
+    for path, endpoint, summary in [
+        ("/v1/tts", tts, "text -> WAV"),
+        ("/v1/audio/speech", speech, "OpenAI-compatible text -> WAV"),
+    ]:
+        app.add_api_route(path, cast(Callable[..., Response], endpoint), methods=["POST"],
+                          dependencies=guarded, response_class=Response, responses=synthesis, summary=summary)

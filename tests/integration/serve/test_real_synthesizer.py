@@ -42,7 +42,7 @@ def test_real_model_over_http(serve, tiny_checkpoint):
         unspeakable = httpx.post(f"{url}/v1/tts", json={"text": "~~~"}, timeout=60)
         models = httpx.get(f"{url}/v1/models").json()["data"]
     assert _plausible(ok) and _plausible(openai)
-    assert unspeakable.status_code == 422 and "nothing to say" in unspeakable.json()["detail"]
+    assert unspeakable.status_code == 422 and "must contain some text to speak" in unspeakable.json()["detail"]
     assert models[0]["id"] == "tiny" and models[0]["sample_rate"] == 22050
 
 

@@ -78,7 +78,7 @@ BAD_REQUESTS = [
     ),
     ("/v1/tts", {"json": {"text": "hi", "model": "nope"}}, 404, "model 'nope' not found (available: voice)"),
     ("/v1/tts", {"json": {"text": "x" * 201}}, 413, "text has 201 characters; the limit is 200"),
-    ("/v1/tts", {"json": {"text": "!!! ???"}}, 422, "cannot synthesise this text: no speakable characters"),
+    ("/v1/tts", {"json": {"text": "!!! ???"}}, 422, "text: Value error, must contain some text to speak"),
     (
         "/v1/tts",
         {"content": b"{" + b" " * 5000 + b"}", "headers": {"content-type": "application/json"}},
