@@ -5,6 +5,7 @@ tests); this module only dispatches and turns TtsopsError into one clear line.
     ttsops train -o OUT -l LOGS --dataset DIR [--config YAML] [--hparams k=v,...]
     ttsops tune --config YAML
     ttsops registry ...       ttsops serve ...       ttsops synthesize "text" -o out.wav
+    ttsops export MODEL -o OUT
     ttsops evaluate MODEL
     ttsops demo               ttsops report ...      ttsops bench early-stop CURVES_DIR
 """
@@ -26,6 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "registry": ("ttsops.registry.cli:main", "inspect and promote registered models"),
     "serve": ("ttsops.serve.cli:main", "HTTP inference service"),
     "synthesize": ("ttsops.serve.cli:synthesize_main", "text -> wav from a checkpoint or registry model"),
+    "export": ("ttsops.deploy.cli:main", "TorchScript / ONNX graphs of a model, checked against PyTorch"),
     "evaluate": ("ttsops.evaluate:main", "intelligibility (ASR WER) of a model on the held-out sentences"),
     "demo": ("ttsops.demo:main", "the end-to-end demo on a synthesised corpus"),
     "report": ("ttsops.report:main", "HTML report of a study"),

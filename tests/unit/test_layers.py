@@ -1,5 +1,5 @@
-"""Imports run one way (DESIGN.md): text/audio at the bottom; model, serve and config never import
-train; smart_tuner never imports train or model (it reaches a trainer through TrainerAdapter);
+"""Imports run one way (DESIGN.md): text/audio at the bottom; model, serve, deploy and config never
+import train; smart_tuner never imports train or model (it reaches a trainer through TrainerAdapter);
 and no module imports itself back through others. Every import counts, those inside functions too."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "ttsops"
 RULES = [
     ("ttsops.model", ("ttsops.train",)),
     ("ttsops.serve", ("ttsops.train",)),
+    ("ttsops.deploy", ("ttsops.train",)),
     ("ttsops.config", ("ttsops.train",)),
     ("ttsops.text", ("ttsops.train", "ttsops.model", "ttsops.audio", "ttsops.data")),
     ("ttsops.audio", ("ttsops.train", "ttsops.model", "ttsops.text", "ttsops.data")),

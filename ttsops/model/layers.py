@@ -9,11 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, training: bool, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """``F.dropout`` with the mask drawn as ``rand < 1 - p`` on the CPU: the same Bernoulli(1 - p)
     distribution and the same kept values (``x * (1 / (1 - p))``), but ATen's CPU ``bernoulli_``
     costs ~3x more than ``rand`` + compare (a third of F.dropout's time on a (16, 128, 388) postnet
-    activation; ~6% of a training step). Another random stream than F.dropout's for the same seed."""
+    activation; ~6% of a training step). Another random stream than F.dropout's for the same seed.
+
+    ``uniform`` (shaped like ``x``, values in [0, 1)) is the draw to use instead of a fresh one: a
+    seeded generator's, or an exported graph's input (then ``p`` = 0 keeps everything, as it must)."""
+    if uniform is not None and training and p < 1:
+        return x * (uniform < 1 - p).to(x.dtype) * (1 / (1 - p))
     if not training or p <= 0:
         return x
     if x.device.type != "cpu" or p >= 1:
@@ -45,11 +50,19 @@ class Prenet(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(in_dim, dim, bias=False), nn.Linear(dim, dim, bias=False)])
         self.dropout = dropout
+        self.dim = dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = dropout(F.relu(layer(x)), self.dropout, training=True)
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise`` (n_layers, *x.shape[:-1], dim): uniform draws for the dropout masks, one per
+        layer (``draw_noise``); None draws them from the global generator."""
+        for i, layer in enumerate(self.layers):
+            x = dropout(F.relu(layer(x)), self.dropout, True, None if noise is None else noise[i])
         return x
+
+    def draw_noise(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """The uniform draws ``forward`` needs for a batch of single frames, from ``generator`` (on
+        its device): what makes seeded synthesis repeatable and lets an exported graph take them as input."""
+        return torch.rand((len(self.layers), batch, self.dim), generator=generator, device=generator.device)
 
 
 class LocationSensitiveAttention(nn.Module):
@@ -83,11 +96,20 @@ class LocationSensitiveAttention(nn.Module):
         unfold + matmul: for these tiny per-step convolutions that is ~10x faster on CPU than a conv
         call (whose fixed overhead dominates), and the same maths.
         """
-        cols = F.pad(attention_cat, (self.padding, self.padding)).unfold(2, location_weight.size(0) // 2, 1)
+        cols = _windows(F.pad(attention_cat, (self.padding, self.padding)), location_weight.size(0) // 2)
         b, c, n, k = cols.shape
         loc = cols.permute(0, 2, 1, 3).reshape(b, n, c * k) @ location_weight
         q = self.query_layer(query).unsqueeze(1)
         return self.v(torch.tanh(q + loc + processed_memory)).squeeze(-1)
+
+
+def _windows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, C, L) -> (B, C, L - k + 1, k), every length-k window: ``unfold``, which the ONNX exporter
+    cannot write for a length known only at run time, so there the same values come from a gather."""
+    if not torch.onnx.is_in_onnx_export():
+        return x.unfold(2, k, 1)
+    starts = torch.arange(x.size(2) - k + 1, device=x.device)
+    return x[:, :, starts[:, None] + torch.arange(k, device=x.device)[None]]
 
 
 class Postnet(nn.Module):

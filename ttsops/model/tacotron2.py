@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ttsops.model.autoregress import LoopSettings, autoregress
 from ttsops.model.config import ModelConfig
 from ttsops.model.decoder_loop import DecoderLoop, LoopDims
 from ttsops.model.layers import (
@@ -48,10 +49,15 @@ class Encoder(nn.Module):
         self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
         self.grad_ckpt = grad_ckpt
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x (B, dim, N) -> (B, N, dim)."""
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution stack: (B, dim, N) -> (B, dim, N)."""
         for conv in self.convs:
             x = checkpoint(conv, x, use_reentrant=False) if self.grad_ckpt and self.training else conv(x)
+        return x
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (B, dim, N) -> (B, N, dim)."""
+        x = self.convolve(x)
         packed = nn.utils.rnn.pack_padded_sequence(
             x.transpose(1, 2), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
@@ -98,7 +104,7 @@ class Decoder(nn.Module):
     @property
     def feeds_back(self) -> bool:
         """False when training dropped every input frame: the decoder never reads its own output."""
-        return self.cfg.drop_frame_rate < 1.0
+        return LoopSettings.of(self.cfg).feeds_back
 
     def _init_state(self, memory: torch.Tensor) -> dict[str, torch.Tensor]:
         b, n, e = memory.shape
@@ -184,40 +190,33 @@ class Decoder(nn.Module):
             None if prior is None else prior_weight * prior.transpose(0, 1), float(prior_weight),
             None if mask_a is None else mask_a.to(xa.dtype), None if mask_d is None else mask_d.to(xa.dtype), dims)
 
+    def project(self, s: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames (B, r, n_mels) and gate logits (B, r) of the step that left state ``s``."""
+        h = torch.cat([s["dh"], s["ctx"]], -1)
+        return self.projection(h).view(h.size(0), self.cfg.n_frames_per_step, -1), self.gate(h)
+
+    def first_frame(self, b: int, like: torch.Tensor) -> torch.Tensor:
+        """The decoder's input at step 0: the zero "go" frame, or the mean frame when it never reads frames."""
+        if self.feeds_back:
+            return like.new_zeros(b, self.cfg.n_mel_channels)
+        return self.mean_frame.to(like.dtype).expand(b, -1)
+
     @torch.no_grad()
-    def infer(self, memory: torch.Tensor, text_lens: torch.Tensor, window: int = 3):
-        """Free-running synthesis for a batch of one or more texts (stops when all gates fire)."""
-        r, b = self.cfg.n_frames_per_step, memory.size(0)
+    def infer(self, memory: torch.Tensor, text_lens: torch.Tensor, window: int = 3,
+              generator: torch.Generator | None = None):
+        """Free-running synthesis for a batch of one or more texts (stops when all gates fire).
+        ``generator`` draws the prenet's dropout masks (repeatable synthesis); None: the global one."""
         processed = self.attention.memory_layer(memory)
         loc_w = self.attention.fused_location_weight()
-        n = memory.size(1)
-        pos = torch.arange(n, device=memory.device)[None]
-        mask = pos < text_lens[:, None]
         s = self._init_state(memory)
-        frame = memory.new_zeros(b, self.cfg.n_mel_channels) if self.feeds_back else self.mean_frame.expand(b, -1)
-        focus = torch.zeros(b, dtype=torch.long, device=memory.device)
-        done = torch.zeros(b, dtype=torch.bool, device=memory.device)
-        lengths = torch.full((b,), self.cfg.max_decoder_steps * r, dtype=torch.long, device=memory.device)
-        mels, gates, aligns = [], [], []
-        for i in range(self.cfg.max_decoder_steps):
-            win = (pos >= (focus[:, None] - 1)) & (pos <= focus[:, None] + window)
-            w, _ = self._step(s, self.prenet(frame), memory, processed, mask, loc_w, (None, None), window=win)
-            focus = torch.maximum(focus, w.argmax(-1))
-            h = torch.cat([s["dh"], s["ctx"]], -1)
-            out = self.projection(h).view(b, r, -1)
-            g = self.gate(h)
-            mels.append(out)
-            gates.append(g)
-            aligns.append(w)
-            frame = out[:, -1] if self.feeds_back else frame
-            at_end = focus >= text_lens - 2
-            stop = (torch.sigmoid(g) > self.cfg.gate_threshold).any(-1) & at_end & ~done
-            lengths = torch.where(stop, torch.full_like(lengths, (i + 1) * r), lengths)
-            done |= stop
-            if bool(done.all()):
-                break
-        mel = torch.cat(mels, 1).transpose(1, 2)  # (B, n_mels, T)
-        return mel, torch.cat(gates, 1), torch.stack(aligns, 1), lengths
+
+        def step(frame: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            noise = None if generator is None else self.prenet.draw_noise(frame.size(0), generator)
+            w, _ = self._step(s, self.prenet(frame, noise), memory, processed, allowed, loc_w, (None, None))
+            return (*self.project(s), w)
+
+        first = self.first_frame(memory.size(0), memory)
+        return autoregress(step, first, text_lens, memory.size(1), LoopSettings.of(self.cfg, window))
 
 
 class Tacotron2(nn.Module):
@@ -246,8 +245,9 @@ class Tacotron2(nn.Module):
         return out, self._postnet(out.mels)
 
     @torch.no_grad()
-    def infer(self, text: torch.Tensor, text_lens: torch.Tensor):
-        """-> (mel_postnet (B, n_mels, T), alignments (B, T_dec, N), mel lengths (B,))."""
+    def infer(self, text: torch.Tensor, text_lens: torch.Tensor, generator: torch.Generator | None = None):
+        """-> (mel_postnet (B, n_mels, T), alignments (B, T_dec, N), mel lengths (B,)); ``generator``
+        makes the prenet's dropout (on at inference) repeatable."""
         memory = self.encode(text, text_lens)
-        mel, _, align, lengths = self.decoder.infer(memory, text_lens)
+        mel, _, align, lengths = self.decoder.infer(memory, text_lens, generator=generator)
         return self._postnet(mel), align, lengths

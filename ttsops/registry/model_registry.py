@@ -3,10 +3,13 @@ MLflow Model Registry version; the alias (``champion``) moves only through the p
 
 For each candidate (a COMPLETE generation, lower objective is better) that beats the current best:
 
-1. its checkpoint is logged to the generation's MLflow child run as ``model/best_model.pt`` (plus
-   ``model/ttsops_model.json``) and registered as a version of ``registry.model_name`` with
+1. its checkpoint is logged to the generation's MLflow child run as the MLflow pyfunc model
+   ``model/`` (``ttsops.deploy.pyfunc``: ``MLmodel``, signature, input example,
+   ``artifacts/best_model.pt``; a foreign trainer's checkpoint as plain ``model/best_model.pt``),
+   plus ``model/ttsops_model.json``, and registered as a version of ``registry.model_name`` with
    ``source`` = that artifact directory. So ``mlflow.artifacts.download_artifacts("models:/NAME/V")``
-   returns a directory holding ``best_model.pt``. Version tags: study, generation, objective,
+   returns a directory holding a ``best_model.pt``, and ``mlflow.pyfunc.load_model`` / ``mlflow models
+   serve`` take ``models:/NAME@champion``. Version tags: study, generation, objective,
    dataset version, ``param.<k>``, ``metric.<k>`` and the gate verdict. Registering is idempotent
    (a version of the same run is reused), so a tuner killed half-way re-does it safely;
 2. ``<study_dir>/best_model.pt`` is replaced atomically (copy to a temp file, fsync, rename) and
@@ -82,6 +85,32 @@ class RegistryDecision:
     version: str | None = None
     promoted: bool = False
     gate_reasons: tuple[str, ...] = ()
+
+
+def _model_dir(c: Candidate, path: Path) -> Path:
+    """What a registry version holds: a ttsops Tacotron2 checkpoint as an MLflow pyfunc model
+    (``ttsops.deploy.pyfunc``: MLmodel, signature, ``artifacts/best_model.pt``), anything else (a
+    foreign trainer's checkpoint) as the file alone (``best_model.pt``); ``ttsops_model.json`` beside."""
+    from ttsops.deploy.pyfunc import is_tacotron2_checkpoint, save_pyfunc
+
+    if is_tacotron2_checkpoint(c.checkpoint):
+        save_pyfunc(path, c.checkpoint)
+    else:
+        logger.info("%s is not a ttsops Tacotron2 checkpoint: registered as a file, without the pyfunc flavor",
+                    c.checkpoint)
+        path.mkdir(parents=True)
+        shutil.copyfile(c.checkpoint, path / BEST_FILE)
+    meta = {
+        "study": c.study,
+        "generation": c.generation,
+        "objective": c.objective,
+        "params": dict(c.params),
+        "hparams": dict(c.hparams),
+        "metrics": dict(c.metrics),
+        "dataset_version": c.dataset_version,
+    }
+    (path / "ttsops_model.json").write_text(json.dumps(meta, indent=1, default=str))
+    return path
 
 
 def gate_check(gate: PromotionGate, metrics: Mapping[str, float]) -> tuple[bool, list[str]]:
@@ -206,18 +235,8 @@ class ModelRegistry:
             self._ensure_model(name)
             run = self.client.get_run(c.run_id)
             with tempfile.TemporaryDirectory(prefix="ttsops-model-") as tmp:
-                shutil.copyfile(c.checkpoint, Path(tmp) / BEST_FILE)
-                meta = {
-                    "study": c.study,
-                    "generation": c.generation,
-                    "objective": c.objective,
-                    "params": dict(c.params),
-                    "hparams": dict(c.hparams),
-                    "metrics": dict(c.metrics),
-                    "dataset_version": c.dataset_version,
-                }
-                (Path(tmp) / "ttsops_model.json").write_text(json.dumps(meta, indent=1, default=str))
-                self.client.log_artifacts(c.run_id, tmp, artifact_path=ARTIFACT_DIR)
+                model_dir = _model_dir(c, Path(tmp) / ARTIFACT_DIR)
+                self.client.log_artifacts(c.run_id, str(model_dir), artifact_path=ARTIFACT_DIR)
             mv = self.client.create_model_version(
                 name,
                 source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}",

@@ -31,7 +31,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "-m",
         action="append",
         metavar="[NAME=]SOURCE",
-        help="checkpoint path, directory with best_model.pt, models:/NAME@ALIAS or models:/NAME/VERSION",
+        help="checkpoint path, directory with best_model.pt, export directory (ttsops export), "
+        "models:/NAME@ALIAS or models:/NAME/VERSION",
     )
     p.add_argument("--config", help="TunerConfig YAML: default model = registry.model_name@registry.alias")
     p.add_argument(
@@ -168,6 +169,8 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ttsops synthesize", description="text -> wav with a trained model")
     p.add_argument("text", help='what to say ("-" reads stdin)')
     p.add_argument("-o", "--output", type=Path, required=True, help="the .wav to write")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the prenet's dropout (on at inference): the same audio every time (default: random)")
     add_model_args(p)
     args = p.parse_args(argv)
     from rich.console import Console
@@ -183,7 +186,7 @@ def synthesize_main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         with console.status("synthesising"):
             try:
-                wav, sr = synth.synthesize(text.strip())
+                wav, sr = synth.synthesize(text.strip(), seed=args.seed)
             except ValueError as e:
                 raise ServeError(f"cannot synthesise this text: {e}") from None
         took = time.perf_counter() - started

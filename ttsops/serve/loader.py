@@ -2,6 +2,7 @@
 
 Sources:
   * a file: ``best_model.pt`` or any train.py checkpoint (``checkpoint_00001000.pt``);
+  * an export directory of ``ttsops export`` (``OUT/onnx``, ``OUT/torchscript``: its ``ttsops_export.json``);
   * a directory: the ``best_model.pt`` somewhere below it;
   * ``models:/NAME@ALIAS`` (follows the alias: the service reloads when it moves) or
     ``models:/NAME/VERSION`` (pinned).
@@ -47,12 +48,12 @@ SynthesizerLoader = Callable[[Path], Synthesizer]
 
 
 def default_synthesizer_loader(device: str = "cpu") -> SynthesizerLoader:
-    """Checkpoint path -> ``ttsops.model.inference.Synthesizer`` on ``device`` (eval mode)."""
+    """Checkpoint path or export directory -> ``ttsops.model.inference.Synthesizer`` on ``device``."""
 
     def load(path: Path) -> Synthesizer:
         from ttsops.model.inference import Synthesizer as TacotronSynthesizer
 
-        return TacotronSynthesizer.from_checkpoint(path, device=device)
+        return TacotronSynthesizer.from_path(path, device=device)
 
     return load
 
@@ -105,6 +106,19 @@ def find_best_model(root: Path, origin: str) -> Path:
     return found[0]
 
 
+def _local_dir(path: Path, origin: str) -> Path:
+    """A directory given as ``--model``: an export of ``ttsops export`` (served as it is), or the
+    ``best_model.pt`` below it."""
+    from ttsops.model.export import MANIFEST
+
+    if (path / MANIFEST).is_file():
+        return path
+    exports = sorted(p.parent.name for p in path.glob(f"*/{MANIFEST}"))
+    if exports and not any(path.rglob(BEST_MODEL)):
+        raise ServeError(f"{origin}: holds the exports {', '.join(exports)}: give one of them ({path / exports[0]})")
+    return find_best_model(path, origin)
+
+
 class ModelResolver:
     """Turns a ModelSource into a local checkpoint path, asking the registry when needed.
 
@@ -154,7 +168,7 @@ class ModelResolver:
         """A local checkpoint for ``src`` (at ``version`` for a registry model)."""
         if src.path is not None:
             if src.path.is_dir():
-                return find_best_model(src.path, src.raw)
+                return _local_dir(src.path, src.raw)
             return src.path
         assert src.registry_name is not None and version is not None
         uri = f"models:/{src.registry_name}/{version}"

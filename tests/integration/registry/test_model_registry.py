@@ -107,6 +107,7 @@ def test_best_model_and_alias_always_point_at_the_best(client, tmp_path, mlflow_
     got = Path(mlflow.artifacts.download_artifacts("models:/m@champion", dst_path=str(tmp_path / "dl")))
     assert filecmp.cmp(got / BEST_FILE, best.checkpoint, shallow=False)
     assert (got / "ttsops_model.json").is_file()
+    assert not (got / "MLmodel").exists()  # not a Tacotron2 checkpoint: the file alone, no pyfunc flavor
     assert not [p for p in reg.study_dir.iterdir() if p.name.startswith(".") and p.name != ".registry.lock"]
 
 
