@@ -269,7 +269,10 @@ class AdapterConfig(_Section):
     stop_grace_s: float = Field(60.0, gt=0)  # SIGINT -> SIGTERM
     kill_grace_s: float = Field(10.0, gt=0)  # SIGTERM -> SIGKILL
     no_metrics_timeout_s: float = Field(600.0, gt=0)
-    max_retries: int = Field(1, ge=0)
+    max_retries: int = Field(1, ge=0)  # crashes (the trainer's own errors) per generation
+    # preemptions (killed from outside, or the tuner died) in a row without a validation between
+    # them before the generation counts as FAIL; they never use up max_retries nor n_trials
+    max_consecutive_preemptions: int = Field(3, ge=0)
 
 
 class PromotionGate(_Section):

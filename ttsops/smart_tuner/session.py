@@ -138,13 +138,19 @@ class StudySession:
 
         def killed(it: recovery.Interrupted) -> None:
             if it.run_id:
-                self.tracking.finish_child(it.run_id, "interrupted", {Tag.INTERRUPTED: "tuner died"})
+                self.tracking.finish_child(
+                    it.run_id,
+                    "interrupted",
+                    {Tag.INTERRUPTED: "tuner died", Tag.PREEMPTIONS: it.preemptions,
+                     Tag.REQUEUED: str(it.requeued).lower()},
+                )
 
         recovered = recovery.recover_interrupted(
             self.study,
             self.wrapper,
             self.engine.stale_running_trials(stale_after),
             me=self.me,
+            max_preemptions=a.max_consecutive_preemptions,
             on_recovered=killed,
         )
         with file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
@@ -212,9 +218,11 @@ class StudySession:
 
     def summary(self, status: str, reason: str) -> history.StudySummary:
         best = self.engine.best()
+        trials = self.study.get_trials()
         self.stats.update(
             wall_s=self._clock() - self._t0,  # this session, after set-up
             tuner_cpu_s=time.process_time() - self.stats["cpu_at_start"],
+            preemptions=history.preemptions(trials),  # the whole study's, every session
         )
         s = history.StudySummary(
             self.name,
@@ -223,7 +231,7 @@ class StudySession:
             self.study_dir,
             best.number if best else None,
             _value(best) if best else None,
-            history.generation_rows(self.study.get_trials()),
+            history.generation_rows(trials),
             dict(self.stats),
         )
         out = {k: v for k, v in s.__dict__.items() if k != "study_dir"}

@@ -158,6 +158,8 @@ class Run:
             "best_checkpoint": str(self.ckpts.best) if self.ckpts.best else None,
             "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "status": status,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None, "pid": os.getpid(),
+            # the signal that stopped it early (the tuner tells a preemption from a finish by it)
+            "stop_signal": signal.Signals(self.stop.signal).name if self.stop.signal else None,
         })
 
     def save(self, is_best: bool = False) -> None:
