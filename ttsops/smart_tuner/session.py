@@ -92,16 +92,16 @@ class StudySession:
 
     def _open_study(self) -> None:
         cfg = self.cfg
-        self.study_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.study_dir / "tuner_config.yaml"
-        atomic_write_text(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
-        # a bad command template or hparam fails here, before any trial is asked
+        # a bad command template or hparam fails here, before any trial is asked or file written
         self.trainer.check_hparams(dict(cfg.training.hparams))
         build_command(
             cfg.adapter,
             LaunchSpec(0, self.study_dir, config_path=self.config_path, dataset=cfg.training.dataset),
             self.python,
         )
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
         self.engine = OptimizationEngine(  # the worker id salts the seed: a resumed study
             cfg.optimization,  # does not replay its start-up samples
             cfg.search_space,

@@ -32,6 +32,7 @@ from ttsops.data.dataset import (
     split,
 )
 from ttsops.data.versioning import dataset_version
+from ttsops.errors import CheckpointError
 from ttsops.infra.atomic import atomic_write_json
 from ttsops.infra.tracking import Tag
 from ttsops.model.checkpoint import load_checkpoint
@@ -112,7 +113,12 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
                     len(skipped), (": " + ", ".join(skipped)) if skipped else "")
         trainer.progress.extra["warm_start_skipped"] = skipped
     else:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as e:  # another architecture, or not a full checkpoint
+            detail = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())[:400]
+            raise CheckpointError(f"{s.checkpoint}: cannot resume it exactly (--warm_start loads the tensors "
+                                  f"that fit): {type(e).__name__}: {detail}") from None
         logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
         return state.get("mlflow_run_id")
     return None
@@ -140,9 +146,9 @@ class Run:
                  resumed_run_id: str | None = None) -> None:
         self.s, self.trainer, self.dist, self.stop = s, trainer, dist, stop
         ck = s.cfg.resources.checkpointing
-        self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)
+        self.train_set, self.val_set, self.sampler = build_data(s, dist)  # unusable data: nothing written yet
+        self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)  # creates the output directory
         self.save_every = ck.save_frequency_steps
-        self.train_set, self.val_set, self.sampler = build_data(s, dist)
         self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
@@ -284,6 +290,4 @@ def train(s: RunSetup, stop: StopFlag) -> int:
 def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()  # before the slow imports and set-up, so an early SIGINT is still graceful
-    setup = resolve_setup(argv)
-    setup.out_dir.mkdir(parents=True, exist_ok=True)
-    return train(setup, stop)
+    return train(resolve_setup(argv), stop)  # the output directory appears once the data is usable
