@@ -254,10 +254,13 @@ class AdapterConfig(_Section):
     ``{config}``, ``{dataset}``, ``{run_id}``, ``{tracking_uri}``, ``{generation}``, ``{epochs}``
     are substituted in ``command`` (the run id also reaches any trainer as ``MLFLOW_RUN_ID``)."""
 
-    command: list[str] = [
-        "{python}", "-m", "ttsops.train", "-o", "{output_dir}", "-l", "{log_dir}",
-        "--config", "{config}", "--tracking_uri", "{tracking_uri}", "--run_id", "{run_id}",
-    ]
+    command: list[str] = Field(
+        default=[
+            "{python}", "-m", "ttsops.train", "-o", "{output_dir}", "-l", "{log_dir}",
+            "--config", "{config}", "--tracking_uri", "{tracking_uri}", "--run_id", "{run_id}",
+        ],
+        min_length=1,
+    )
     hparams_style: Literal["hparams_flag", "cli_flags", "env_json"] = "hparams_flag"
     hparams_flag: str = "--hparams"
     checkpoint_flag: str = "--checkpoint_path"
@@ -266,10 +269,21 @@ class AdapterConfig(_Section):
     metrics_source: Literal["mlflow", "tensorboard"] = "mlflow"
     metric_map: dict[str, str] = {}  # trainer's name -> ttsops name
     epoch_metric: str = "epoch"
+
+    @field_validator("command")
+    @classmethod
+    def _program_named(cls, command: list[str]) -> list[str]:
+        """The first element is the program: an empty one fails only when the first generation starts."""
+        if not command[0].strip():
+            raise ValueError("the first element (the program to run) is empty")
+        return command
     stop_grace_s: float = Field(60.0, gt=0)  # SIGINT -> SIGTERM
     kill_grace_s: float = Field(10.0, gt=0)  # SIGTERM -> SIGKILL
     no_metrics_timeout_s: float = Field(600.0, gt=0)
-    max_retries: int = Field(1, ge=0)
+    max_retries: int = Field(1, ge=0)  # crashes (the trainer's own errors) per generation
+    # preemptions (killed from outside, or the tuner died) in a row without a validation between
+    # them before the generation counts as FAIL; they never use up max_retries nor n_trials
+    max_consecutive_preemptions: int = Field(3, ge=0)
 
 
 class PromotionGate(_Section):

@@ -50,8 +50,14 @@ def read_metadata(root: str | Path) -> list[tuple[str, str]]:
         raise DataError(f"dataset directory not found: {root}")
     if not meta.is_file():
         raise DataError(f"dataset has no metadata.csv: {meta}")
+    try:
+        text_lines = meta.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line_no = meta.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(f"{meta}:{line_no}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset "
+                        f"{e.start}); save metadata.csv as UTF-8") from None
     rows = []
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text_lines, 1):
         if not line.strip():
             continue
         parts = line.split("|")

@@ -34,6 +34,8 @@ class Tag:
     REASON = "ttsops.reason"
     EPOCHS = "ttsops.epochs"
     INTERRUPTED = "ttsops.interrupted"
+    PREEMPTIONS = "ttsops.preemptions"  # times the generation was preempted (killed from outside, or its tuner died)
+    REQUEUED = "ttsops.requeued"  # "true": an interrupted generation was queued again to resume
     STATUS = "ttsops.status"  # the study: finished or interrupted
     STOP_REASON = "ttsops.stop_reason"
     BEST_TRIAL = "ttsops.best_trial"

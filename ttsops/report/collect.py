@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 CURVE_METRICS = ("val_loss", "attention_alignment_score", "objective", "asr_wer", "free_running_distance")
 STATE_NAMES = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL", "interrupted": "FAIL"}
+PREEMPTED = "PREEMPTED"  # a FAIL that was a preemption and was queued again: it is not a failure
 ALIGNMENT_FILE = "free_running_alignment.png"
 
 
@@ -34,7 +35,7 @@ class Sample:
 class Generation:
     trial: int
     run_id: str
-    state: str  # COMPLETE | PRUNED | FAIL | RUNNING
+    state: str  # COMPLETE | PRUNED | FAIL | PREEMPTED | RUNNING
     objective: float | None
     epochs: int | None
     start_mode: str
@@ -46,6 +47,7 @@ class Generation:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
     alignment: tuple[str, bytes] | None = None  # (caption, png)
+    preemptions: int = 0  # times killed from outside (or its tuner died) and resumed
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -123,6 +125,8 @@ def collect_generations(client: Any, parent: Any, trials: Mapping[int, Any] | No
             continue
         n, t = int(trial_no), (trials or {}).get(int(trial_no))
         state = t.state.name if t is not None else STATE_NAMES.get(tags.get(Tag.STATE, ""), r.info.status)
+        if state == "FAIL" and tags.get(Tag.REQUEUED) == "true":
+            state = PREEMPTED
         value = t.value if t is not None and t.value is not None else r.data.metrics.get("objective")
         seconds = (t.duration.total_seconds() if t is not None and t.duration else
                    (r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None)
@@ -133,8 +137,12 @@ def collect_generations(client: Any, parent: Any, trials: Mapping[int, Any] | No
                        {k.removeprefix("tuner."): v for k, v in r.data.params.items() if k.startswith("tuner.")},
                        seconds)
         g.curves = {k: _curve(client, r.info.run_id, k) for k in CURVE_METRICS}
+        g.preemptions = int(tags.get(Tag.PREEMPTIONS) or 0)
         retry = [f"re-runs the params of generation {tags[Tag.RETRY_OF_TRIAL]}, which was interrupted"
                  ] if tags.get(Tag.RETRY_OF_TRIAL) else []
+        if g.preemptions:
+            retry.append(f"preempted {g.preemptions} time(s) (killed from outside, or its tuner died); "
+                         "resumed from its newest checkpoint" + ("" if state != PREEMPTED else " in a new trial"))
         g.decisions = retry + early_stop_notes(tags) + _registry_notes(client, r.info.run_id)
         gens.append(g)
     return sorted(gens, key=lambda g: g.trial)

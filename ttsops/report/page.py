@@ -176,6 +176,7 @@ def build_report(
     html = _render({
         "study": name, "generated": datetime.now().strftime("%Y-%m-%d %H:%M"), "tracking_uri": uri,
         "status": parent.data.tags.get(Tag.STATUS, parent.info.status),
+        "preemptions": sum(g.preemptions for g in gens),
         "stop_reason": parent.data.tags.get(Tag.STOP_REASON, ""),
         "best": best, "facts": dict(facts or {}), "commands": dict(commands or {}),
         "curves": _data_uri(plot_curves(gens), "image/png") if gens else None,

@@ -70,7 +70,7 @@ def print_summary(s: StudySummary) -> None:
     from rich.table import Table
 
     table = Table(title=f"study {s.study}: {s.status} ({s.stop_reason})")
-    for col in ("trial", "state", "value", "epochs", "start", "warm-start source", "params", "s"):
+    for col in ("trial", "state", "value", "epochs", "start", "warm-start source", "preempted", "params", "s"):
         table.add_column(col)
     for r in s.rows:
         value = "" if r["value"] is None else f"{r['value']:.5g}"
@@ -84,10 +84,16 @@ def print_summary(s: StudySummary) -> None:
             str(r["epochs"]),
             r["start"],
             r["warm_start_source"].split(":")[0],
+            str(r.get("preemptions") or ""),
             params,
             str(r["seconds"] or ""),
         )
     Console().print(table)
+    n = s.stats.get("preemptions", 0)
+    if n:
+        Console().print(
+            f"preemptions: {n} (resumed from their checkpoints; not counted against n_trials or max_retries)"
+        )
     if s.best_trial is not None:
         Console().print(
             f"best: trial {s.best_trial}, objective {s.best_value:.5g}; {s.study_dir / 'best_model.pt'}"

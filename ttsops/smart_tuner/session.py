@@ -92,16 +92,16 @@ class StudySession:
 
     def _open_study(self) -> None:
         cfg = self.cfg
-        self.study_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.study_dir / "tuner_config.yaml"
-        atomic_write_text(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
-        # a bad command template or hparam fails here, before any trial is asked
+        # a bad command template or hparam fails here, before any trial is asked or file written
         self.trainer.check_hparams(dict(cfg.training.hparams))
         build_command(
             cfg.adapter,
             LaunchSpec(0, self.study_dir, config_path=self.config_path, dataset=cfg.training.dataset),
             self.python,
         )
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, dump_config(cfg))  # another worker's trainer may be reading it
         self.engine = OptimizationEngine(  # the worker id salts the seed: a resumed study
             cfg.optimization,  # does not replay its start-up samples
             cfg.search_space,
@@ -138,13 +138,19 @@ class StudySession:
 
         def killed(it: recovery.Interrupted) -> None:
             if it.run_id:
-                self.tracking.finish_child(it.run_id, "interrupted", {Tag.INTERRUPTED: "tuner died"})
+                self.tracking.finish_child(
+                    it.run_id,
+                    "interrupted",
+                    {Tag.INTERRUPTED: "tuner died", Tag.PREEMPTIONS: it.preemptions,
+                     Tag.REQUEUED: str(it.requeued).lower()},
+                )
 
         recovered = recovery.recover_interrupted(
             self.study,
             self.wrapper,
             self.engine.stale_running_trials(stale_after),
             me=self.me,
+            max_preemptions=a.max_consecutive_preemptions,
             on_recovered=killed,
         )
         with file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
@@ -212,9 +218,11 @@ class StudySession:
 
     def summary(self, status: str, reason: str) -> history.StudySummary:
         best = self.engine.best()
+        trials = self.study.get_trials()
         self.stats.update(
             wall_s=self._clock() - self._t0,  # this session, after set-up
             tuner_cpu_s=time.process_time() - self.stats["cpu_at_start"],
+            preemptions=history.preemptions(trials),  # the whole study's, every session
         )
         s = history.StudySummary(
             self.name,
@@ -223,7 +231,7 @@ class StudySession:
             self.study_dir,
             best.number if best else None,
             _value(best) if best else None,
-            history.generation_rows(self.study.get_trials()),
+            history.generation_rows(trials),
             dict(self.stats),
         )
         out = {k: v for k, v in s.__dict__.items() if k != "study_dir"}

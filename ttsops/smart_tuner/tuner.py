@@ -20,6 +20,11 @@ A tuner killed with ``kill -9`` is resumed by running the same command again (se
 study/recovery.py).
 SIGINT/SIGTERM to the tuner stops the running generation cleanly (its trial is re-queued for the
 next session) and closes the study; a second signal exits at once.
+
+Preemption is not failure (trainer/preemption.py): a trainer killed from outside resumes in place;
+a generation whose tuner died or stopped is re-queued (``RESUME_ATTR``) and its re-run resumes from
+the newest checkpoint of its line with its objectives so far (``Carry``). Neither counts against
+``n_trials`` or ``max_retries``; ``adapter.max_consecutive_preemptions`` bounds a crash loop.
 """
 
 from __future__ import annotations
@@ -37,14 +42,16 @@ from ttsops.infra.tracking import Tag
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
 from ttsops.smart_tuner.session import StudySession
-from ttsops.smart_tuner.study import history
+from ttsops.smart_tuner.study import history, recovery
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
 from ttsops.smart_tuner.trainer.generation import (
     GenerationResult,
     GenerationRunner,
 )
 from ttsops.smart_tuner.trainer.log_watcher import make_watcher
+from ttsops.smart_tuner.trainer.preemption import Carry, Streak, epochs_to_run
 from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, last_line
+from ttsops.smart_tuner.trainer.validations import VALUE_METRIC, metrics_at
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +116,15 @@ class Tuner(StudySession):
         gen_dir = self.study_dir / "generations" / f"gen_{n:04d}"
         trial.set_user_attr(history.WORKER_ATTR, self.me)
         trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir))
-        plan, source = self._plan(params)
+        carry = self._carry(trial.user_attrs.get(history.RESUME_ATTR))
+        plan, source = self._plan(params, carry)
+        epochs, epoch_base = self._epochs(plan, carry)
         trial.set_user_attr(
-            history.PLAN_ATTR, {"mode": plan.mode, "source": source, "changed": list(plan.changed)}
+            history.PLAN_ATTR,
+            {"mode": plan.mode, "source": source, "changed": list(plan.changed), "epoch_base": epoch_base},
         )
+        if carry is not None and carry.metrics:  # what a preemption of this run would carry on
+            trial.set_user_attr(history.METRICS_ATTR, carry.metrics)
         run_id = self.tracking.open_child(
             n,
             params,
@@ -133,10 +145,10 @@ class Tuner(StudySession):
             self.tracking_uri,
             self.config_path,
             self.cfg.training.dataset,
-            self._epochs(plan),
+            epochs,
         )
         try:
-            result = self._runner(run_id).run(trial, spec, self._watcher(n, run_id, spec))
+            result = self._runner(trial, run_id).run(trial, spec, self._watcher(n, run_id, spec), carry)
         except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
             trial.set_user_attr(history.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
             self.engine.tell(trial, None, TrialState.FAIL)
@@ -144,7 +156,27 @@ class Tuner(StudySession):
             raise
         self._conclude(trial, params, run_id, result)
 
-    def _plan(self, params: dict[str, Any]) -> tuple[RestartPlan, str]:
+    def _carry(self, resume: dict[str, Any] | None) -> Carry | None:
+        """What a re-queued preempted trial takes over (None for any other trial): the newest
+        checkpoint of its line, the objectives its source reported and its last metrics. Without a
+        checkpoint the line starts over (its objectives went with the weights) but keeps its streak."""
+        if not resume:
+            return None
+        src = self.engine.frozen(int(resume["trial"]))
+        gen_dir = resume.get("gen_dir")
+        ckpt = self.wrapper.latest_checkpoint(gen_dir) if gen_dir else None
+        if ckpt is None:
+            return Carry(src.number, None, {}, {}, Streak.from_dict(resume))
+        hist = self.store.history(src.number)
+        steps = [s for s, _ in hist.get(VALUE_METRIC, [])]
+        metrics = metrics_at(hist, max(steps)) if steps else dict(src.user_attrs.get(history.METRICS_ATTR) or {})
+        values = {int(k): float(v) for k, v in src.intermediate_values.items()}
+        return Carry(src.number, ckpt, values, metrics, Streak.from_dict(resume), int(resume.get("epoch_base", 0)))
+
+    def _plan(self, params: dict[str, Any], carry: Carry | None = None) -> tuple[RestartPlan, str]:
+        if carry is not None and carry.checkpoint is not None:
+            why = f"resumes generation {carry.trial} after its preemption ({carry.validations} epochs done)"
+            return RestartPlan("resume", carry.checkpoint, (), why), f"generation {carry.trial}: {carry.checkpoint}"
         best = self.registry.best()
         if best is None or not self.cfg.core_engine.resume_from_checkpoint:
             return RestartPlan(
@@ -157,18 +189,22 @@ class Tuner(StudySession):
         source = f"generation {best.generation}: {self.registry.best_path}" if plan.checkpoint else "none"
         return plan, source
 
-    def _epochs(self, plan: RestartPlan) -> int:
-        """``epochs`` for the launch. train.py counts epochs in total and an exact resume restores
-        the counter, so a resumed generation needs the checkpoint's epoch on top (read from the
-        ``train_state.json`` beside the source checkpoint; other trainers have none: per process)."""
+    def _epochs(self, plan: RestartPlan, carry: Carry | None = None) -> tuple[int, int]:
+        """``(epochs for the launch, epoch base)``. train.py counts epochs in total and an exact
+        resume restores the counter, so a resumed generation needs the checkpoint's epoch on top
+        (the base, read from the ``train_state.json`` beside the source checkpoint; other trainers
+        have none: per process). A preempted line keeps its base and has done some epochs already."""
         n = self.cfg.core_engine.epochs_per_generation
+        if carry is not None and carry.checkpoint is not None:
+            total = self.trainer.train_state(Path(carry.checkpoint).parent) is not None
+            return epochs_to_run(n, carry.validations, total, carry.epoch_base), carry.epoch_base
         best = self.registry.best()
         if plan.mode != "resume" or best is None:
-            return n
-        state = self.trainer.train_state(Path(best.source).parent) or {}
-        return n + int(state.get("epoch") or 0)
+            return n, 0
+        base = int((self.trainer.train_state(Path(best.source).parent) or {}).get("epoch") or 0)
+        return n + base, base
 
-    def _runner(self, run_id: str) -> GenerationRunner:
+    def _runner(self, trial: Any, run_id: str) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early
         budget = self.cfg.core_engine.epochs_per_generation
         early.new_trial()
@@ -202,6 +238,9 @@ class Tuner(StudySession):
             should_stop=lambda: (
                 "signal" if self.stop_event.is_set() else ("budget" if self._over_budget() else None)
             ),
+            on_preempted=lambda count, streak: trial.set_user_attr(
+                history.PREEMPT_ATTR, {"count": count, **streak.to_dict()}
+            ),
         )
 
     def _watcher(self, n: int, run_id: str, spec: LaunchSpec) -> Any:
@@ -218,6 +257,7 @@ class Tuner(StudySession):
 
     def _conclude(self, trial: Any, params: dict[str, Any], run_id: str, r: GenerationResult) -> None:
         n = trial.number
+        preemptions = r.preemptions + int(r.state == "interrupted")  # its tuner stopped or died
         trial.set_user_attr(history.CKPT_ATTR, str(r.checkpoint) if r.checkpoint else None)
         trial.set_user_attr(history.METRICS_ATTR, r.metrics)
         if r.alignment_held is not None:
@@ -230,20 +270,17 @@ class Tuner(StudySession):
                 "epochs": r.validations,
                 "attempts": r.attempts,
                 "trainer_s": round(r.trainer_s, 2),
+                "preemptions": preemptions,
             },
         )
         self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
         self.engine.tell(trial, r.value, OPTUNA_STATE[r.state])
-        if r.state == "interrupted":  # the next session runs these params again
-            retries = [*trial.user_attrs.get(history.RETRY_HISTORY_ATTR, []), n]
-            self.study.enqueue_trial(
-                params,
-                user_attrs={history.RETRY_OF_ATTR: retries[0], history.RETRY_HISTORY_ATTR: retries},
-                skip_if_exists=False,
-            )
-        self.tracking.finish_child(
-            run_id, r.state, {Tag.REASON: r.reason, Tag.EPOCHS: r.validations}
-        )
+        tags = {Tag.REASON: r.reason, Tag.EPOCHS: r.validations, Tag.PREEMPTIONS: preemptions}
+        if r.state == "interrupted":  # a preemption too: the next session resumes it
+            cap = self.cfg.adapter.max_consecutive_preemptions
+            requeued = recovery.requeue_preempted(self.study, self.engine.frozen(n), self.wrapper, cap)
+            tags[Tag.REQUEUED] = str(requeued).lower()
+        self.tracking.finish_child(run_id, r.state, tags)
         for key in ("trainer_s", "stop_s"):
             self.stats[key] += getattr(r, key)
         self.stats["latencies"] += r.latencies

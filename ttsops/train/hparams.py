@@ -131,7 +131,23 @@ FEATURE_KEYS = frozenset({
 
 
 _ALLOWED: dict[str, tuple[str, ...]] = {"text_frontend": ("characters", "phonemes")}
+_POSITIVE_INTS = (  # a 0 divides by zero, makes an empty range or a tensor with no size
+    "batch_size", "val_every_epochs", "log_every_steps", "lr_decay_steps", "guided_attention_decay_steps",
+    "n_frames_per_step", "max_decoder_steps", "sample_rate", "n_mel_channels", "filter_length", "hop_length",
+    "win_length", "encoder_embedding_dim", "encoder_n_convolutions", "encoder_kernel_size", "attention_rnn_dim",
+    "decoder_rnn_dim", "prenet_dim", "attention_dim", "attention_location_n_filters",
+    "attention_location_kernel_size", "postnet_embedding_dim", "postnet_kernel_size", "postnet_n_convolutions",
+    "spectral_mask_width",
+)
+_NON_NEGATIVE = ("epochs", "n_audio_metric_clips", "num_workers", "lr_warmup_steps", "lr_decay_start",
+                 "learning_rate", "weight_decay", "grad_clip_thresh", "attention_prior_steps", "mel_fmin",
+                 "min_wav_seconds", "gate_pos_weight", "guided_attention_weight", "guided_attention_sigma",
+                 "attention_prior_scaling")
+_FRACTIONS = ("dropout_prenet", "dropout_attention", "dropout_decoder", "spectral_dropout", "val_fraction",
+              "lr_decay_rate", "attention_prior_weight", "gate_threshold")
 _RANGES: dict[str, tuple[float, float]] = {
+    **{k: (1, math.inf) for k in _POSITIVE_INTS}, **{k: (0.0, math.inf) for k in _NON_NEGATIVE},
+    **{k: (0.0, 1.0) for k in _FRACTIONS},
     "drop_frame_rate": (0.0, 1.0), "context_mel_loss_weight": (0.0, math.inf), "n_free_running_clips": (0, math.inf),
     "audio_metrics_every": (1, math.inf), "intelligibility_every": (-1, math.inf),
     "intelligibility_sentences": (1, 20),
@@ -142,7 +158,7 @@ def _check_range(key: str, value: Any) -> None:
     """One line for a value outside what the key allows (for the keys in ``_ALLOWED`` and ``_RANGES``)."""
     if key in _ALLOWED and value not in _ALLOWED[key]:
         raise ConfigError(f"hparam {key}={value!r}: expected one of {', '.join(_ALLOWED[key])}")
-    if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
+    if key in _RANGES and value is not None and not _RANGES[key][0] <= value <= _RANGES[key][1]:
         lo, hi = _RANGES[key]
         raise ConfigError(f"hparam {key}={value!r}: expected a value in [{lo:g}, {hi:g}]")
 

@@ -32,6 +32,7 @@ from ttsops.data.dataset import (
     split,
 )
 from ttsops.data.versioning import dataset_version
+from ttsops.errors import CheckpointError
 from ttsops.infra.atomic import atomic_write_json
 from ttsops.infra.tracking import Tag
 from ttsops.model.checkpoint import load_checkpoint
@@ -146,7 +147,12 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
                     len(skipped), (": " + ", ".join(skipped)) if skipped else "")
         trainer.progress.extra["warm_start_skipped"] = skipped
     else:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as e:  # another architecture, or not a full checkpoint
+            detail = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())[:400]
+            raise CheckpointError(f"{s.checkpoint}: cannot resume it exactly (--warm_start loads the tensors "
+                                  f"that fit): {type(e).__name__}: {detail}") from None
         logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
         return state.get("mlflow_run_id")
     return None
@@ -176,10 +182,10 @@ class Run:
         clock = clock or StartupClock()
         self.clock: StartupClock | None = clock  # None once the first step has logged it
         ck = s.cfg.resources.checkpointing
-        self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)
-        self.save_every = ck.save_frequency_steps
-        self.train_set, self.val_set, self.sampler = build_data(s, dist)
+        self.train_set, self.val_set, self.sampler = build_data(s, dist)  # unusable data: nothing written yet
         clock.done("data")
+        self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)  # creates the output directory
+        self.save_every = ck.save_frequency_steps
         self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
         clock.done("tracking")
         self.config_yaml = s.config_yaml
@@ -196,6 +202,8 @@ class Run:
             "best_checkpoint": str(self.ckpts.best) if self.ckpts.best else None,
             "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "status": status,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None, "pid": os.getpid(),
+            # the signal that stopped it early (the tuner tells a preemption from a finish by it)
+            "stop_signal": signal.Signals(self.stop.signal).name if self.stop.signal else None,
         })
 
     def save(self, is_best: bool = False) -> None:
@@ -336,6 +344,5 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()  # before the slow imports and set-up, so an early SIGINT is still graceful
     clock = StartupClock()
     setup = resolve_setup(argv)
-    setup.out_dir.mkdir(parents=True, exist_ok=True)
     clock.done("config")
-    return train(setup, stop, clock)
+    return train(setup, stop, clock)  # the output directory appears once the data is usable

@@ -46,6 +46,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> bool:
+    """Load a checkpoint's GradScaler state only when both sides have one; True if it was loaded.
+
+    Only fp16 autocast needs a scaler. A checkpoint written without one (CPU, fp32, bf16) holds ``{}``,
+    and an enabled scaler refuses that (``load_state_dict({})`` raises), so an exact resume on a GPU
+    that needs fp16 starts its scaler fresh (init scale, which the first steps calibrate); a scaler
+    state resumed where no scaler is enabled is dropped. Everything else still resumes exactly."""
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+        return True
+    if saved or scaler.is_enabled():
+        logger.info("resume: the GradScaler state %s", "starts fresh (the checkpoint has none)" if scaler.is_enabled()
+                    else "in the checkpoint is not used (no fp16 here)")
+    return False
+
+
 @dataclass
 class Progress:
     step: int = 0
@@ -68,7 +84,7 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(hp))
         self.amp_dtype = self._amp_dtype(mixed_precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
         self.cpu0 = time.process_time()  # cpu_minutes counts this process from here
 
@@ -151,7 +167,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        restore_scaler(self.scaler, state.get("scaler"))
         self.cpu0 = time.process_time()
         self.progress = Progress(state["step"], state["epoch"], state.get("batch_in_epoch", 0),
                                  state.get("best_val_loss", math.inf), cpu_seconds=state.get("cpu_seconds", 0.0))

@@ -95,6 +95,39 @@ def test_unkillable_politely_gets_sigkill(tmp_path):
     assert res.escalation == "SIGKILL" and res.returncode == -signal.SIGKILL
 
 
+def _signal_masks(pid: int) -> dict[str, int]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: int(v, 16) for k, _, v in (ln.partition(":\t") for ln in lines) if k in ("SigIgn", "SigBlk")}
+
+
+def test_trainer_starts_with_default_stop_signals_whatever_the_tuner_inherited(tmp_path):
+    """A shell's ``ttsops tune ... &`` starts the tuner with SIGINT ignored, and ``exec`` keeps an
+    ignored signal and the signal mask: the trainer must still get its KeyboardInterrupt on SIGINT."""
+    code = (
+        "import sys, time\nprint('re' + 'ady', flush=True)\n"
+        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('saved on KeyboardInterrupt'); sys.exit(0)\n"
+    )
+    adapter = AdapterConfig(
+        command=["{python}", "-c", code], hparams_style="env_json", stop_grace_s=3.0, kill_grace_s=1.0
+    )
+    w = TrainerWrapper(adapter)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        proc = w.launch(_spec(tmp_path))
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    log = tmp_path / "gen" / LOG_FILE
+    wait_for(lambda: "\nready" in log.read_text(), 30, "process start")
+    masks = _signal_masks(proc.pid)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        assert not masks["SigIgn"] & (1 << (sig - 1)) and not masks["SigBlk"] & (1 << (sig - 1)), (sig, masks)
+    res = w.stop(proc)
+    assert (res.escalation, res.returncode) == ("SIGINT", 0)
+    assert "saved on KeyboardInterrupt" in log.read_text()
+
+
 def test_kill_minus_nine_is_seen_as_a_crash(tmp_path):
     w = _wrapper(epoch_seconds=2.0)
     proc = w.launch(_spec(tmp_path, epochs=50))

@@ -71,6 +71,10 @@ def test_kill_minus_nine_of_the_tuner_then_resume_loses_nothing(tmp_path, orphan
     assert trials[1].state == TrialState.FAIL
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[1].params
+    plan = retry.user_attrs[history.PLAN_ATTR]  # a preemption: it resumed generation 1's checkpoint
+    assert plan["mode"] == "resume" and plan["source"].startswith(f"generation 1: {gen1}")
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4, 5]  # one curve across the two trials
+    assert history.generation_rows(list(trials.values()))[1]["state"] == "PREEMPTED"
     assert history.generations_used(list(trials.values())) == 3
     assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 3
     if not orphan_dies_too:  # stopped with SIGINT: it wrote a checkpoint that loads
@@ -119,6 +123,10 @@ def test_real_train_py_orphan_is_stopped_with_a_checkpoint_and_requeued(tmp_path
     assert trials[0].state == TrialState.COMPLETE and trials[1].state == TrialState.FAIL
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[1].params
+    plan = retry.user_attrs[history.PLAN_ATTR]  # train.py resumed generation 1's checkpoint exactly
+    assert plan["mode"] == "resume" and plan["source"].startswith(f"generation 1: {gen1}")
+    retry_state = read_train_state(Path(retry.user_attrs[history.GEN_DIR_ATTR]))
+    assert retry_state["epoch"] == plan["epoch_base"] + 2 and retry_state["status"] == "finished"
     parent, children = kit.study_runs(cfg)
     assert parent.info.status == "FINISHED"
     assert {int(c.data.tags["ttsops.trial"]): c.info.status for c in children}[1] == "KILLED"

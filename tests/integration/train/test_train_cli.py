@@ -76,7 +76,7 @@ def test_signal_leaves_a_loadable_checkpoint_and_exits_zero(tiny_dataset, tmp_pa
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output[-2000:]
     state = json.loads(state_file.read_text())
-    assert state["status"] == "stopped"
+    assert state["status"] == "stopped" and state["stop_signal"] == sig.name  # how the tuner tells a preemption
     ckpt = torch.load(state["last_checkpoint"], weights_only=False)
     assert ckpt["step"] == state["step"] >= 2 and "optimizer" in ckpt and "rng" in ckpt
     assert not list(out.glob(".*.tmp"))

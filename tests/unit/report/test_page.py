@@ -193,3 +193,33 @@ def test_alignment_timeline_spreads_over_global_steps(tmp_path):
                                    "generation 1, step 60", "generation 1, step 90"]
     assert got[-1][1] == b"1:90"
     assert len(alignment_timeline(tmp_path, k=20)) == 9
+
+
+def test_preempted_generations_are_shown_apart_and_counted(tmp_path):
+    """A generation whose tuner died (FAIL, re-queued) is PREEMPTED, not FAIL; its re-run (preempted
+    once more in place) counts too; the summary box adds them up. Written by the tuner's own writers."""
+    import optuna
+    from mlflow import MlflowClient
+
+    work = tmp_path / "tune"
+    (work / STUDY).mkdir(parents=True)
+    uri, storage = embedded_tracking_uri(work), f"sqlite:///{work / 'optuna.db'}"
+    s = optuna.create_study(study_name=STUDY, storage=storage)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    tracking = StudyTracking(client, experiment_name="p", study_name=STUDY, artifact_root=artifact_root(uri))
+    tracking.open_parent(s, {})
+    first = tracking.open_child(0, {"lr": 0.1}, mode="fresh", source="none", reason="no checkpoint yet")
+    tracking.finish_child(first, "interrupted", {Tag.INTERRUPTED: "tuner died", Tag.PREEMPTIONS: 1,
+                                                 Tag.REQUEUED: "true"})
+    again = tracking.open_child(1, {"lr": 0.1}, mode="resume", source="generation 0: x", reason="resumes",
+                                attempt_of=0)
+    tracking.finish_child(again, "complete", {Tag.REASON: "trainer finished", Tag.PREEMPTIONS: 2})
+    tracking.finish_parent("FINISHED", {Tag.STATUS: "finished"}, {})
+    s.tell(s.ask(), state=optuna.trial.TrialState.FAIL)
+    s.tell(s.ask(), 0.5)
+    html = build_report(work / STUDY, tmp_path / "r", tracking_uri=uri, storage=storage).read_text()
+    rows = _rows(html)
+    assert "PREEMPTED" in rows[0] and "FAIL" not in rows[0] and "COMPLETE" in rows[1]
+    assert '<td class="num">2</td>' in rows[1]
+    assert re.search(r"preemptions<b>3</b>", html)
+    assert "preempted 2 time(s)" in html

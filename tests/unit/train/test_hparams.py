@@ -37,7 +37,19 @@ def test_empty_string_changes_nothing_and_key_sets_are_fields() -> None:
     ("drop_frame_rate", "1.5", r"expected a value in \[0, 1\]"),
     ("intelligibility_every", "-2", r"expected a value in \[-1, inf\]"),
     ("intelligibility_sentences", "21", r"expected a value in \[1, 20\]"),
+    ("batch_size", "0", r"hparam batch_size=0: expected a value in \[1, inf\]"),  # was range()'s ValueError
+    ("log_every_steps", "0", r"expected a value in \[1, inf\]"),  # was a modulo by zero
+    ("hop_length", "-256", r"expected a value in \[1, inf\]"),
+    ("val_fraction", "1.5", r"expected a value in \[0, 1\]"),
 ])
 def test_new_keys_out_of_range_are_one_clear_error(key, value, message) -> None:
     with pytest.raises(ConfigError, match=message):
         HParams().with_string(f"{key}={value}")
+
+
+def test_every_default_and_the_shipped_configs_are_in_range() -> None:
+    from tests.helpers import TINY
+
+    assert HParams().replace(**HParams().to_dict()) == HParams()
+    assert HParams().replace(**TINY).batch_size == TINY["batch_size"]
+    assert HParams().with_string("mel_fmax=null").mel_fmax is None  # None passes a range check

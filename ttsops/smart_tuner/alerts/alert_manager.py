@@ -182,6 +182,18 @@ class Notifier:
             )
         )
 
+    def preempted(self, study: str, generation: int, why: str, will_resume: bool) -> None:
+        """Killed from outside (not a crash): it resumes from its checkpoint unless in a loop."""
+        self.notify(
+            Alert(
+                Event.preempted,
+                f"{study}: generation {generation} preempted",
+                why,
+                {"will_resume": will_resume},
+                level=logging.WARNING if will_resume else logging.ERROR,
+            )
+        )
+
     def retry(self, study: str, generation: int, attempt: int, max_attempts: int) -> None:
         self.notify(
             Alert(

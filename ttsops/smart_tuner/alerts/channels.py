@@ -38,6 +38,7 @@ class Event(StrEnum):
     early_stop = "early_stop"
     crash = "crash"
     retry = "retry"
+    preempted = "preempted"
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,10 @@ class OptimizationEngine:
         self._live.pop(number, None)
         self._last_step.pop(number, None)
 
+    def frozen(self, number: int) -> FrozenTrial:
+        """Trial ``number`` as stored now (state, params, user attrs, intermediate values)."""
+        return self._frozen(number)
+
     def best(self) -> FrozenTrial | None:
         try:
             return self.study.best_trial

@@ -6,7 +6,11 @@ records its worker (``host:pid:start-ticks``), its generation directory and its 
 as soon as it is asked, then its plan, result, metrics and checkpoint.
 
 * ``n_trials`` counts finished generations (COMPLETE, PRUNED, FAIL) except FAILs that were
-  re-queued, plus generations running right now (so parallel workers do not overshoot);
+  re-queued (preempted: their resumed run counts instead), plus generations running right now (so
+  parallel workers do not overshoot);
+* preemptions (trainer/preemption.py) are counted per trial in its result (``preemptions``): the
+  trainer killed from outside and resumed in place, plus one when the trial's tuner died or stopped
+  while it ran (it is then FAIL, shown as PREEMPTED, and re-queued with ``RESUME_ATTR``);
 * the wall-clock budget is the tuner time summed over sessions and workers (``ttsops.elapsed.<worker>``
   per worker, so no two processes write the same attr): a resumed study continues its budget.
 
@@ -32,6 +36,8 @@ ALIGNMENT_ATTR = "ttsops.alignment_held"  # median of the generation's last 5 al
 RESULT_ATTR = "ttsops.result"
 PLAN_ATTR = "ttsops.plan"
 ELAPSED_PREFIX = "ttsops.elapsed."
+PREEMPT_ATTR = "ttsops.preemption"  # while it runs: {"count": in-place preemptions, "streak", "at"}
+RESUME_ATTR = "ttsops.resume"  # a re-queued preempted trial: {"trial", "gen_dir", "streak", "at", "epoch_base"}
 RETRY_OF_ATTR = "retry_of"  # the names opt_engine.recover_stale uses
 RETRY_HISTORY_ATTR = "retry_history"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -51,6 +57,20 @@ def generations_used(trials: list[FrozenTrial]) -> int:
         1 for t in trials if t.state in FINISHED and not (t.state == TrialState.FAIL and t.number in again)
     )
     return done + sum(1 for t in trials if t.state == TrialState.RUNNING)
+
+
+def preemptions(trials: Iterable[FrozenTrial]) -> int:
+    """Preemptions in the study: the sum of every trial's own (its result's ``preemptions``)."""
+    return sum(int((t.user_attrs.get(RESULT_ATTR) or {}).get("preemptions", 0)) for t in trials)
+
+
+def shown_state(t: FrozenTrial, requeued: set[int]) -> str:
+    """The trial's state for people: PREEMPTED for a FAIL that was preempted and re-queued (it does
+    not count as a failure), else Optuna's state name."""
+    res = t.user_attrs.get(RESULT_ATTR) or {}
+    if t.state == TrialState.FAIL and t.number in requeued and res.get("state") == "interrupted":
+        return "PREEMPTED"
+    return t.state.name
 
 
 def elapsed_s(study_attrs: dict[str, Any]) -> float:
@@ -77,18 +97,19 @@ def generation_objectives(trials: list[FrozenTrial]) -> tuple[list[float], list[
 
 # --- reporting ----------------------------------------------------------------------------------
 def generation_rows(trials: list[Any]) -> list[dict[str, Any]]:
-    rows = []
+    rows, again = [], requeued_numbers(trials)
     for t in sorted(trials, key=lambda t: t.number):
         plan, res = t.user_attrs.get(PLAN_ATTR, {}), t.user_attrs.get(RESULT_ATTR, {})
         rows.append(
             {
                 "trial": t.number,
-                "state": t.state.name,
+                "state": shown_state(t, again),
                 "value": t.value,
                 "epochs": len(t.intermediate_values),
                 "start": plan.get("mode", ""),
                 "warm_start_source": plan.get("source", ""),
                 "retry_of": t.user_attrs.get(RETRY_OF_ATTR),
+                "preemptions": int(res.get("preemptions", 0)),
                 "reason": res.get("reason", ""),
                 "params": dict(t.params),
                 "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,

@@ -23,6 +23,11 @@ Crash detection: a non-zero exit the tuner did not ask for, or no new metric for
 ``no_metrics_timeout_s`` (the trainer is then stopped). Either is retried ``max_retries`` times from
 the generation's own newest checkpoint (exact resume): train.py (it keeps ``train_state.json``)
 restores its epoch counter and gets the same ``epochs``; another trainer gets the epochs left.
+A preemption (killed from outside: preemption.py) is not a crash: it resumes the same way without
+using up ``max_retries``, up to ``max_consecutive_preemptions`` in a row with no validation between.
+
+A generation that continues a preempted one (``run(..., carry=...)``) starts from the carried
+objectives (re-reported at their steps, so the pruner sees one curve) and counts on from them.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,12 +46,11 @@ from ttsops.smart_tuner.alerts.notifier import Notifier
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
 from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore
+from ttsops.smart_tuner.trainer.preemption import Carry, Streak, epochs_to_run, preempted_by
 from ttsops.smart_tuner.trainer.trainer_wrapper import TrainerProcess, TrainerWrapper
+from ttsops.smart_tuner.trainer.validations import ValidationTracker, metrics_at
 
 logger = logging.getLogger(__name__)
-
-VALUE_METRIC = "val_loss"
-OWN_METRICS = frozenset({"objective", "tuner_epoch"})  # what the tuner logs into the child run itself
 
 
 class Watcher(Protocol):
@@ -82,6 +86,7 @@ class GenerationResult:
     first_metric_s: list[float] = field(default_factory=list)  # launch -> first record, per attempt
     exit_codes: list[int] = field(default_factory=list)  # of the attempts that crashed
     alignment_held: float | None = None  # where the alignment held at the end (median of the last 5 scores)
+    preemptions: int = 0  # trainer processes of this generation killed from outside (resumed in place)
 
     @property
     def refused_input(self) -> bool:
@@ -99,48 +104,6 @@ class RunnerConfig:
 DEFAULT_RUNNER = RunnerConfig()
 
 
-class ValidationTracker:
-    """Pure bookkeeping: which epoch records became validations, in order (no I/O)."""
-
-    def __init__(self, epoch_names: set[str], settle_polls: int = 2) -> None:
-        self.epoch_names = epoch_names
-        self.settle_polls = settle_polls
-        self._pending: dict[int, tuple[int, float]] = {}  # step -> (poll seen, trainer timestamp)
-        self._value_at: dict[int, float] = {}  # val_loss step -> its timestamp
-        self._done: set[int] = set()
-
-    def feed(self, records: list[MetricRecord], poll: int) -> None:
-        for r in records:
-            if r.metric in self.epoch_names and r.step not in self._done and r.step not in self._pending:
-                self._pending[r.step] = (poll, r.timestamp)
-            elif r.metric == VALUE_METRIC:
-                self._value_at[r.step] = max(r.timestamp, self._value_at.get(r.step, 0.0))
-
-    def ready(self, poll: int, force: bool = False) -> list[tuple[int, float]]:
-        """``(global step, trainer timestamp)`` of validations that are complete, oldest first."""
-        out = []
-        for step in sorted(self._pending):
-            seen, ts = self._pending[step]
-            if step in self._value_at or force or poll - seen >= self.settle_polls:
-                out.append((step, max(ts, self._value_at.get(step, 0.0))))
-        for step, _ in out:
-            del self._pending[step]
-            self._done.add(step)
-        return out
-
-
-def metrics_at(history: Mapping[str, list[tuple[int, float]]], step: int) -> dict[str, float]:
-    """Per metric, the latest value logged at or before ``step`` (pure)."""
-    out: dict[str, float] = {}
-    for name, curve in history.items():
-        if name in OWN_METRICS:  # read back from the child run: not the trainer's
-            continue
-        at = [v for s, v in curve if s <= step]
-        if at:
-            out[name] = at[-1]
-    return out
-
-
 class _State:
     def __init__(self, spec: LaunchSpec, now: float) -> None:
         self.spec = spec
@@ -151,7 +114,10 @@ class _State:
         self.last_progress = now
         self.launched_at = now
         self.saw_metric = False
-        self.attempt = 0
+        self.attempt = 0  # launches after the first (crash retries and preemption resumes)
+        self.retries = 0  # crash retries only (max_retries)
+        self.carried = 0  # validations taken over from a preempted generation
+        self.streak = Streak()
         self.rows: list[dict[str, float]] = []  # metrics of each validation, in order
         self.prune_reason = "the pruner stopped it"
         self.early_stop: str | None = None  # the in-trial stop's explanation
@@ -178,6 +144,7 @@ class GenerationRunner:
         stop_event: threading.Event | None = None,
         should_stop: Callable[[], str | None] = lambda: None,
         trial_check: Callable[[list[dict[str, float]]], tuple[str, str] | None] = lambda rows: None,
+        on_preempted: Callable[[int, Streak], None] = lambda count, streak: None,
     ) -> None:
         self.wrapper, self.engine, self.store, self.adapter = wrapper, engine, store, adapter
         self.objective_fn, self.sink, self.notifier, self.cfg = objective_fn, sink, notifier, cfg
@@ -185,11 +152,14 @@ class GenerationRunner:
         self._event = stop_event or threading.Event()
         self.should_stop = should_stop
         self.trial_check = trial_check  # in-trial early stop: ("stop" | "prune", why) or None per validation
+        self.on_preempted = on_preempted  # (preemptions so far, streak): the tuner keeps them in the trial
         names = {adapter.epoch_metric, adapter.metric_map.get(adapter.epoch_metric, adapter.epoch_metric)}
         self._epoch_names = names
 
-    def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher) -> GenerationResult:
+    def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher, carry: Carry | None = None) -> GenerationResult:
         st = _State(spec, self._clock())
+        if carry is not None:
+            self._take_over(trial, st, carry)
         tracker = ValidationTracker(self._epoch_names, self.cfg.settle_polls)
         proc = self.wrapper.launch(spec)
         try:
@@ -225,6 +195,13 @@ class GenerationRunner:
                 proc = nxt
                 continue
             self._event.wait(self.cfg.poll_s)
+
+    def _take_over(self, trial: Any, st: _State, carry: Carry) -> None:
+        """Start where the preempted generation ``carry`` describes left off."""
+        for step, value in sorted(carry.values.items()):
+            self.engine.report(trial, value, step)  # its verdicts were acted on (or not) back then
+        st.validations = st.carried = carry.validations
+        st.value, st.metrics, st.streak = carry.value, dict(carry.metrics), carry.streak
 
     # --- metrics ----------------------------------------------------------------------------------
     def _poll(
@@ -316,6 +293,9 @@ class GenerationRunner:
     def _ended(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
                tracker: ValidationTracker, code: int | None) -> TrainerProcess | None:
         """The trainer exited or stalled: finish the generation (None) or the retried process."""
+        preempted = preempted_by(code, self.wrapper.train_state(st.spec.gen_dir))
+        if preempted:
+            return self._preempted(trial, st, proc, watcher, tracker, preempted)
         if code is None:
             self._stop(st, proc)
             why = f"no new metrics for {self.adapter.no_metrics_timeout_s:.0f} s"
@@ -334,7 +314,7 @@ class GenerationRunner:
         if self._drain(trial, watcher, tracker, st):
             st.result = self._finish(st, proc, "pruned", "pruned at its last epoch")
             return None
-        will_retry = st.attempt < self.adapter.max_retries
+        will_retry = st.retries < self.adapter.max_retries
         logger.warning(
             "generation %d: trainer crashed (%s)%s",
             st.spec.generation,
@@ -344,6 +324,28 @@ class GenerationRunner:
         self.notifier.notify("crash", generation=st.spec.generation, error=why, will_retry=will_retry)
         if not will_retry:
             st.result = self._finish(st, proc, "failed", f"trainer crashed: {why}")
+            return None
+        st.retries += 1
+        return self._retry(st, proc)
+
+    def _preempted(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
+                   tracker: ValidationTracker, why: str) -> TrainerProcess | None:
+        """Killed from outside: resume from the newest checkpoint (not a crash, no retry used up)."""
+        if self._drain(trial, watcher, tracker, st):
+            st.result = self._finish(st, proc, "pruned", "pruned at its last epoch")
+            return None
+        st.result.preemptions += 1
+        st.streak = st.streak.after(st.validations)
+        self.on_preempted(st.result.preemptions, st.streak)
+        cap = self.adapter.max_consecutive_preemptions
+        resume = not st.streak.over(cap)
+        logger.warning("generation %d: trainer preempted (%s)%s", st.spec.generation, why,
+                       ", resuming from its checkpoint" if resume else f", {st.streak.count} times in a row")
+        self.notifier.notify("preempted", generation=st.spec.generation, why=why, will_resume=resume)
+        if not resume:
+            st.result = self._finish(
+                st, proc, "failed", f"preempted {st.streak.count} times in a row without a validation "
+                f"(adapter.max_consecutive_preemptions={cap}); last: {why}")
             return None
         return self._retry(st, proc)
 
@@ -355,7 +357,8 @@ class GenerationRunner:
         # train.py (it keeps train_state.json) restores its epoch counter on resume and counts to
         # ``epochs`` in total; another trainer counts per process and gets what is left
         total = self.wrapper.train_state(st.spec.gen_dir) is not None
-        left = st.spec.epochs if st.spec.epochs is None or total else max(1, st.spec.epochs - st.validations)
+        own = st.validations - st.carried
+        left = None if st.spec.epochs is None else epochs_to_run(st.spec.epochs, own, total)
         spec = replace(st.spec, checkpoint=start, attempt=st.attempt, epochs=left)
         self.notifier.notify(
             "retry", generation=st.spec.generation, attempt=st.attempt, max_attempts=self.adapter.max_retries

@@ -5,6 +5,10 @@ default, any other script through the adapter). Each launch:
 
 * runs in its own session and process group (``start_new_session=True``): a Ctrl-C in the tuner's
   terminal never reaches it, and a stop signal reaches its data-loader workers too;
+* starts with SIGINT and SIGTERM at their default actions and unblocked, whatever the tuner
+  inherited: a tuner started in the background of a shell script (``ttsops tune ... &``) has
+  SIGINT ignored, and an ignored signal stays ignored across ``exec``, so a trainer that relies on
+  Python's KeyboardInterrupt could not save on the tuner's stop (``default_stop_signals``);
 * appends stdout and stderr to ``<gen_dir>/train.log`` (one header line per attempt);
 * writes ``<gen_dir>/trainer.pid`` (JSON: pid, process start time, command), so a tuner restarted
   after its own ``kill -9`` can find the orphan and stop it. The start time guards against a
@@ -64,6 +68,19 @@ def proc_start_ticks(pid: int) -> str | None:
     if fields_[0] in ("Z", "X"):
         return None
     return fields_[19]
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def default_stop_signals() -> None:
+    """In the forked child, before ``exec``: SIGINT and SIGTERM back to their default actions and
+    unblocked. ``exec`` resets caught signals but keeps ignored ones and the signal mask, so without
+    this a trainer inherits whatever the tuner was started with (SIG_IGN for SIGINT under a
+    shell's ``&``). It runs between fork and exec, so it does nothing else (no imports, no logging)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def pid_alive(pid: int, start_ticks: str | None) -> bool:
@@ -150,6 +167,7 @@ class TrainerWrapper:
                     env=env,
                     start_new_session=True,
                     cwd=os.getcwd(),
+                    preexec_fn=default_stop_signals,
                 )
             except OSError as e:
                 raise TrainerError(f"cannot start trainer {argv[0]!r}: {e.strerror or e}") from None

@@ -65,11 +65,14 @@ def test_generic_webhook_posts_structured_json(stub, client, clock):
     with make_manager({"webhook_url": stub.url + HOOK_PATH}, client, clock) as am:
         am.generation_pruned("s1", 4, "hyperband: below median at epoch 2", epoch=2)
         am.crash("s1", 5, "train.py exited with code 1", will_retry=True)
+        am.preempted("s1", 6, "killed by SIGKILL", will_resume=True)
         assert am.flush(10)
     payloads = [json.loads(r["body"]) for r in stub.requests]
-    assert [p["event"] for p in payloads] == ["generation_pruned", "crash"]
+    assert [p["event"] for p in payloads] == ["generation_pruned", "crash", "preempted"]
     assert payloads[0]["fields"] == {"epoch": 2} and payloads[0]["text"].startswith("hyperband")
     assert payloads[1]["level"] == "error" and payloads[1]["fields"] == {"will_retry": True}
+    assert payloads[2]["level"] == "warning" and payloads[2]["fields"] == {"will_resume": True}
+    assert payloads[2]["text"] == "killed by SIGKILL" and "generation 6 preempted" in payloads[2]["title"]
 
 
 # --- retries, timeouts, rate limits, de-duplication ----------------------------------------------
