@@ -5,7 +5,7 @@ tests); this module only dispatches and turns TtsopsError into one clear line.
     ttsops train -o OUT -l LOGS --dataset DIR [--config YAML] [--hparams k=v,...]
     ttsops tune --config YAML
     ttsops registry ...       ttsops serve ...       ttsops synthesize "text" -o out.wav
-    ttsops evaluate MODEL
+    ttsops evaluate MODEL     ttsops reproduce RUN_ID|models:/NAME@ALIAS
     ttsops demo               ttsops report ...      ttsops bench early-stop CURVES_DIR
 """
 
@@ -27,6 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "serve": ("ttsops.serve.cli:main", "HTTP inference service"),
     "synthesize": ("ttsops.serve.cli:synthesize_main", "text -> wav from a checkpoint or registry model"),
     "evaluate": ("ttsops.evaluate:main", "intelligibility (ASR WER) of a model on the held-out sentences"),
+    "reproduce": ("ttsops.reproduce.cli:main", "rerun a recorded run (or models:/NAME@ALIAS) and compare its curves"),
     "demo": ("ttsops.demo:main", "the end-to-end demo on a synthesised corpus"),
     "report": ("ttsops.report:main", "HTML report of a study"),
     "bench": ("ttsops.bench.cli:main", "replay benchmarks (early-stop)"),
