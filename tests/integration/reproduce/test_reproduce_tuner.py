@@ -20,7 +20,7 @@ from tests.integration.smart_tuner.fixtures.tuner_testkit import (
 from ttsops.cli import main as ttsops_main
 from ttsops.infra.tracking import Tag
 
-pytestmark = pytest.mark.slow  # a study of two generations, then three reruns: a few minutes here
+pytestmark = pytest.mark.slow  # a study of two generations, then four or five reruns: a few minutes here
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,27 @@ def test_a_warm_started_generation_is_reproduced_through_its_parent(study, tmp_p
         assert client.get_run(r["reproduction"]).data.tags[Tag.REPRODUCES] == r["original"]
 
 
-def test_the_champion_is_reproduced_by_its_registry_name_from_the_recorded_checkpoint(study, tmp_path):
+def test_the_parent_checkpoint_can_come_from_the_registry_artifact(study, tmp_path):
+    """gen 1 warm-started from the study's best_model.pt (a copy of gen 0's final checkpoint, also logged
+    to gen 0's run when the registry took it): with that file gone, the artifact stands in."""
+    from ttsops.registry import BEST_FILE
+
+    gen0, gen1 = study.children
+    best = study.tmp / "runs" / "real" / BEST_FILE
+    best.rename(best.with_suffix(".aside"))
+    try:
+        code, report = reproduce(study, gen1.info.run_id, tmp_path / "r", "--parent", "artifact")
+    finally:
+        best.with_suffix(".aside").rename(best)
+    assert code == 0, report
+    assert [r["original"] for r in report] == [gen1.info.run_id]  # no parent rerun
+    assert report[0]["source"].endswith(f"sources/{gen0.info.run_id}/{BEST_FILE}")
+    assert report[0]["verdict"] == "identical", report
+
+
+def test_the_champion_is_reproduced_by_its_registry_name(study, tmp_path):
     champion = mlflow_client(study.cfg).get_model_version_by_alias("real-taco", "champion")
     code, report = reproduce(study, "models:/real-taco@champion", tmp_path / "r", "--parent", "artifact")
     assert code == 0, report
-    assert [r["original"] for r in report] == [champion.run_id]  # no parent rerun: its checkpoint as recorded
+    assert [r["original"] for r in report] == [champion.run_id]
     assert report[0]["verdict"] == "identical", report
-    if champion.run_id == study.children[1].info.run_id:  # gen 1 started from gen 0's checkpoint, whose copy
-        # best_model.pt has since been overwritten by gen 1's: the parent's registry artifact stands in
-        assert report[0]["source"].endswith("model/best_model.pt") and "/sources/" in report[0]["source"]
-    else:
-        assert report[0]["source"] is None
