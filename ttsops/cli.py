@@ -6,7 +6,7 @@ tests); this module only dispatches and turns TtsopsError into one clear line.
     ttsops tune --config YAML
     ttsops registry ...       ttsops serve ...       ttsops synthesize "text" -o out.wav
     ttsops export MODEL -o OUT
-    ttsops evaluate MODEL
+    ttsops evaluate MODEL     ttsops reproduce RUN_ID|models:/NAME@ALIAS
     ttsops demo               ttsops report ...      ttsops bench early-stop CURVES_DIR
 """
 
@@ -29,6 +29,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "synthesize": ("ttsops.serve.cli:synthesize_main", "text -> wav from a checkpoint or registry model"),
     "export": ("ttsops.deploy.cli:main", "TorchScript / ONNX graphs of a model, checked against PyTorch"),
     "evaluate": ("ttsops.evaluate:main", "intelligibility (ASR WER) of a model on the held-out sentences"),
+    "reproduce": ("ttsops.reproduce.cli:main", "rerun a recorded run (or models:/NAME@ALIAS) and compare its curves"),
     "demo": ("ttsops.demo:main", "the end-to-end demo on a synthesised corpus"),
     "report": ("ttsops.report:main", "HTML report of a study"),
     "bench": ("ttsops.bench.cli:main", "replay benchmarks (early-stop)"),

@@ -10,7 +10,8 @@ The CLI turns these into one clear line and a non-zero exit (tracebacks only wit
     ├── TunerError           the tuner's storage, study or loop is in a state it cannot go on from
     ├── RegistryError        the MLflow Model Registry refused an operation
     ├── AlertError           a notification channel failed (never raised into training)
-    └── ServeError           the inference service cannot load or run a model
+    ├── ServeError           the inference service cannot load or run a model
+    └── ReproduceError       a run cannot be rerun as recorded (other code or data, records missing)
 
 Messages name the file, key or value at fault and, where it helps, what is allowed.
 """
@@ -52,3 +53,7 @@ class AlertError(TtsopsError):
 
 class ServeError(TtsopsError):
     """The inference service cannot load or run a model."""
+
+
+class ReproduceError(TtsopsError):
+    """A run cannot be rerun as recorded: other code or data, or its records are missing."""

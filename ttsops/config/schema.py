@@ -237,6 +237,9 @@ class ResourcesConfig(_Section):
     checkpointing: CheckpointingConfig = CheckpointingConfig()
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int | None = None
+    # torch's deterministic algorithms where they exist (warn where none does), cuDNN without
+    # autotuning, cuBLAS with a fixed workspace; see docs/train_contract.md, "Reproducibility"
+    deterministic: bool = False
 
 
 # --- training / adapter / registry (ttsops additions) -------------------------------------------

@@ -117,12 +117,22 @@ def load_utterances(root: str | Path, min_s: float, max_s: float) -> list[Uttera
     return utts
 
 
+SPLIT_RULE = "sha1-id/1"  # bump when split() changes: runs record it (ttsops reproduce compares)
+
+
 def split(utts: list[Utterance], val_fraction: float) -> tuple[list[Utterance], list[Utterance]]:
     """Deterministic split by a hash of the id: adding clips never moves an old clip across."""
     keyed = sorted(utts, key=lambda u: hashlib.sha1(u.id.encode()).hexdigest())
     n_val = min(len(utts) - 1, max(1, round(val_fraction * len(utts)))) if len(utts) > 1 else 0
     val_ids = {u.id for u in keyed[:n_val]}
     return [u for u in utts if u.id not in val_ids], [u for u in utts if u.id in val_ids]
+
+
+def describe_split(train: list[Utterance], val: list[Utterance], val_fraction: float) -> str:
+    """The split rule and its outcome, as a run records it (the ids' hash tells two splits apart)."""
+    ids = hashlib.sha256("\n".join(sorted(u.id for u in val)).encode()).hexdigest()[:16]
+    return (f"{SPLIT_RULE}: the first round(val_fraction * n) clips by sha1(id) validate; val_fraction="
+            f"{val_fraction}: {len(train)} train, {len(val)} val, val ids sha256 {ids}")
 
 
 class MelDataset(Dataset):
@@ -180,6 +190,12 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def describe(self) -> str:
+        """The order rule, as a run records it (bump the version when ``_batches`` changes)."""
+        return (f"bucket-shuffle/1: random.Random(seed + epoch) shuffles the clips, buckets of batch_size x "
+                f"{self.bucket_factor} sorted by length, batches shuffled; seed={self.seed}, "
+                f"batch_size={self.batch_size}, rank {self.rank} of {self.world}")
 
     def _batches(self) -> list[list[int]]:
         rng = random.Random(self.seed + self.epoch)

@@ -22,6 +22,9 @@ the DVC id when there is one, else ``sha256:<content fingerprint>``.
 
     ttsops data version DATASET_DIR [--remote URL] [--no-push]
     ttsops data checkout VERSION DATASET_DIR
+
+``checkout_copy`` restores a version into another directory (its own DVC repo sharing the source's
+cache and remote), leaving the source's working copy alone: ``ttsops reproduce`` uses it.
 """
 
 from __future__ import annotations
@@ -180,9 +183,8 @@ def list_versions(dataset_dir: str | Path, repo: str | Path | None = None) -> li
     )
 
 
-def checkout_version(version: str, dataset_dir: str | Path, repo: str | Path | None = None) -> DatasetVersion:
-    """Restore ``dataset_dir`` to ``version`` (an id, its ``.dir`` form, or a unique prefix >= 6)."""
-    ds, root = _dataset_and_repo(dataset_dir, repo)
+def _version_file(version: str, ds: Path, root: Path) -> Path:
+    """The stored ``.dvc`` file of ``version`` (an id, its ``.dir`` form, or a unique prefix >= 6)."""
     if not (root / ".dvc").is_dir():
         raise DataError(f"no DVC repo at {root}: version the dataset first (ttsops data version {ds})")
     want = version.strip().removesuffix(".dir")
@@ -193,17 +195,65 @@ def checkout_version(version: str, dataset_dir: str | Path, repo: str | Path | N
         raise DataError(
             f"dataset version {version!r} {'is ambiguous' if matches else 'not found'} for {ds} (known: {known})"
         )
+    return matches[0]
+
+
+def checkout_version(version: str, dataset_dir: str | Path, repo: str | Path | None = None) -> DatasetVersion:
+    """Restore ``dataset_dir`` to ``version`` (an id, its ``.dir`` form, or a unique prefix >= 6)."""
+    ds, root = _dataset_and_repo(dataset_dir, repo)
+    stored = _version_file(version, ds, root)
     dvc_file = ds.parent / f"{ds.name}.dvc"
-    atomic_write_text(dvc_file, matches[0].read_text())
+    atomic_write_text(dvc_file, stored.read_text())
     target = dvc_file.relative_to(root).as_posix()
     try:
         run_dvc(["checkout", "--force", "-q", target], root)
     except DataError:  # objects missing from the local cache: fetch them from the remote
-        logger.info("version %s is not fully in the local cache; pulling from the remote", matches[0].stem)
+        logger.info("version %s is not fully in the local cache; pulling from the remote", stored.stem)
         run_dvc(["pull", "--force", "-q", target], root)
     vid, nfiles, size = _read_dvc_file(dvc_file)
     logger.info("dataset %s checked out at version %s", ds, vid)
     return DatasetVersion(vid, ds, root, dvc_file, nfiles, size, None)
+
+
+def checkout_copy(
+    version: str, source_dataset: str | Path, dest_dataset: str | Path, repo: str | Path | None = None
+) -> DatasetVersion:
+    """Restore ``version`` of ``source_dataset`` into ``dest_dataset`` without touching the source.
+
+    ``dest_dataset``'s parent becomes a DVC repo of its own that shares the source repo's cache (and
+    its default remote, for objects the cache lacks), holds that one version, and checks it out
+    with ``checkout_version``: what ``ttsops reproduce`` gives train.py."""
+    src, root = _dataset_and_repo(source_dataset, repo)
+    stored = _version_file(version, src, root)
+    dest = Path(dest_dataset).resolve()
+    droot = dest.parent
+    if not (droot / ".dvc").is_dir():
+        droot.mkdir(parents=True, exist_ok=True)
+        run_dvc(["init", "--no-scm", "-q"], droot)
+    _ensure_dvcignore(droot)
+    run_dvc(["cache", "dir", "--local", run_dvc(["cache", "dir"], root).stdout.strip()], droot)
+    remote = _default_remote_url(root)
+    if remote:
+        run_dvc(["remote", "add", "--force", "--default", REMOTE_NAME, remote], droot)
+    spec = yaml.safe_load(stored.read_text())
+    spec["outs"][0]["path"] = dest.name  # the version file names its directory relative to itself
+    store = droot / STORE / "versions" / dest.name
+    store.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(store / stored.name, yaml.safe_dump(spec, sort_keys=False))
+    return checkout_version(stored.stem, dest, droot)
+
+
+def _default_remote_url(root: Path) -> str | None:
+    try:
+        name = run_dvc(["remote", "default"], root).stdout.strip()
+    except DataError:  # "No default remote set"
+        return None
+    for line in run_dvc(["remote", "list"], root).stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == name:
+            url = parts[1]
+            return url if "://" in url or Path(url).is_absolute() else str((root / ".dvc" / url).resolve())
+    return None
 
 
 def dataset_version(dataset_dir: str | Path | None) -> str | None:

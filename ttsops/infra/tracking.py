@@ -2,9 +2,9 @@
 new experiment keeps its artifacts, and get-or-create of an experiment.
 
 * ``Tag``: every MLflow tag name ttsops writes or reads (the tuner's study and generation runs,
-  train.py's run, registered model versions). Writers and readers (report, registry CLI) use
-  these constants, so a tag cannot be renamed on one side only. ``early_stop_tag`` names the
-  tags of an early-stop decision.
+  train.py's run, registered model versions, ``ttsops reproduce``'s runs). Writers and readers
+  (report, registry CLI, reproduce) use these constants, so a tag cannot be renamed on one side
+  only. ``early_stop_tag`` names the tags of an early-stop decision.
 * ``embedded_tracking_uri(work_dir)``: the default store, ``sqlite:///<work_dir>/mlflow.db`` (no
   server needed); ``tracking_uri(configured, work_dir)`` is the configured URI, else that.
 * ``artifact_root(tracking_uri, default)``: an embedded SQLite store keeps artifacts beside its
@@ -54,6 +54,27 @@ class Tag:
     WARM_START_SKIPPED = "warm_start_skipped"
     TRAIN_RESTART_MODE = "restart_mode"
     RESUMED_HPARAMS = "resumed_hparams"
+    # train.py's run: what rerunning it exactly needs (docs/train_contract.md, "Reproducibility")
+    GIT_DIRTY = "git_dirty"  # "" or "<sha256 of the local changes>: <n> files: ..."
+    SEEDS = "seeds"
+    DATA_ORDER = "data_order"
+    DATA_SPLIT = "data_split"
+    LIBRARIES = "library_versions"
+    TORCH_THREADS = "torch_num_threads"
+    DEVICE = "device"
+    WORLD_SIZE = "world_size"  # DDP processes (1: not distributed)
+    DETERMINISTIC = "deterministic_algorithms"
+    SOURCE_RUN = "source_run_id"  # the run whose checkpoint a warm start / resume loaded
+    SOURCE_STEP = "source_step"
+    SOURCE_WEIGHTS = "source_weights_sha256"
+    RESUMED_WITH = "resumed_with"  # settings an exact resume into the same run changed
+    TRAIN_STATUS = "train_status"  # finished | stopped | failed
+    FINAL_STEP = "final_step"
+    FINAL_CHECKPOINT = "final_checkpoint"
+    FINAL_WEIGHTS = "final_weights_sha256"
+    # a run made by `ttsops reproduce`
+    REPRODUCES = "ttsops.reproduces"
+    REPRODUCTION = "ttsops.reproduction"  # its verdict: identical | within tolerance | differs
 
 
 ROLE_STUDY = "study"

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--experiment", default=None, help="MLflow experiment name")
     ap.add_argument("--run_name", default=None)
     ap.add_argument("--max_steps", type=int, default=None, help="stop after this global step (smoke tests)")
+    ap.add_argument("--validate_at_max_steps", action="store_true",
+                    help="when --max_steps ends an epoch, validate it before stopping (ttsops reproduce)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. resources.device=cpu")
     return ap
 
@@ -50,6 +52,7 @@ class RunSetup:
     experiment: str
     run_name: str | None
     max_steps: int | None
+    validate_at_max_steps: bool = False
 
 
 def resolve_setup(argv: list[str] | None) -> RunSetup:
@@ -79,5 +82,5 @@ def resolve_setup(argv: list[str] | None) -> RunSetup:
         warm_start=args.warm_start, tracking_uri=tracking,
         run_id=args.run_id or os.environ.get("MLFLOW_RUN_ID"),
         experiment=args.experiment or cfg.monitoring.platforms.mlflow.experiment_name,
-        run_name=args.run_name, max_steps=args.max_steps,
+        run_name=args.run_name, max_steps=args.max_steps, validate_at_max_steps=args.validate_at_max_steps,
     )

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,12 +27,14 @@ from ttsops.data.dataset import (
     MelDataset,
     collate,
     dataset_fingerprint,
+    describe_split,
     load_utterances,
     split,
 )
 from ttsops.data.versioning import dataset_version
 from ttsops.errors import CheckpointError
 from ttsops.infra.atomic import atomic_write_json
+from ttsops.infra.gitinfo import UNKNOWN, git_state
 from ttsops.infra.tracking import Tag
 from ttsops.model.checkpoint import load_checkpoint
 from ttsops.model.inference import Synthesizer
@@ -47,6 +48,7 @@ from ttsops.train.distributed import (
     shutdown,
     verify_replicas,
 )
+from ttsops.train.reproducibility import apply_determinism, record_tags, weights_digest
 from ttsops.train.setup import RunSetup, resolve_setup
 from ttsops.train.tracking import Tracker
 from ttsops.train.trainer import Trainer
@@ -112,15 +114,6 @@ def process_age() -> float | None:
         return None
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def build_data(s: RunSetup, dist: DistInfo) -> tuple[MelDataset, MelDataset, BucketBatchSampler]:
     hp = s.hp
     utts = load_utterances(s.dataset, hp.min_wav_seconds, hp.max_wav_seconds)
@@ -140,35 +133,52 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
     if s.checkpoint is None:
         return None
     state = load_checkpoint(s.checkpoint, trainer.device)
+    source = {Tag.SOURCE_RUN: str(state.get("mlflow_run_id") or UNKNOWN), Tag.SOURCE_STEP: str(int(state.get("step", 0))),
+              Tag.SOURCE_WEIGHTS: weights_digest(state["model"])}  # what ttsops reproduce restores first
     if s.warm_start:
         skipped = warm_start(trainer.model, state["model"])
         trainer.progress.step = int(state.get("step", 0))
         logger.info("warm start from %s at step %d; skipped %d tensors%s", s.checkpoint, trainer.progress.step,
                     len(skipped), (": " + ", ".join(skipped)) if skipped else "")
         trainer.progress.extra["warm_start_skipped"] = skipped
-    else:
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:  # another architecture, or not a full checkpoint
-            detail = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())[:400]
-            raise CheckpointError(f"{s.checkpoint}: cannot resume it exactly (--warm_start loads the tensors "
-                                  f"that fit): {type(e).__name__}: {detail}") from None
-        logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
-        return state.get("mlflow_run_id")
-    return None
+        trainer.progress.extra["source"] = source
+        return None
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:  # another architecture, or not a full checkpoint
+        detail = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())[:400]
+        raise CheckpointError(f"{s.checkpoint}: cannot resume it exactly (--warm_start loads the tensors "
+                              f"that fit): {type(e).__name__}: {detail}") from None
+    trainer.progress.extra["source"] = source
+    logger.info("resumed %s at step %d, epoch %d", s.checkpoint, trainer.progress.step, trainer.progress.epoch)
+    return state.get("mlflow_run_id")
 
 
-def start_tracking(s: RunSetup, trainer: Trainer, resumed_run_id: str | None) -> Tracker:
+def start_tracking(s: RunSetup, trainer: Trainer, resumed_run_id: str | None, run_tags: dict[str, str]) -> Tracker:
+    """The run's params, config and tags: code, data, and ``run_tags`` (seeds, threads, device, ...).
+    How the run started (fresh, warm start or resume of another run's checkpoint, and from what) is
+    kept from its first process: an exact resume into the same run records what it changed instead."""
     cfg = s.cfg.monitoring.platforms
     tracker = Tracker(s.tracking_uri, s.experiment, s.run_id, s.log_dir, s.out_dir / "samples",
                       cfg.tensorboard.enabled, cfg.wandb, s.run_name, resume_run_id=resumed_run_id)
     tracker.log_params(trainer.hp.to_dict())
-    tracker.set_tags({Tag.GIT_COMMIT: git_commit(), Tag.DATASET: str(s.dataset.resolve()),
-                      Tag.DATASET_FINGERPRINT: dataset_fingerprint(s.dataset),
-                      Tag.DATASET_VERSION: dataset_version(s.dataset) or "unversioned",
-                      Tag.TRAIN_WARM_START_SOURCE: str(s.checkpoint) if s.checkpoint else "none",
-                      Tag.WARM_START_SKIPPED: "; ".join(trainer.progress.extra.get("warm_start_skipped", []))[:5000],
-                      Tag.TRAIN_RESTART_MODE: "warm_start" if s.warm_start else ("resume" if s.checkpoint else "fresh")})
+    git = git_state(Path(__file__))
+    tags = {Tag.GIT_COMMIT: git.commit or UNKNOWN, Tag.GIT_DIRTY: git.dirty_tag(), Tag.DATASET: str(s.dataset.resolve()),
+            Tag.DATASET_FINGERPRINT: dataset_fingerprint(s.dataset),
+            Tag.DATASET_VERSION: dataset_version(s.dataset) or "unversioned", **run_tags}
+    source = trainer.progress.extra.get("source", {})
+    logged = tracker.client.get_run(tracker.run_id).data.tags
+    if source.get(Tag.SOURCE_RUN) == tracker.run_id and not s.warm_start and Tag.TRAIN_RESTART_MODE in logged:
+        changed = [f"{k}: {logged[k]} -> {v}" for k, v in tags.items() if k != Tag.DATASET and logged.get(k, v) != v]
+        tags[Tag.RESUMED_WITH] = "; ".join(changed)[:5000]
+        if changed:
+            logger.warning("resumed with other settings than the run started with: %s", tags[Tag.RESUMED_WITH])
+    else:
+        tags.update({Tag.TRAIN_WARM_START_SOURCE: str(s.checkpoint) if s.checkpoint else "none",
+                     Tag.WARM_START_SKIPPED: "; ".join(trainer.progress.extra.get("warm_start_skipped", []))[:5000],
+                     Tag.TRAIN_RESTART_MODE: "warm_start" if s.warm_start else ("resume" if s.checkpoint else "fresh"),
+                     **source})
+    tracker.set_tags(tags)
     tracker.log_text(s.config_yaml, "config.yaml")
     return tracker
 
@@ -186,7 +196,10 @@ class Run:
         clock.done("data")
         self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)  # creates the output directory
         self.save_every = ck.save_frequency_steps
-        self.tracker = start_tracking(s, trainer, resumed_run_id) if dist.is_main else None
+        run_tags = record_tags(trainer.hp.seed, self.sampler.describe(),
+                               describe_split(self.train_set.utts, self.val_set.utts, trainer.hp.val_fraction),
+                               trainer.device, s.cfg.resources.deterministic, dist.world_size)
+        self.tracker = start_tracking(s, trainer, resumed_run_id, run_tags) if dist.is_main else None
         clock.done("tracking")
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
@@ -205,6 +218,20 @@ class Run:
             # the signal that stopped it early (the tuner tells a preemption from a finish by it)
             "stop_signal": signal.Signals(self.stop.signal).name if self.stop.signal else None,
         })
+
+    def final_tags(self, status: str) -> dict[str, str]:
+        """How the run ended, for ``ttsops reproduce``: where it stopped and the final weights."""
+        final = str(self.last_ckpt.resolve()) if self.last_ckpt else ""
+        return {Tag.TRAIN_STATUS: status, Tag.FINAL_STEP: str(self.trainer.progress.step), Tag.FINAL_CHECKPOINT: final,
+                Tag.FINAL_WEIGHTS: weights_digest(self.trainer.model.state_dict()) if final and status != "failed" else ""}
+
+    def at_max_steps(self, epoch_end: bool = False) -> bool:
+        """``--max_steps`` reached; with ``--validate_at_max_steps`` a step that ends an epoch stops
+        after that epoch's validation (``loop`` checks again there)."""
+        m = self.s.max_steps
+        if not m or self.trainer.progress.step < m:
+            return False
+        return not (epoch_end and self.s.validate_at_max_steps)
 
     def save(self, is_best: bool = False) -> None:
         if self.dist.is_main:
@@ -267,6 +294,7 @@ class Run:
         """Train the rest of the current epoch; False when stopped early."""
         t = self.trainer
         self.sampler.set_epoch(t.progress.epoch)
+        n_batches = len(self.sampler)
         for i, idx in enumerate(self.sampler):
             if i < t.progress.batch_in_epoch:
                 continue  # mid-epoch resume: these batches were trained before the checkpoint
@@ -278,7 +306,7 @@ class Run:
                 bar.update(task, description=f"step {t.progress.step} loss {stats['train_loss']:.3f}")
             if t.progress.step % self.save_every == 0:
                 self.save()
-            if self.stop_agreed() or (self.s.max_steps and t.progress.step >= self.s.max_steps):
+            if self.stop_agreed() or self.at_max_steps(epoch_end=i == n_batches - 1):
                 return False
         t.progress.epoch += 1
         t.progress.epochs_this_process += 1
@@ -301,7 +329,7 @@ class Run:
                     return "stopped"
                 if t.progress.epochs_this_process % hp.val_every_epochs == 0 or t.progress.epoch >= hp.epochs:
                     self.validate_and_log(last=t.progress.epoch >= hp.epochs)
-                if self.stop_agreed():
+                if self.stop_agreed() or self.at_max_steps():
                     self.save()
                     return "stopped"
         self.save()
@@ -313,6 +341,7 @@ def train(s: RunSetup, stop: StopFlag, clock: StartupClock | None = None) -> int
     if s.cfg.resources.num_threads:
         torch.set_num_threads(s.cfg.resources.num_threads)
     device = resolve_device(s.cfg.resources.device, int(os.environ.get("LOCAL_RANK", "0")))
+    apply_determinism(s.cfg.resources.deterministic, device)
     dist = init_distributed(device)
     trainer = Trainer(s.hp, device, dist, s.cfg.resources.mixed_precision, s.cfg.resources.gradient_checkpointing)
     clock.done("model")
@@ -335,6 +364,7 @@ def train(s: RunSetup, stop: StopFlag, clock: StartupClock | None = None) -> int
     finally:
         run.write_state(status)
         if run.tracker is not None:
+            run.tracker.set_tags(run.final_tags(status))
             run.tracker.close("FINISHED" if status != "failed" else "FAILED")
         shutdown(dist)
 

@@ -17,6 +17,7 @@ from ttsops.model.loss import Losses, tacotron2_loss
 from ttsops.model.tacotron2 import DecoderOutput, ModelConfig, Tacotron2
 from ttsops.train.distributed import DistInfo, all_reduce_mean, any_rank
 from ttsops.train.hparams import HParams
+from ttsops.train.reproducibility import seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Trainer:
     def __init__(self, hp: HParams, device: torch.device, dist: DistInfo, mixed_precision: bool,
                  gradient_checkpointing: bool) -> None:
         self.hp, self.device, self.dist = hp, device, dist
-        torch.manual_seed(hp.seed)
+        seed_everything(hp.seed)  # before the model is built: its initial weights come from torch's generator
         self.model = Tacotron2(ModelConfig.from_hparams(hp, gradient_checkpointing)).to(device)
         self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
             if dist.enabled else None

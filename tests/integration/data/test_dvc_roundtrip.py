@@ -81,3 +81,22 @@ def test_version_without_push_and_errors(dataset, tmp_path):
     with pytest.raises(DataError, match="not inside"):
         version_dataset(dataset, repo=tmp_path / "elsewhere")
     assert ttsops_main(["data", "checkout", "0123456789", str(tmp_path / "nowhere" / "ds")]) == 2
+
+
+def test_checkout_copy_restores_a_version_elsewhere_and_leaves_the_source_alone(dataset, tmp_path):
+    from ttsops.data.versioning import checkout_copy
+
+    v1 = version_dataset(dataset, remote_url=str(tmp_path / "remote")).id
+    first = snapshot(dataset)
+    tone(dataset / "wavs" / "c0.wav", 999)  # the working copy moves on, unversioned
+    edited = snapshot(dataset)
+    copy = checkout_copy(v1, dataset, tmp_path / "work" / "data" / "copy")
+    assert copy.id == v1 and copy.dataset == (tmp_path / "work" / "data" / "copy").resolve()
+    assert snapshot(copy.dataset) == first and snapshot(dataset) == edited
+    assert dvc_version(copy.dataset) == v1
+
+    shutil.rmtree(dataset.parent / ".dvc" / "cache")  # the shared cache is gone: the remote has the objects
+    again = checkout_copy(v1, dataset, tmp_path / "again" / "ds")
+    assert snapshot(again.dataset) == first
+    with pytest.raises(DataError, match="not found.*known"):
+        checkout_copy("deadbeef", dataset, tmp_path / "x" / "ds")
