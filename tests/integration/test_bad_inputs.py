@@ -196,7 +196,7 @@ HTTP_CASES = [  # (path, kwargs for the request, status, text in the one-line de
     ("/v1/tts", {"json": {"text": "x" * 201}}, 413, "text has 201 characters; the limit is 200"),
     ("/v1/tts", {"content": b"{" + b" " * 5000 + b"}", "headers": {"content-type": "application/json"}}, 413,
      "over the 4096-byte limit"),
-    ("/v1/tts", {"json": {"text": "!!! ???"}}, 422, "cannot synthesise this text"),
+    ("/v1/tts", {"json": {"text": "!!! ???"}}, 422, "must contain some text to speak"),
     ("/v1/audio/speech", {"json": {"model": "voice", "input": "hi", "response_format": "mp3"}}, 422,
      "response_format: Input should be 'wav'"),
     ("/v1/audio/speech", {"json": {"model": "voice", "input": "hi", "speed": 2}}, 422, "only speed 1.0"),

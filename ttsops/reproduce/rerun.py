@@ -12,7 +12,8 @@ A run that warm-started (or exactly resumed) from another run's checkpoint needs
 ``parent="reproduce"`` reruns that run first, up to the step the checkpoint was taken at, and
 checks that the weights it ends with are the ones the run loaded (their sha256 is recorded);
 ``parent="artifact"`` takes the checkpoint as recorded, from its path or from the parent run's
-registry artifact (``model/best_model.pt``), if its weights are the recorded ones.
+registry artifact (``model/artifacts/best_model.pt`` in the pyfunc layout, or a plain
+``model/best_model.pt``), if its weights are the recorded ones.
 
 Where a rerun stops: where the original did. A run that finished trains all its epochs; a run that
 stopped (SIGINT from the tuner, ``--max_steps``) stops at its final step, after that step's
@@ -115,16 +116,17 @@ def recorded_checkpoint(client: Any, record: RunRecord, work: Path) -> Path:
     src = record.source
     if src is None:
         raise ReproduceError(f"{record.label()} started from no checkpoint")
-    for path in _candidates(client, src, work / "sources", f"{ARTIFACT_DIR}/{BEST_FILE}"):
+    artifacts = (f"{ARTIFACT_DIR}/artifacts/{BEST_FILE}", f"{ARTIFACT_DIR}/{BEST_FILE}")  # pyfunc layout, plain file
+    for path in _candidates(client, src, work / "sources", artifacts):
         if src.weights is None or weights_digest(load_checkpoint(path)["model"]) == src.weights:
             return path
     raise ReproduceError(
         f"{record.label()}: the checkpoint it started from ({src.path or 'no path'}, step {src.step}) is gone or "
-        f"holds other weights, and run {src.run_id or '(not recorded)'} has no artifact {ARTIFACT_DIR}/{BEST_FILE} "
+        f"holds other weights, and run {src.run_id or '(not recorded)'} has no artifact {' or '.join(artifacts)} "
         f"with the recorded ones (sha256 {(src.weights or '?')[:12]}); --parent reproduce reruns it")
 
 
-def _candidates(client: Any, src: Source, work: Path, artifact: str) -> Iterator[Path]:
+def _candidates(client: Any, src: Source, work: Path, artifacts: tuple[str, ...]) -> Iterator[Path]:
     """The recorded file, then (downloaded only if needed) the source run's registry artifact."""
     from mlflow.exceptions import MlflowException
 
@@ -133,11 +135,12 @@ def _candidates(client: Any, src: Source, work: Path, artifact: str) -> Iterator
     if src.run_id:
         dst = work / src.run_id
         dst.mkdir(parents=True, exist_ok=True)
-        try:
-            got = Path(client.download_artifacts(src.run_id, artifact, str(dst)))
-        except (MlflowException, OSError):  # a run the registry never took has none
-            return
-        yield got
+        for artifact in artifacts:
+            try:
+                got = Path(client.download_artifacts(src.run_id, artifact, str(dst)))
+            except (MlflowException, OSError):  # a run the registry never took has none
+                continue
+            yield got
 
 
 def write_inputs(record: RunRecord, d: Path) -> tuple[Path, str]:
