@@ -46,7 +46,10 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(log_dir))
-        self.wandb = _start_wandb(wandb_cfg, run_id, log_dir.parent) if wandb_cfg is not None and wandb_cfg.enabled else None
+        self.wandb = None
+        if wandb_cfg is not None and wandb_cfg.enabled:
+            tags = self.client.get_run(run_id).data.tags
+            self.wandb = _start_wandb(wandb_cfg, run_id, log_dir.parent, tags.get(Tag.STUDY), tags.get(Tag.TRIAL))
 
     def _exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -118,6 +121,8 @@ class Tracker:
             if wav is not None:
                 self.tb.add_audio(f"audio/{name}", wav[None], step, sample_rate=sample_rate)
             self.tb.flush()
+        if self.wandb is not None:
+            _wandb_samples(self.wandb, step, name, d, wav, sample_rate)
 
     def close(self, status: str = "FINISHED") -> None:
         if self.tb is not None:
@@ -128,7 +133,20 @@ class Tracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def _start_wandb(cfg: Any, run_id: str, directory: Path):
+def _wandb_samples(run: Any, step: int, name: str, d: Path, wav: np.ndarray | None, sample_rate: int) -> None:
+    """The same images and audio as TensorBoard's, as W&B media under the same keys."""
+    import wandb
+
+    media: dict[str, Any] = {f"alignment/{name}": wandb.Image(str(d / f"{name}_alignment.png")),
+                             f"mel/{name}": wandb.Image(str(d / f"{name}_mel.png"))}
+    if wav is not None:
+        media[f"audio/{name}"] = wandb.Audio(np.asarray(wav, dtype=np.float32), sample_rate=sample_rate)
+    run.log(media, step=step)
+
+
+def _start_wandb(cfg: Any, run_id: str, directory: Path, study: str | None = None, trial: str | None = None):
+    """One W&B run per MLflow run (same id). A tuner generation's run joins the W&B group named after
+    its study (job type ``generation``, named ``<study>/gen <trial>``), so a study reads as one group."""
     try:
         import wandb
     except ImportError as e:
@@ -136,4 +154,5 @@ def _start_wandb(cfg: Any, run_id: str, directory: Path):
     os.environ.setdefault("WANDB_SILENT", "true")
     directory.mkdir(parents=True, exist_ok=True)
     return wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, id=run_id, resume="allow",
-                      reinit="finish_previous", dir=str(directory))
+                      reinit="finish_previous", dir=str(directory), group=study,
+                      job_type="generation" if study else None, name=f"{study}/gen {trial}" if study else None)

@@ -34,12 +34,21 @@ def metric_history(out: Path, name: str) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_every_metric_reaches_mlflow_tensorboard_and_wandb(tiny_dataset, tmp_path) -> None:
-    out = tmp_path / "run"
-    proc = run_train(*common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=1",
-                             "monitoring.platforms.wandb.enabled=true"), env={"WANDB_MODE": "offline"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    """As the tuner runs it: into a child run it made (tagged with its study and trial), so W&B groups the
+    generation under its study; W&B gets the alignment images and audio TensorBoard gets."""
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ttsops.infra.tracking import Tag
+
+    out = tmp_path / "run"
+    out.mkdir()
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    child = client.create_run(client.create_experiment("study-exp"),
+                              tags={Tag.STUDY: "wbstudy", Tag.TRIAL: "7"}).info.run_id
+    proc = run_train(*common(tiny_dataset, out, "--hparams", TINY_HPARAMS + ",epochs=1", "--run_id", child,
+                             "monitoring.platforms.wandb.enabled=true"), env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
     state = json.loads((out / "train_state.json").read_text())
     assert state["status"] == "finished"
@@ -59,6 +68,13 @@ def test_every_metric_reaches_mlflow_tensorboard_and_wandb(tiny_dataset, tmp_pat
     assert any(t.startswith("audio/") for t in acc.Tags()["audio"])
     offline = list((out / "wandb").glob(f"offline-run-*-{state['mlflow_run_id']}"))
     assert offline and list(offline[0].glob("*.wandb")), list((out / "wandb").iterdir())
+    media = offline[0] / "files" / "media"
+    for kind in ("alignment", "mel"):
+        names = {p.name.rsplit("_", 2)[0] for p in (media / "images" / kind).glob("*.png")}  # NAME_STEP_HASH.png
+        assert names == {"teacher_forced", "free_running"}, names
+    assert list((media / "audio").rglob("*.wav"))
+    record = next(offline[0].glob("*.wandb")).read_bytes()  # the run record names its group and job type
+    assert b"wbstudy/gen 7" in record and b"wbstudy" in record and b"generation" in record
 
 
 @pytest.mark.slow
