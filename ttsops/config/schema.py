@@ -322,6 +322,30 @@ class ObjectiveConfig(_Section):
     free_running: float = Field(0.0, ge=0)
 
 
+# --- ray_tune (core_engine.primary_engine: ray_tune) --------------------------------------------
+class RayTuneConfig(_Section):
+    """Ray Tune as the engine: the same train.py generations, Ray's searcher and scheduler.
+    ``asha``: Optuna's TPE through Ray's OptunaSearch, ASHA prunes; ``pbt``: Population Based
+    Training, a trial that falls behind exploits a better one's checkpoint (train.py
+    ``--warm_start``) and perturbs its hparams. ``address``: None starts an embedded Ray
+    (``ray.init()``); ``auto`` or ``ray://host:10001`` joins a running cluster."""
+
+    scheduler: Literal["asha", "pbt"] = "asha"
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)  # embedded Ray only; None: every core
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)  # per trial; None: core_engine.epochs_per_generation
+    grace_period: int = Field(1, ge=1)  # ASHA: validations before a trial can be stopped
+    reduction_factor: float = Field(3.0, gt=1)  # ASHA
+    population: int = Field(4, ge=2)  # PBT: trials run side by side (core_engine.n_trials is for asha)
+    perturbation_interval: int = Field(2, ge=1)  # PBT: validations between exploit/explore decisions
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # PBT: bottom share that exploits the top
+    resample_probability: float = Field(0.25, ge=0, le=1)  # PBT: explore by resampling, else x1.2 / x0.8
+    synch: bool = True  # PBT: decide when the whole population reached the interval (else as each arrives)
+
+
 class TunerConfig(_Section):
     core_engine: CoreEngineConfig = CoreEngineConfig()
     optimization: OptimizationConfig = OptimizationConfig()
@@ -333,6 +357,7 @@ class TunerConfig(_Section):
     adapter: AdapterConfig = AdapterConfig()
     registry: RegistryConfig = RegistryConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
+    ray_tune: RayTuneConfig = RayTuneConfig()
 
     def tracking_uri(self) -> str:
         """The MLflow store: ``monitoring.platforms.mlflow.tracking_uri``, else the embedded

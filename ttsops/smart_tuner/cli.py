@@ -34,8 +34,17 @@ def main(
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     stop = threading.Event()
-    with graceful_signals(stop):
-        summary = Tuner(cfg, stop_event=stop, trainer=trainer(cfg.adapter)).run()
+    if cfg.core_engine.primary_engine == "ray_tune":
+        from ttsops.smart_tuner.raytune import require_ray
+
+        require_ray()
+        from ttsops.smart_tuner.raytune.study import RayStudy
+
+        with graceful_signals(stop):
+            summary = RayStudy(cfg, stop_event=stop, trainer=trainer).run()
+    else:
+        with graceful_signals(stop):
+            summary = Tuner(cfg, stop_event=stop, trainer=trainer(cfg.adapter)).run()
     print_summary(summary)
     return 130 if summary.status == "interrupted" else 0
 

@@ -193,20 +193,20 @@ class StudySession:
     def _close(self, status: str, reason: str) -> None:
         try:
             self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
-            best = self.engine.best()
-            metrics = {"best_objective": _value(best)} if best is not None else {}
+            number, value = self.best_trial()
+            metrics = {"best_objective": value} if value is not None else {}
             self.tracking.finish_parent(
                 "FINISHED" if status == "finished" else "KILLED",
                 {
                     Tag.STOP_REASON: reason,
                     Tag.STATUS: status,
-                    Tag.BEST_TRIAL: best.number if best else "none",
+                    Tag.BEST_TRIAL: number if number is not None else "none",
                 },
                 metrics,
             )
             self.notifier.notify(
                 "study_finished",
-                best_value=best.value if best else None,
+                best_value=value,
                 n_generations=self.stats["generations"],
                 reason=reason,
             )
@@ -216,8 +216,17 @@ class StudySession:
             if close is not None:
                 close()
 
-    def summary(self, status: str, reason: str) -> history.StudySummary:
+    def best_trial(self) -> tuple[int | None, float | None]:
+        """The study's best trial so far: ``(number, objective)``, or ``(None, None)``."""
         best = self.engine.best()
+        return (best.number, _value(best)) if best is not None else (None, None)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The generation table (one row per trial) for the summary."""
+        return history.generation_rows(self.study.get_trials())
+
+    def summary(self, status: str, reason: str) -> history.StudySummary:
+        number, value = self.best_trial()
         trials = self.study.get_trials()
         self.stats.update(
             wall_s=self._clock() - self._t0,  # this session, after set-up
@@ -229,9 +238,9 @@ class StudySession:
             status,
             reason,
             self.study_dir,
-            best.number if best else None,
-            _value(best) if best else None,
-            history.generation_rows(trials),
+            number,
+            value,
+            self.rows(),
             dict(self.stats),
         )
         out = {k: v for k, v in s.__dict__.items() if k != "study_dir"}

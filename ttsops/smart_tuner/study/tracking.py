@@ -115,6 +115,7 @@ class StudyTracking:
         source: str,
         reason: str,
         attempt_of: int | None = None,
+        run_name: str | None = None,
     ) -> str:
         tags = {
             Tag.PARENT_RUN: self.parent_id or "",
@@ -129,7 +130,7 @@ class StudyTracking:
             tags[Tag.RETRY_OF_TRIAL] = str(attempt_of)
         try:
             run = self.client.create_run(
-                self.experiment_id, run_name=f"{self.study_name}-gen{trial:03d}", tags=tags
+                self.experiment_id, run_name=run_name or f"{self.study_name}-gen{trial:03d}", tags=tags
             )
         except _mlflow_error() as e:
             raise TunerError(f"mlflow: cannot create the run of generation {trial}: {e}") from None
