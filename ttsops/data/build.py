@@ -7,7 +7,8 @@ Output (``out_dir``)::
     manifest.jsonl           id, path, duration, sample_rate, sha256, transcript, normalized,
                              confidence, source, start, end (segment times in the source), split
     filelists/train.txt, filelists/val.txt   wavs/<id>.wav|normalized  (NVIDIA Tacotron2 style)
-    report.json, report.png  hours, clip-length histogram, speaking rate, rejections per reason
+    report.json, report.png  hours, clip-length histogram, speaking rate, rejections per reason (with
+                             the seconds of speech each cost), SNR of every segmented clip
 
 The split is deterministic: clips are ordered by sha1(id) (salted when ``seed`` is set) and the
 first ``val_fraction`` go to validation, so an id always lands on the same side, whatever order
@@ -32,7 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from ttsops.audio.io import load_audio, save_wav, wav_bytes
-from ttsops.data.manifest import Reason, parallel_map, read_jsonl, sha256_file, write_jsonl
+from ttsops.data.manifest import Reason, parallel_map, read_jsonl, sha256_file, speech_lost_s, write_jsonl
 from ttsops.errors import ConfigError, DataError
 from ttsops.infra.atomic import atomic_write_text
 
@@ -139,7 +140,7 @@ def build(
         _manifest_row(r, facts[r["id"]], segments.get(r["id"], {}), splits[r["id"]], cfg) for r in kept
     ]
     _write_tables(out, manifest)
-    report = dataset_report(manifest, dict(rejected), cfg.hist_bins)
+    report = dataset_report(manifest, dict(rejected), cfg.hist_bins, list(segments.values()))
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     plot_report(report, manifest, out / "report.png")
     splits_n = report["splits"]
@@ -193,9 +194,14 @@ def _write_tables(out: Path, manifest: list[dict[str, Any]]) -> None:
 
 
 def dataset_report(
-    manifest: list[dict[str, Any]], rejected: dict[str, int], bins: int = 20
+    manifest: list[dict[str, Any]],
+    rejected: dict[str, int],
+    bins: int = 20,
+    segments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Pure summary of a manifest: hours, length distribution and histogram, speaking rate."""
+    """Pure summary of a manifest: hours, length distribution and histogram, speaking rate; with the
+    segment records, the seconds of speech each segmenter rejection cost and the SNR distribution
+    of every segmented clip, kept or not (where the SNR gate cuts, and what it costs)."""
     durs = np.array([m["duration"] for m in manifest], float)
     words = np.array([len(m["normalized"].split()) for m in manifest], float)
     chars = np.array([len(m["normalized"]) for m in manifest], float)
@@ -227,6 +233,25 @@ def dataset_report(
         "rejected": dict(sorted(rejected.items())),
         "rejected_total": int(sum(rejected.values())),
         "splits": {s: sum(1 for m in manifest if m["split"] == s) for s in ("train", "val")},
+        "rejected_speech_s": speech_lost_s(segments or []),
+        "snr_db": snr_distribution(segments or []),
+    }
+
+
+def snr_distribution(segments: list[dict[str, Any]], step_db: float = 2.5) -> dict[str, Any]:
+    """Estimated SNR of the segmented clips: stats, and counts per ``step_db`` bin, kept and not."""
+    snr = np.array([r["snr_db"] for r in segments if "snr_db" in r], float)
+    kept = np.array([bool(r.get("kept")) for r in segments if "snr_db" in r])
+    if not len(snr):
+        return {"clips": 0}
+    lo, hi = np.floor(snr.min() / step_db) * step_db, np.ceil(snr.max() / step_db + 1e-9) * step_db
+    edges = np.arange(lo, hi + step_db / 2, step_db)
+    return {
+        "clips": len(snr),
+        **{k: round(float(f(snr)), 2) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))},
+        "edges_db": [round(float(e), 2) for e in edges],
+        "kept": np.histogram(snr[kept], edges)[0].tolist(),
+        "rejected": np.histogram(snr[~kept], edges)[0].tolist(),
     }
 
 
@@ -236,7 +261,7 @@ def plot_report(report: dict[str, Any], manifest: list[dict[str, Any]], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 3.6))
     edges, counts = report["histogram"]["edges_s"], report["histogram"]["counts"]
     ax1.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black")
     ax1.set(
@@ -247,6 +272,14 @@ def plot_report(report: dict[str, Any], manifest: list[dict[str, Any]], path: Pa
     rates = [len(m["normalized"].split()) / max(m["duration"], 1e-6) for m in manifest]
     ax2.hist(rates, bins=20, edgecolor="black")
     ax2.set(title="speaking rate", xlabel="words / second", ylabel="clips")
+    snr = report.get("snr_db", {})
+    if snr.get("clips"):
+        e, width = snr["edges_db"], np.diff(snr["edges_db"])
+        ax3.bar(e[:-1], snr["kept"], width=width, align="edge", edgecolor="black", label="kept")
+        ax3.bar(e[:-1], snr["rejected"], width=width, align="edge", edgecolor="black", bottom=snr["kept"],
+                label="rejected", color="tab:red")  # fmt: skip
+        ax3.legend()
+    ax3.set(title="estimated SNR of the segmented clips", xlabel="dB", ylabel="clips")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

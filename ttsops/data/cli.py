@@ -32,7 +32,7 @@ def _workers(ap: argparse.ArgumentParser) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from ttsops.data.smart_segmenter import SegmenterConfig, segment
+    from ttsops.data.smart_segmenter import SegmenterConfig, rejection_line, segment
 
     overrides = {
         f.name: getattr(args, f.name)
@@ -44,7 +44,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     console.print(
         f"segmented {s.sources} files ({s.skipped} already done): {s.kept} clips, "
-        f"{s.kept_hours:.3f} h kept; rejected {s.rejected or 'none'} -> {s.out_dir}"
+        f"{s.kept_hours:.3f} h kept; rejected {rejection_line(s)} -> {s.out_dir}"
     )
     return 0
 

@@ -167,6 +167,17 @@ def count_reasons(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def speech_lost_s(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """{reason: seconds of speech} in the records that were not kept (``speech_end -
+    speech_start``; file-level rejections such as ``unreadable`` have no speech times and count 0)."""
+    lost: dict[str, float] = {}
+    for r in records:
+        if not r.get("kept"):
+            span = float(r.get("speech_end", 0.0)) - float(r.get("speech_start", 0.0))
+            lost[r["reason"]] = lost.get(r["reason"], 0.0) + max(span, 0.0)
+    return {k: round(v, 2) for k, v in sorted(lost.items())}
+
+
 # --- parallel map -----------------------------------------------------------------------------
 def parallel_map(
     fn: Callable[[T], R],

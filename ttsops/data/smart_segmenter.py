@@ -5,19 +5,21 @@ Per source file (one bad file never stops the batch; it becomes a record with a 
    a 16 kHz copy for analysis (an hour of audio costs ~230 MB there, the source is never fully
    loaded at its own rate);
 2. speech probability per 32 ms frame from silero-vad (vad.py);
-3. speech regions by hysteresis, edges refined on 10 ms energy (the VAD's LSTM lets go of speech
-   ~70 ms late; the end is pulled back to the last frame clearly above the noise floor, by at most
-   ``max_end_pullback_s``);
-4. every pause >= ``split_pause_s`` is a cut; a stretch still longer than ``max_clip_s`` is cut at
-   its longest pause, recursively; pieces shorter than ``min_clip_s`` join a neighbour across a
-   pause <= ``max_merge_pause_s`` when the result still fits, else are rejected;
+3. speech regions and the cut plan (segment_plan.py): hysteresis, edges refined on 10 ms energy;
+   every pause >= ``split_pause_s`` is a cut; a stretch still longer than ``max_clip_s`` is cut at
+   its longest pause however short, and speech with no pause the VAD hears at its quietest stretch
+   (a breath), so long runs become clips instead of ``too_long``; short pieces join a neighbour;
 5. each clip gets ``lead_margin_s`` of context before and ``tail_margin_s`` after its speech (the
    lead is longer: in noise the VAD notices soft onsets such as glides up to ~0.2 s late, while
    ends are refined on energy). A pause shorter than both margins is shared between them in
    proportion, so a clip never holds a neighbour's speech. The clip is then resampled to
    ``sample_rate`` mono, loudness-normalised (active speech level to ``target_level_dbfs``, peak
    at most -1 dBFS) and written, unless it is clipped, too quiet, too noisy (SNR estimated against
-   the file's non-speech frames), out of length range, or runs into the file's start or end.
+   the file's non-speech frames), out of length range, or cut off by the file's start or end
+   (``truncated``: only when the recording is loud at that edge; complete speech near it is kept).
+
+The summary says, per rejection reason, how many clips and seconds of speech it cost, and what a
+gate ``RELAX_SNR_DB`` (5 dB) lower would keep of the ``too_noisy`` clips.
 
     ttsops data segment RAW_DIR OUT_DIR [--workers 2] [--min-clip-s 1 --max-clip-s 10]
 """
@@ -44,7 +46,16 @@ from ttsops.data.manifest import (
     discover_sources,
     file_fingerprint,
     parallel_map,
+    speech_lost_s,
     write_jsonl,
+)
+from ttsops.data.segment_plan import (
+    PlannedClip,
+    SegmenterConfig,
+    open_edges,
+    plan_clips,
+    refine_regions,
+    speech_regions,
 )
 from ttsops.data.vad import VAD_FRAME, VAD_SR, SileroVad, frame_energy_db, noise_floor_db
 from ttsops.infra.atomic import atomic_write_text
@@ -52,154 +63,6 @@ from ttsops.infra.atomic import atomic_write_text
 logger = logging.getLogger(__name__)
 
 PEAK_LIMIT = 10 ** (-1 / 20)
-
-
-@dataclass(frozen=True)
-class SegmenterConfig:
-    sample_rate: int = 22050
-    min_clip_s: float = 1.0
-    max_clip_s: float = 10.0
-    lead_margin_s: float = 0.25
-    tail_margin_s: float = 0.15
-    split_pause_s: float = 0.28  # 0.25 now and then cut at a word-final stop closure masked by noise
-    max_merge_pause_s: float = 0.8
-    onset: float = 0.5  # speech probability that starts a region
-    offset: float = 0.35  # ... and that ends it
-    min_silence_s: float = 0.1  # shorter gaps are inside a region
-    min_speech_s: float = 0.1  # shorter regions are blips, dropped
-    max_end_pullback_s: float = 0.08
-    max_start_pushback_s: float = 0.1
-    target_level_dbfs: float = -20.0
-    min_level_dbfs: float = -45.0
-    # estimated SNR; pocketsphinx WER on flite: 0.16 clean, 0.35 at 30 dB, 0.83 at 20 dB (white noise)
-    min_snr_db: float = 25.0
-    max_clipped_ratio: float = 0.001  # share of samples at |x| >= 0.99
-    min_source_sr: int = 8000
-    edge_guard_s: float = 0.03  # speech this close to a file edge was cut off by the recording
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_clip_s < self.max_clip_s:
-            raise ValueError(f"need 0 < min_clip_s < max_clip_s, got {self.min_clip_s=}, {self.max_clip_s=}")
-        if not 0 <= self.offset <= self.onset <= 1:
-            raise ValueError(f"need 0 <= offset <= onset <= 1, got {self.offset=}, {self.onset=}")
-        if min(self.lead_margin_s, self.tail_margin_s) < 0 or self.split_pause_s <= 0:
-            raise ValueError(f"margins must be >= 0 and split_pause_s > 0, got {self.lead_margin_s=}, "
-                             f"{self.tail_margin_s=}, {self.split_pause_s=}")  # fmt: skip
-
-
-# --- pure functions: regions, plan, statistics -----------------------------------------------
-def speech_regions(probs: np.ndarray, frame_s: float, cfg: SegmenterConfig) -> list[tuple[float, float]]:
-    """Hysteresis over frame probabilities -> [(start_s, end_s)], short gaps merged, blips dropped."""
-    raw: list[list[int]] = []
-    start = -1
-    for i, p in enumerate(probs):
-        if start < 0 and p >= cfg.onset:
-            start = i
-        elif start >= 0 and p < cfg.offset:
-            raw.append([start, i])
-            start = -1
-    if start >= 0:
-        raw.append([start, len(probs)])
-    merged: list[list[int]] = []
-    for r in raw:
-        if merged and (r[0] - merged[-1][1]) * frame_s < cfg.min_silence_s:
-            merged[-1][1] = r[1]
-        else:
-            merged.append(r)
-    return [(a * frame_s, b * frame_s) for a, b in merged if (b - a) * frame_s >= cfg.min_speech_s]
-
-
-def refine_regions(
-    regions: list[tuple[float, float]], energy_db: np.ndarray, threshold_db: float, cfg: SegmenterConfig
-) -> list[tuple[float, float]]:
-    """Move each start back over frames above the threshold (at most ``max_start_pushback_s``), and
-    pull each end back to the last run of 3 frames above it (at most ``max_end_pullback_s``)."""
-    above = energy_db > threshold_db
-    out: list[tuple[float, float]] = []
-    for a, b in regions:
-        ia, ib = int(round(a * 100)), min(int(round(b * 100)), len(above))
-        s, floor = (
-            ia,
-            max(ia - int(round(cfg.max_start_pushback_s * 100)), int(round(out[-1][1] * 100)) if out else 0),
-        )
-        while s > floor and s - 1 < len(above) and above[s - 1]:
-            s -= 1
-        win = above[ia : min(ib + 4, len(above))]
-        runs = np.flatnonzero(win[:-2] & win[1:-1] & win[2:]) if len(win) >= 3 else np.zeros(0, int)
-        e = ia + int(runs[-1]) + 3 if len(runs) else ia
-        e = min(ib, max(e, ib - int(round(cfg.max_end_pullback_s * 100))))
-        out.append((s / 100, max(e, s + 1) / 100))
-    return out
-
-
-@dataclass
-class PlannedClip:
-    speech_start: float
-    speech_end: float
-    start: float = 0.0
-    end: float = 0.0
-    reason: Reason | None = None
-
-
-def _split_long(group: list[tuple[float, float]], limit: float) -> list[list[tuple[float, float]]]:
-    if group[-1][1] - group[0][0] <= limit or len(group) == 1:
-        return [group]
-    gaps = [group[i + 1][0] - group[i][1] for i in range(len(group) - 1)]
-    k = int(np.argmax(gaps)) + 1  # the longest pause
-    return _split_long(group[:k], limit) + _split_long(group[k:], limit)
-
-
-def plan_clips(regions: list[tuple[float, float]], total_s: float, cfg: SegmenterConfig) -> list[PlannedClip]:
-    """Group speech regions into clips (see the module docstring); margins never overlap."""
-    if not regions:
-        return []
-    groups: list[list[tuple[float, float]]] = [[regions[0]]]
-    for prev, cur in zip(regions, regions[1:], strict=False):
-        if cur[0] - prev[1] >= cfg.split_pause_s:
-            groups.append([cur])
-        else:
-            groups[-1].append(cur)
-    lead, tail = cfg.lead_margin_s, cfg.tail_margin_s
-    limit = cfg.max_clip_s - lead - tail
-    spans = [[p[0][0], p[-1][1]] for g in groups for p in _split_long(g, limit)]
-    spans = _merge_short(spans, cfg.min_clip_s - lead - tail, limit, cfg.max_merge_pause_s)
-    share = lead / (lead + tail) if lead + tail > 0 else 0.5
-    clips = []
-    for k, (s, e) in enumerate(spans):
-        left = s - spans[k - 1][1] if k > 0 else s
-        right = spans[k + 1][0] - e if k + 1 < len(spans) else total_s - e
-        start = s - min(lead, left * share if k > 0 else left)
-        end = e + min(tail, right * (1 - share) if k + 1 < len(spans) else right)
-        reason = None
-        if s < cfg.edge_guard_s or e > total_s - cfg.edge_guard_s:
-            reason = Reason.TRUNCATED
-        elif end - start < cfg.min_clip_s:
-            reason = Reason.TOO_SHORT
-        elif end - start > cfg.max_clip_s:
-            reason = Reason.TOO_LONG
-        clips.append(PlannedClip(s, e, start, end, reason))
-    return clips
-
-
-def _merge_short(
-    spans: list[list[float]], shortest: float, longest: float, max_pause: float
-) -> list[list[float]]:
-    """Join each span shorter than ``shortest`` to its nearer neighbour when the pause between is
-    at most ``max_pause`` and the result is at most ``longest``."""
-    spans = [list(x) for x in spans]
-    i = 0
-    while i < len(spans):
-        if spans[i][1] - spans[i][0] < shortest:
-            gap_l = spans[i][0] - spans[i - 1][1] if i > 0 else np.inf
-            gap_r = spans[i + 1][0] - spans[i][1] if i + 1 < len(spans) else np.inf
-            lo, hi = (i - 1, i) if gap_l <= gap_r else (i, i + 1)
-            if min(gap_l, gap_r) <= max_pause and spans[hi][1] - spans[lo][0] <= longest:
-                spans[lo] = [spans[lo][0], spans[hi][1]]
-                del spans[hi]
-                i = max(lo - 1, 0)
-                continue
-        i += 1
-    return spans
 
 
 def clipped_ratio(wav: np.ndarray) -> float:
@@ -274,7 +137,7 @@ def segment_file(
     energy = frame_energy_db(wav16)
     noise_db, thr_db = noise_floor_db(energy, probs)
     regions = refine_regions(speech_regions(probs, VAD_FRAME / VAD_SR, cfg), energy, thr_db, cfg)
-    clips = plan_clips(regions, total_s, cfg)
+    clips = plan_clips(regions, total_s, cfg, energy, open_edges(energy, thr_db))
     if not clips:
         return [_file_record(key, source, Reason.NO_SPEECH)]
     records = []
@@ -336,6 +199,37 @@ class SegmentSummary:
     kept: int
     rejected: dict[str, int]
     kept_hours: float
+    rejected_speech_s: dict[str, float]  # seconds of speech each reason cost
+    lower_gate: dict[str, float]  # what a gate RELAX_SNR_DB lower keeps of the too_noisy clips
+
+
+RELAX_SNR_DB = 5.0
+
+
+def lower_gate_gain(
+    records: list[dict[str, Any]], min_snr_db: float, relax_db: float = RELAX_SNR_DB
+) -> dict[str, float]:
+    """{snr_db, clips, speech_s}: the too_noisy clips a gate ``relax_db`` lower would keep (the SNR
+    gate is the last one a clip meets, so they pass every other gate), and their speech seconds."""
+    gate = min_snr_db - relax_db
+    rescued = [
+        r for r in records if r.get("reason") == Reason.TOO_NOISY.value and r.get("snr_db", -1e9) >= gate
+    ]
+    seconds = sum(r["speech_end"] - r["speech_start"] for r in rescued)
+    return {"snr_db": gate, "clips": len(rescued), "speech_s": round(seconds, 2)}
+
+
+def rejection_line(summary: SegmentSummary) -> str:
+    """Per reason: clips and seconds of speech lost; for too_noisy what a lower gate keeps, e.g.
+    ``too_noisy: 3, 21.4 s of speech (--min-snr-db 20 keeps 2, 14.0 s)``; "none" when none."""
+    parts = []
+    for reason, n in summary.rejected.items():
+        part = f"{reason}: {n}, {summary.rejected_speech_s.get(reason, 0.0):.1f} s of speech"
+        if reason == Reason.TOO_NOISY.value:
+            g = summary.lower_gate
+            part += f" (--min-snr-db {g['snr_db']:g} keeps {int(g['clips'])}, {g['speech_s']:.1f} s)"
+        parts.append(part)
+    return "; ".join(parts) or "none"
 
 
 @functools.lru_cache(maxsize=1)
@@ -382,10 +276,11 @@ def segment(
     kept = [r for r in records if r["kept"]]
     summary = SegmentSummary(
         out, len(sources), len(sources) - len(jobs), len(kept), count_reasons(records),
-        round(sum(r["duration"] for r in kept) / 3600, 4),
+        round(sum(r["duration"] for r in kept) / 3600, 4), speech_lost_s(records),
+        lower_gate_gain(records, cfg.min_snr_db),
     )  # fmt: skip
     info = {k: v for k, v in asdict(summary).items() if k != "out_dir"}
     atomic_write_text(out / "segments_summary.json", json.dumps({**info, "config": asdict(cfg)}, indent=2))
     logger.info("segmented %d sources (%d already done): %d clips kept, rejected %s",
-                summary.sources, summary.skipped, summary.kept, summary.rejected or "none")  # fmt: skip
+                summary.sources, summary.skipped, summary.kept, rejection_line(summary))  # fmt: skip
     return summary

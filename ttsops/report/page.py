@@ -111,7 +111,12 @@ def _dataset_section(dataset_dir: Path | None) -> dict[str, Any] | None:
              f"{d.get('min')} / {d.get('median')} / {d.get('max')}"),
             ("speaking rate (words/s)", rate.get("overall_words_per_s")),
             ("low-confidence clips kept", rep.get("low_confidence_kept")),
-            ("rejected", ", ".join(f"{k}: {v}" for k, v in rep.get("rejected", {}).items()) or "none")]
+            ("rejected", ", ".join(f"{k}: {v}" for k, v in rep.get("rejected", {}).items()) or "none"),
+            ("speech lost per rejection reason (s)",
+             ", ".join(f"{k}: {v}" for k, v in rep.get("rejected_speech_s", {}).items()) or "none"),
+            ("estimated SNR of the segmented clips (dB): min / median / max",
+             " / ".join(str(snr.get(k)) for k in ("min", "median", "max")) if (snr := rep.get("snr_db", {})).get("clips")
+             else "not recorded")]
     asr = dataset_dir / "asr_quality.json"
     if asr.is_file():
         q = json.loads(asr.read_text())

@@ -8,17 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from ttsops.data.manifest import Reason
-from ttsops.data.smart_segmenter import (
-    PEAK_LIMIT,
+from ttsops.data.manifest import Reason, speech_lost_s
+from ttsops.data.segment_plan import (
     SegmenterConfig,
-    clipped_ratio,
-    normalise,
+    cut_cost,
+    open_edges,
     plan_clips,
     refine_regions,
     speech_regions,
-    speech_stats,
 )
+from ttsops.data.smart_segmenter import PEAK_LIMIT, clipped_ratio, lower_gate_gain, normalise, speech_stats
 from ttsops.data.vad import frame_energy_db, noise_floor_db, silero_model_path
 
 CFG = SegmenterConfig()
@@ -71,9 +70,72 @@ def test_a_long_stretch_is_cut_at_its_longest_pause_first():
     assert all(c.reason is None and c.end - c.start <= 10.0 for c in clips)
 
 
-def test_speech_without_any_pause_longer_than_max_is_rejected_too_long():
+def test_speech_without_any_pause_longer_than_max_is_rejected_too_long_without_energy():
     clips = _plan([(1.0, 13.0)])
     assert len(clips) == 1 and clips[0].reason is Reason.TOO_LONG
+
+
+def _run_energy(total_s=20.0, quiet=(), level=-20.0, floor=-60.0):
+    energy = np.full(int(total_s * 100), floor)
+    energy[100:1400] = level  # speech 1-14 s, no pause the VAD hears
+    for a, b, db in quiet:
+        energy[round(a * 100) : round(b * 100)] = db
+    return energy
+
+
+def test_a_run_with_no_pause_is_cut_at_its_quietest_stretch_a_breath_not_a_stop_closure():
+    # a 60 ms stop closure (silent, loud frames 30 ms either side) and a 120 ms breath, 10 dB louder
+    energy = _run_energy(quiet=[(5.0, 5.06, -60.0), (8.0, 8.12, -50.0)])
+    clips = plan_clips([(1.0, 14.0)], 20.0, CFG, energy, (False, False))
+    assert [(c.speech_start, c.speech_end) for c in clips] == [(1.0, 8.0), pytest.approx((8.12, 14.0))]
+    assert all(c.reason is None and c.end - c.start <= CFG.max_clip_s for c in clips)
+    assert cut_cost(energy)[503] == -20.0 and cut_cost(energy)[806] == -50.0
+
+
+def test_a_quiet_stretch_that_leaves_a_short_piece_is_passed_over_when_another_fits():
+    energy = _run_energy(quiet=[(1.8, 1.95, -55.0), (6.0, 6.1, -45.0)])  # the quietest is 0.8 s in
+    clips = plan_clips([(1.0, 14.0)], 20.0, CFG, energy, (False, False))
+    assert [round(c.speech_end, 2) for c in clips[:-1]] == [6.0]
+
+
+def test_a_long_group_is_cut_at_a_pause_that_leaves_speech_on_both_sides_first():
+    # the longest pause (0.25 s) leaves 0.7 s after it ("he was not | an ..." in real speech, a
+    # word-final stop closure); the 0.15 s one leaves both sides room
+    regions = [(1.0, 4.0), (4.15, 12.0), (12.25, 12.95)]
+    clips = _plan(regions)
+    assert [(c.speech_start, c.speech_end) for c in clips] == [(1.0, 4.0), (4.15, 12.95)]
+    without = _plan(regions, min_piece_s=0.5)  # no preference: the 0.7 s piece is a clip of its own
+    assert [(c.speech_start, c.speech_end) for c in without] == [(1.0, 4.0), (4.15, 12.0), (12.25, 12.95)]
+
+
+def test_speech_touching_a_file_edge_is_kept_when_the_recording_is_quiet_there():
+    clips = plan_clips([(0.0, 2.0), (3.0, 5.0), (6.0, 7.99)], 8.0, CFG, edges_open=(False, False))
+    assert [c.reason for c in clips] == [None, None, None]
+    assert (clips[0].start, clips[-1].end) == (0.0, 8.0)
+    clips = plan_clips([(0.0, 2.0), (3.0, 5.0), (6.0, 7.99)], 8.0, CFG, edges_open=(False, True))
+    assert [c.reason for c in clips] == [None, None, Reason.TRUNCATED]
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "expected"),
+    [(-60.0, -60.0, (False, False)), (-20.0, -60.0, (True, False)), (-60.0, -30.0, (False, True))],
+)
+def test_open_edges_is_loudness_at_the_first_and_last_frames(head, tail, expected):
+    energy = np.full(100, -20.0)
+    energy[:3], energy[-3:] = head, tail
+    assert open_edges(energy, threshold_db=-50.0) == expected
+
+
+def test_lower_gate_gain_counts_the_too_noisy_clips_a_5_db_lower_gate_keeps():
+    recs = [
+        {"kept": False, "reason": "too_noisy", "snr_db": 22.0, "speech_start": 1.0, "speech_end": 4.0},
+        {"kept": False, "reason": "too_noisy", "snr_db": 19.9, "speech_start": 5.0, "speech_end": 6.0},
+        {"kept": False, "reason": "too_short", "snr_db": 30.0, "speech_start": 7.0, "speech_end": 7.5},
+        {"kept": True, "reason": None, "snr_db": 26.0, "speech_start": 8.0, "speech_end": 9.0},
+    ]
+    assert lower_gate_gain(recs, min_snr_db=25.0) == {"snr_db": 20.0, "clips": 1, "speech_s": 3.0}
+    assert speech_lost_s(recs + [{"kept": False, "reason": "unreadable"}]) == {
+        "too_noisy": 4.0, "too_short": 0.5, "unreadable": 0.0}  # fmt: skip
 
 
 def test_short_piece_joins_its_nearer_neighbour_when_the_pause_is_short():
