@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/tuner_overhead.py [--trainer foreign|ttsops] [--generations 6]
         [--epochs 5] [--epoch-seconds 2.0] [--poll-s 0.5] [--dataset DIR] [--out DIR] [--json out.json]
+        [--engine optuna|ray_tune]
 
 It runs a real study (Optuna SQLite, MLflow SQLite, real trainer processes) and reports:
 
@@ -20,6 +21,12 @@ It runs a real study (Optuna SQLite, MLflow SQLite, real trainer processes) and 
   with ``--trainer ttsops`` also train.py's own account of it, phase by phase (the ``startup_*_s``
   metrics it logs after its first step: interpreter and imports, config, model and optimizer,
   checkpoint, data, MLflow/TensorBoard set-up, the first step), median over the generations.
+
+``--engine ray_tune`` runs the same generations on Ray Tune (``core_engine.primary_engine:
+ray_tune``; ASHA with its grace period at the last validation, so no trial is stopped, one trial at a
+time, like the Optuna engine's sequential generations): what Ray's scheduling, actors and result
+plumbing add per trial. Ray's own daemons (GCS, raylet, workers) are measured by their CPU seconds
+(psutil over the processes Ray started), since they are not the tuner process.
 
 ``--trainer foreign`` (default) drives the numpy toy trainer of the adapter tests
 (tests/integration/smart_tuner/fixtures/foreign_trainer.py) paced to ``--epoch-seconds`` per epoch,
@@ -40,12 +47,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "integration" / "smart_tuner" / "fixtures"
 
 
 def study_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(FIXTURES))
-    import tuner_testkit as kit  # the same configs the integration tests use
+    sys.path.insert(0, str(REPO))
+    from tests.integration.smart_tuner.fixtures import tuner_testkit as kit  # the integration tests' configs
 
     if args.trainer == "foreign":
         adapter = kit.foreign_adapter_dict(epoch_seconds=args.epoch_seconds, steps=20)
@@ -54,6 +60,10 @@ def study_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         dataset = Path(args.dataset) if args.dataset else synth_dataset(out / "data")
         data = kit.real_config(out, dataset, n_trials=args.generations, epochs=args.epochs)
     data["smart_early_stopping"] = {"enabled": False}  # measure exactly --generations generations
+    if args.engine == "ray_tune":
+        data["core_engine"]["primary_engine"] = "ray_tune"
+        data["ray_tune"] = {"scheduler": "asha", "num_cpus": 2, "max_concurrent_trials": 1,
+                            "grace_period": args.epochs, "max_epochs": args.epochs}
     return data
 
 
@@ -73,8 +83,12 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from ttsops.train.adapter import Tacotron2Adapter
 
     cfg = parse_config(study_config(args, out), "benchmark")
-    tuner = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=args.poll_s), trainer=Tacotron2Adapter(cfg.adapter))
-    summary = tuner.run()
+    ray_cpu = 0.0
+    if args.engine == "ray_tune":
+        summary, ray_cpu = run_ray(cfg)
+    else:
+        tuner = Tuner(cfg, runner_cfg=RunnerConfig(poll_s=args.poll_s), trainer=Tacotron2Adapter(cfg.adapter))
+        summary = tuner.run()
     st = summary.stats  # wall and CPU from the end of set-up (imports, stores) to the summary
     wall, cpu = st["wall_s"], st["tuner_cpu_s"]
     outside = wall - st["trainer_s"]
@@ -82,6 +96,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         watcher = store.latency_stats()
     decision = latency_summary(st["latencies"])
     return {
+        "engine": args.engine,
+        "ray_daemons_cpu_s": ray_cpu,
         "trainer": args.trainer,
         "generations": st["generations"],
         "epochs": args.epochs,
@@ -105,6 +121,33 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "states": [r["state"] for r in summary.rows],
         "restart_phases_s": restart_phases(cfg) if args.trainer == "ttsops" else {},
     }
+
+
+def run_ray(cfg: Any) -> tuple[Any, float]:
+    """The study on Ray Tune, and the CPU seconds Ray's own processes spent (not the trainers)."""
+    import psutil
+    import ray
+
+    from ttsops.smart_tuner.raytune.study import RayStudy
+    from ttsops.train.adapter import Tacotron2Adapter
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    me = psutil.Process()
+    try:
+        summary = RayStudy(cfg, trainer=Tacotron2Adapter).run()
+        cpu = 0.0
+        for p in me.children(recursive=True):
+            try:
+                name = " ".join(p.cmdline())
+                if "ttsops.train" in name or "foreign_trainer" in name:
+                    continue  # a trainer (still exiting): training, not Ray
+                t = p.cpu_times()
+                cpu += t.user + t.system
+            except psutil.Error:
+                continue
+    finally:
+        ray.shutdown()
+    return summary, cpu
 
 
 def restart_phases(cfg: Any) -> dict[str, float]:
@@ -137,6 +180,8 @@ def report(r: dict[str, Any]) -> str:
             f"{r['outside_s']:.2f} s = {r['outside_share']:.1%} "
             f"({r['outside_per_generation_s']:.2f} s per generation)",
         ),
+        ("engine", r["engine"] + (f" (Ray's daemons and trial actors: {r['ray_daemons_cpu_s']:.1f} CPU s, "
+                                  f"{r['ray_daemons_cpu_s'] / r['wall_s']:.1%} of wall)" if r["engine"] == "ray_tune" else "")),
         ("tuner CPU (watching + gaps)", f"{r['tuner_cpu_s']:.2f} s = {r['tuner_cpu_share']:.1%}"),
         ("tuner share, upper bound (goal <= 5%)", f"{r['overhead_share_upper_bound']:.1%}"),
         (
@@ -162,6 +207,7 @@ def report(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trainer", choices=["foreign", "ttsops"], default="foreign")
+    ap.add_argument("--engine", choices=["optuna", "ray_tune"], default="optuna")
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--epoch-seconds", type=float, default=2.0, help="foreign trainer: seconds per epoch")

@@ -18,9 +18,9 @@ study-level early stop says so over the finished trials' objectives. PBT's explo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
-import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -63,9 +63,7 @@ class RayStudy(StudySession):
         started = False
         try:
             started = self._init_ray()
-            with warnings.catch_warnings():  # a new actor per segment is by design (its own plan and run)
-                warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
-                grid = self._tuner().fit()
+            grid = self._tuner().fit()
             errors = [str(e).splitlines()[0] for e in grid.errors]
             if errors:
                 logger.warning("%d trial(s) failed; first: %s", len(errors), errors[0])
@@ -124,7 +122,7 @@ class RayStudy(StudySession):
         tune_cfg = tune.TuneConfig(
             metric=OBJECTIVE, mode="min", search_alg=search, scheduler=scheduler, num_samples=samples,
             max_concurrent_trials=rt.max_concurrent_trials, time_budget_s=None if budget is None else budget * 60,
-            reuse_actors=False, trial_name_creator=names, trial_dirname_creator=names,
+            reuse_actors=True, trial_name_creator=names, trial_dirname_creator=names,
         )
         run_cfg = tune.RunConfig(
             name=self.name, storage_path=str(self.study_dir / "ray_results"), verbose=1,
@@ -180,6 +178,12 @@ class RayStudy(StudySession):
         }
         self.finished.append(row)
         self.stats["generations"] += 1
+        for key in ("trainer_s", "stop_s"):
+            self.stats[key] += float(r.get(key) or 0.0)
+        self.stats["latencies"] += [float(x) for x in r.get("decision_latencies_s") or []]
+        first = float(r.get("first_metric_s") or math.nan)
+        if math.isfinite(first):
+            self.stats["first_metric_s"].append(first)
         if state == "complete" and row["value"] is not None and r.get("checkpoint_path"):
             self._consider(row, r)
 
@@ -221,7 +225,8 @@ class RayStudy(StudySession):
 _RAY_KEYS = {
     "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid", "time_since_restore",
     "iterations_since_restore", "timesteps_total", "episodes_total", "timesteps_since_restore", "trial_index",
-    "done", "checkpoint_dir_name", "should_checkpoint",
+    "done", "checkpoint_dir_name", "should_checkpoint", "trainer_s", "stop_s", "first_metric_s",
+    "decision_latency_p50_s", "decision_latencies_s",
 }
 
 

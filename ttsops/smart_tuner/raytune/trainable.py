@@ -130,21 +130,31 @@ class GenerationTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any], ctx: RayContext) -> None:  # type: ignore[override]
         os.chdir(ctx.cwd)  # Ray starts trials in their own directory; the config's paths are relative to ours
         self.ctx = ctx
-        self.params = {k: config[k] for k in ctx.cfg.search_space if k in config}
-        self.index = trial_index(self.trial_name)
         self.adapter = ctx.trainer(ctx.cfg.adapter)
         self.wrapper = TrainerWrapper(ctx.cfg.adapter, python=ctx.python, trainer=self.adapter)
         self.scheduler = ParamScheduler(dict(ctx.cfg.training.hparams), trainer=self.adapter)
-        self.trial_dir = Path(ctx.study_dir) / "ray_trials" / f"trial_{self.index:04d}"
+        self._thread: threading.Thread | None = None
+        self._tracking: StudyTracking | None = None
+        self._begin(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Ray reuses this actor for another trial (or this trial with PBT's new params): a trainer
+        still running is stopped first, then the trial starts over as ``setup`` would."""
+        self.cleanup()
+        self._begin(new_config)
+        return True
+
+    def _begin(self, config: dict[str, Any]) -> None:
+        self.params = {k: config[k] for k in self.ctx.cfg.search_space if k in config}
+        self.index = trial_index(self.trial_name)
+        self.trial_dir = Path(self.ctx.study_dir) / "ray_trials" / f"trial_{self.index:04d}"
         self.segment = _next_segment(self.trial_dir)  # a restarted trial (PBT, a pause) goes on counting
         self._saved = False  # a checkpoint taken since the last result: Ray is pausing the trial
         self.plan = RestartPlan("fresh", None, (), "a new trial")
         self.source = "none"
-        self._thread: threading.Thread | None = None
         self._bridge = _Bridge()
         self._run_id: str | None = None
         self._value: float | None = None
-        self._tracking: StudyTracking | None = None
 
     # --- results ----------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -169,7 +179,7 @@ class GenerationTrainable(tune.Trainable):
         if r.value is None or not math.isfinite(r.value):
             raise TunerError(f"trial {self.index}: {r.state} ({r.reason}) without a finite objective")
         return {OBJECTIVE: r.value, "done": True, "state": r.state, "reason": r.reason,
-                **_finite(self._bridge.metrics), **self._where()}
+                **_finite(self._bridge.metrics), **self._where(), **_costs(r)}
 
     def _where(self) -> dict[str, Any]:
         ckpt = self.wrapper.latest_checkpoint(self._gen_dir)
@@ -315,8 +325,17 @@ class GenerationTrainable(tune.Trainable):
         self.plan = RestartPlan(plan.mode, plan.checkpoint, plan.changed, why)
         self.source = f"trial {meta['trial']}: {start / meta['file']}"
 
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        return False  # a new actor per restart: the plan and the run are per segment
+
+def _costs(r: GenerationResult) -> dict[str, Any]:
+    """The segment's trainer lifetime and reaction times (the benchmark compares them across engines)."""
+    lat = sorted(r.latencies)
+    return {
+        "trainer_s": r.trainer_s,
+        "stop_s": r.stop_s,
+        "first_metric_s": r.first_metric_s[0] if r.first_metric_s else float("nan"),
+        "decision_latency_p50_s": lat[len(lat) // 2] if lat else float("nan"),
+        "decision_latencies_s": lat,
+    }
 
 
 def _next_segment(trial_dir: Path) -> int:
