@@ -312,13 +312,15 @@ class TrainConfig(_Section):
 
 class ObjectiveConfig(_Section):
     """Weights of the tuner's composite objective (ttsops/smart_tuner/search/objective.py); the
-    alignment threshold is ``smart_early_stopping.attention_monitoring.alignment_threshold``."""
+    alignment threshold is ``smart_early_stopping.attention_monitoring.alignment_threshold``;
+    ``val_loss_scale`` divides ``val_loss`` (measured ranges in that module's docstring)."""
 
+    val_loss_scale: float = Field(5.0, gt=0)
     alignment: float = Field(1.0, ge=0)
     mcd: float = Field(0.02, ge=0)
     stoi: float = Field(0.5, ge=0)
     pesq: float = Field(0.1, ge=0)
-    asr_wer: float = Field(2.0, ge=0)
+    asr_wer: float = Field(1.0, ge=0)
     free_running: float = Field(0.0, ge=0)
 
 
