@@ -116,6 +116,10 @@ class StudySession:
             cfg.adapter, python=self.python, clock=self._clock, trainer=self.trainer
         )
         self.early = EarlyStopController(cfg.smart_early_stopping)
+        if cfg.generation_epochs() < cfg.core_engine.epochs_per_generation:
+            logger.warning("core_engine.epochs_per_generation=%d capped by optimization.hyperband.max_resource=%d: "
+                           "Hyperband compares no generation past it", cfg.core_engine.epochs_per_generation,
+                           cfg.generation_epochs())
         self._dataset_version = dataset_version(cfg.training.dataset)
 
     def _open_tracking(self) -> None:
@@ -163,7 +167,7 @@ class StudySession:
             "sampler": o.sampler.value,
             "pruner": o.pruner.value,
             "n_trials": self.cfg.core_engine.n_trials,
-            "epochs_per_generation": self.cfg.core_engine.epochs_per_generation,
+            "epochs_per_generation": self.cfg.generation_epochs(),
             "search_space": {k: v.model_dump(exclude_none=True) for k, v in self.cfg.search_space.items()},
         }
 

@@ -194,7 +194,7 @@ class Tuner(StudySession):
         resume restores the counter, so a resumed generation needs the checkpoint's epoch on top
         (the base, read from the ``train_state.json`` beside the source checkpoint; other trainers
         have none: per process). A preempted line keeps its base and has done some epochs already."""
-        n = self.cfg.core_engine.epochs_per_generation
+        n = self.cfg.generation_epochs()
         if carry is not None and carry.checkpoint is not None:
             total = self.trainer.train_state(Path(carry.checkpoint).parent) is not None
             return epochs_to_run(n, carry.validations, total, carry.epoch_base), carry.epoch_base
@@ -206,7 +206,7 @@ class Tuner(StudySession):
 
     def _runner(self, trial: Any, run_id: str) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early
-        budget = self.cfg.core_engine.epochs_per_generation
+        budget = self.cfg.generation_epochs()
         early.new_trial()
 
         def trial_check(rows: list[dict[str, float]]) -> tuple[str, str] | None:
