@@ -69,7 +69,7 @@ from ttsops.smart_tuner.early_stop.detectors import (
 )
 from ttsops.smart_tuner.early_stop.forecast import forecast_detector, load_backend
 from ttsops.smart_tuner.early_stop.stats import cusum_detector, training_progress_detector, trend_detector
-from ttsops.smart_tuner.early_stop.vote import Decision, DetectorParams, vote
+from ttsops.smart_tuner.early_stop.vote import GROUPS, Decision, DetectorParams, vote
 
 STATE_VERSION = 1
 
@@ -216,6 +216,7 @@ class EarlyStopController:
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
             flatline_score=self.params.flatline_score, flatline_validations=self.params.flatline_validations,
             objective=objective, improving_window=self.params.improving_window, min_delta=self.min_delta,
+            vote_span=self.params.attention_vote_span, vote_max=self.params.stop_threshold,
         )
 
     def _forecast(self, y: np.ndarray, horizon: float, level: str) -> DetectorResult:
@@ -316,7 +317,13 @@ class EarlyStopController:
         if not (math.isfinite(a[best]) and a[best] >= thr):
             return abstain("attention", Reason.NOT_YET_ALIGNED,
                            f"best generation {best + 1} is not aligned ({a[best]:.2f} < {thr:.2f})")
-        return abstain("attention", Reason.ALIGNED, f"best generation {best + 1} aligned ({a[best]:.2f})")
+        # votes like the in-trial group: how settled the best generation's alignment is, up to the stop
+        # threshold (a barely aligned best holds an early end back; the patience rule still ends it)
+        span, top = self.params.attention_vote_span, self.params.stop_threshold
+        firmness = min(1.0, (float(a[best]) - thr) / span)
+        return result("attention", top * firmness, Reason.ALIGNED,
+                      f"best generation {best + 1} aligned ({a[best]:.2f}, settled {firmness:.0%} of {span:.2f} "
+                      f"above {thr:.2f})", ends=False, firmness=firmness, alignment=float(a[best]))
 
     def _study_decision(self, y: np.ndarray, verdicts: list[DetectorResult]) -> Decision:
         by = {v.name: v for v in verdicts}
@@ -346,8 +353,10 @@ class EarlyStopController:
 
 
 def _top_reason(verdicts: Iterable[DetectorResult]) -> Reason:
-    """The reason of the strongest voter when it says end (else the vote's own)."""
-    top = max((v for v in verdicts if v.voting), key=lambda v: v.score, default=None)
+    """The reason of the strongest voter on the objective when it says end (else the vote's own);
+    the attention group's vote (how settled the alignment is) says why a stop is safe, not why it is due."""
+    top = max((v for v in verdicts if v.voting and v.name not in GROUPS["attention_analysis"]),
+              key=lambda v: v.score, default=None)
     return top.reason if top is not None and top.score >= 0.5 else Reason.VOTE_STOP
 
 
