@@ -133,7 +133,7 @@ def attention_detector(
         return flat
     learning = improving_window is not None and still_improving(objective, improving_window, min_delta)
     info["objective_improving"] = learning
-    return _before_alignment(name, a, idx, robust, epoch, health, threshold, deadline_epoch,
+    return _before_alignment(name, a, idx, robust, epoch, ep, health, threshold, deadline_epoch,
                              progress_patience, window, collapse_margin, learning, info)
 
 
@@ -282,7 +282,7 @@ def still_improving(objective: Sequence[float] | np.ndarray | None, window: int,
 
 
 def _before_alignment(
-    name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, health: float,
+    name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, ep: np.ndarray, health: float,
     threshold: float, deadline: float, patience: int, window: int, margin: float, learning: bool,
     info: dict[str, Any],
 ) -> DetectorResult:
@@ -296,7 +296,7 @@ def _before_alignment(
     gap = threshold - health
     needed = gap / rate if rate > 0 else math.inf
     info.update(climb_per_validation=rate, validations_needed=needed if math.isfinite(needed) else None)
-    validations_past = _validations_past_deadline(epoch, deadline, idx)
+    validations_past = _validations_past_deadline(ep, deadline, int(idx[-1]) + 1)
     # visibly climbing: a significant Mann-Kendall rise, whatever the projection says (a recorded run
     # with 3 updates per epoch was at 0.49 at the deadline, projected 16 validations short, and
     # aligned 10 validations later)
@@ -350,7 +350,9 @@ def _peak_age(robust: np.ndarray) -> int:
     return int(peak.size - 2 - rises[-1]) if rises.size else int(peak.size)
 
 
-def _validations_past_deadline(epoch: float, deadline: float, idx: np.ndarray) -> int:
-    # validations are roughly evenly spaced in epochs: convert the epochs past the deadline
-    per_validation = epoch / max(1, int(idx[-1]) + 1)
-    return int(math.floor((epoch - deadline) / per_validation)) if per_validation > 0 else 0
+def _validations_past_deadline(epochs: np.ndarray, deadline: float, n: int) -> int:
+    """Validations logged after the deadline epoch (without epochs, the validation count stands in).
+    Counted, not converted from epochs, so a warm-started generation that starts past the deadline
+    (global epochs) gets its grace from its own first validation on."""
+    ep = epochs[np.isfinite(epochs)]
+    return int(np.sum(ep > deadline)) if ep.size else max(0, n - int(math.ceil(deadline)))

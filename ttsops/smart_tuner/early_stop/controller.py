@@ -33,7 +33,9 @@ it was the main source of false stops in the replay benchmark.
 
 Every :class:`Decision` carries all detector verdicts (``to_dict()`` is JSON, ``to_tags()`` gives
 MLflow tags) so the tuner can log it and hand it to the AlertManager. ``update(history)`` is the
-in-trial call; ``decide_study(objectives)`` the study-level one. Decisions take milliseconds: the
+in-trial call; ``decide_study(objectives)`` the study-level one. Stages and the alignment deadline count the
+``global_epoch`` column when the history has it (train.py's total epochs, carried over a warm start,
+so a warm-started generation continues the curriculum), else ``epoch``. Decisions take milliseconds: the
 GP sees at most ``gp_window`` points, starts from the previous fit and is cached on its input.
 """
 
@@ -124,7 +126,7 @@ class EarlyStopController:
     def decide_trial(self, history: History, *, budget: int | None = None) -> Decision:
         """Stop (converged/plateau/overfitting), prune (failing) or continue the running trial.
 
-        ``history``: metric -> values per validation (``self.metric`` required; ``epoch``,
+        ``history``: metric -> values per validation (``self.metric`` required; ``global_epoch`` or ``epoch``,
         ``attention_alignment_score``, ``attention_entropy``, ``grad_norm`` used when present).
         ``budget``: validations the trial is configured for, if known (caps the look-ahead).
         """
@@ -176,7 +178,7 @@ class EarlyStopController:
     def _trial_verdicts(self, h: dict[str, np.ndarray], budget: int | None) -> list[DetectorResult]:
         p, cfg, md = self.params, self.cfg, self.min_delta
         y = h[self.metric]
-        epochs = h.get("epoch")
+        epochs = epoch_column(h)
         epoch = float(epochs[-1]) if epochs is not None and epochs.size and math.isfinite(epochs[-1]) else float(y.size)
         _, patience = adaptive_patience(epoch, cfg.adaptive_patience)
         horizon = self._horizon(y.size, budget)
@@ -350,6 +352,16 @@ class EarlyStopController:
                           "reason": d.reason.value, "score": round(d.score, 4), "message": d.message})
         del self._log[: -self.params.log_size]
         return d
+
+
+def epoch_column(h: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The epochs the curriculum counts: ``global_epoch`` (train.py's total, which a warm start carries
+    on from its source) when logged, else ``epoch``; None when neither has a finite value."""
+    for name in ("global_epoch", "epoch"):
+        col = h.get(name)
+        if col is not None and np.isfinite(col).any():
+            return col
+    return None
 
 
 def _top_reason(verdicts: Iterable[DetectorResult]) -> Reason:
