@@ -17,6 +17,7 @@ from typing import Any
 
 from ttsops.config import TunerConfig, dump_config
 from ttsops.data.versioning import dataset_version
+from ttsops.errors import ConfigError
 from ttsops.infra.atomic import atomic_write_text, file_lock
 from ttsops.infra.tracking import Tag, artifact_root
 from ttsops.registry.model_registry import Candidate, ModelRegistry
@@ -92,6 +93,9 @@ class StudySession:
 
     def _open_study(self) -> None:
         cfg = self.cfg
+        if cfg.core_engine.primary_engine != "optuna":  # it was read by nothing: ray_tune ran Optuna silently
+            raise ConfigError(f"core_engine.primary_engine={cfg.core_engine.primary_engine!r}: not implemented "
+                              "yet; the engine is 'optuna' (docs/tuner.md)")
         self.config_path = self.study_dir / "tuner_config.yaml"
         # a bad command template or hparam fails here, before any trial is asked or file written
         self.trainer.check_hparams(dict(cfg.training.hparams))
