@@ -120,6 +120,9 @@ CASES: dict[str, Case] = {
     "adapter.command placeholder": Case(
         lambda t: ["tune", "--config", str(tune_config(t, adapter={"command": ["{python}", "{out_dir}"]}))],
         "adapter.command: '{out_dir}': bad placeholder"),
+    "primary_engine ray_tune (not implemented)": Case(
+        lambda t: ["tune", "--config", str(tune_config(t, core_engine={"primary_engine": "ray_tune"}))],
+        "core_engine.primary_engine='ray_tune': not implemented yet"),
     "search space bound": Case(
         lambda t: ["tune", "--config", str(tune_config(t, search_space={"lr": {"type": "loguniform", "low": 0, "high": 1}}))],
         "search_space.lr: Value error, loguniform needs low > 0"),

@@ -53,12 +53,12 @@ def _print_tables(console: Any, rows: list[dict[str, Any]], outcomes: list[Outco
                       f"{_fmt(r['latency_median'])}/{_fmt(r['latency_max'])}",
                       f"{r['failures_missed']}/{r['align_failures']}", str(r["plateau_before_alignment"]))
     console.print(table)
-    labels = Table(title="per label: median S (false stops)")
-    for col in ("label", "curves", *(m if m != "patience" else "patience (5)" for m in LABEL_METHODS)):
+    labels = Table(title="per label: median S (false stops); share of the oracle's mean S the ensemble earns")
+    for col in ("label", "curves", *(m if m != "patience" else "patience (5)" for m in LABEL_METHODS), "oracle share"):
         labels.add_column(col, justify="left" if col == "label" else "right")
     for r in by_label(outcomes, min_delta):
         labels.add_row(r["label"], str(r["curves"]), *(f"{_fmt(r.get(f'{m}_median_S'))} ({r.get(f'{m}_false', '-')})"
-                                                       for m in LABEL_METHODS))
+                                                       for m in LABEL_METHODS), _fmt(r["oracle_share"], True))
     console.print(labels)
     if per_curve:
         detail = Table(title="per curve: ensemble vs patience (stop@validation reason, S, R)")

@@ -269,7 +269,7 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
             "method": m, "curves": len(os_), "stopped": sum(o.stop is not None for o in os_),
             "median_S": statistics.median(o.saved for o in os_), "mean_S": statistics.fmean(o.saved for o in os_),
             # savings that cost nothing: a false stop's epochs count as not saved
-            "mean_S_earned": statistics.fmean(o.saved if o.regret <= min_delta else 0.0 for o in os_),
+            "mean_S_earned": earned(os_, min_delta),
             "median_R": statistics.median(o.regret for o in os_),
             "false_stop_rate": sum(o.regret > min_delta for o in os_) / len(os_),
             "median_R_raw": statistics.median(o.regret_raw for o in os_),
@@ -293,9 +293,16 @@ def summarize(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, A
 LABEL_METHODS = ("ensemble", "patience", "oracle")
 
 
+def earned(outcomes: Sequence[Outcome], min_delta: float) -> float:
+    """Mean S without the savings of false stops (a false stop's epochs count as not saved)."""
+    return statistics.fmean(o.saved if o.regret <= min_delta else 0.0 for o in outcomes) if outcomes else 0.0
+
+
 def by_label(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, Any]]:
     """Per curve label (what the run showed): curves, and the median S / false stops of the ensemble,
-    patience (5) and the oracle: where early stopping pays, and what is left to take."""
+    patience (5) and the oracle: where early stopping pays, and what is left to take. ``oracle_share``:
+    the share of the hindsight oracle's mean S that the ensemble earns on that label (its mean S without
+    its false stops' savings / the oracle's mean S; None where the oracle saves nothing)."""
     rows = []
     for label in sorted({o.label for o in outcomes}):
         row: dict[str, Any] = {"label": label}
@@ -305,7 +312,11 @@ def by_label(outcomes: Sequence[Outcome], min_delta: float) -> list[dict[str, An
                 continue
             row["curves"] = len(os_)
             row[f"{m}_median_S"] = statistics.median(o.saved for o in os_)
+            row[f"{m}_mean_S_earned"] = earned(os_, min_delta)
             row[f"{m}_false"] = sum(o.regret > min_delta for o in os_)
+        oracle = row.get("oracle_mean_S_earned")
+        row["oracle_share"] = (row["ensemble_mean_S_earned"] / oracle
+                               if oracle and "ensemble_mean_S_earned" in row else None)
         rows.append(row)
     return rows
 

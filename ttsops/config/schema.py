@@ -33,7 +33,9 @@ class CoreEngineConfig(_Section):
     study_name: str = "ttsops"
     storage: str | None = None  # None: sqlite:///<work_dir>/optuna.db
     work_dir: str = "runs/tune"
-    epochs_per_generation: int = Field(8, ge=1)  # resource cap of one generation (Hyperband max)
+    # a generation's epoch budget; with Hyperband (pruner hyperband, or sampler bohb) capped by
+    # optimization.hyperband.max_resource (TunerConfig.generation_epochs)
+    epochs_per_generation: int = Field(8, ge=1)
 
 
 # --- optimization ------------------------------------------------------------------------------
@@ -312,13 +314,15 @@ class TrainConfig(_Section):
 
 class ObjectiveConfig(_Section):
     """Weights of the tuner's composite objective (ttsops/smart_tuner/search/objective.py); the
-    alignment threshold is ``smart_early_stopping.attention_monitoring.alignment_threshold``."""
+    alignment threshold is ``smart_early_stopping.attention_monitoring.alignment_threshold``;
+    ``val_loss_scale`` divides ``val_loss`` (measured ranges in that module's docstring)."""
 
+    val_loss_scale: float = Field(5.0, gt=0)
     alignment: float = Field(1.0, ge=0)
     mcd: float = Field(0.02, ge=0)
     stoi: float = Field(0.5, ge=0)
     pesq: float = Field(0.1, ge=0)
-    asr_wer: float = Field(2.0, ge=0)
+    asr_wer: float = Field(1.0, ge=0)
     free_running: float = Field(0.0, ge=0)
 
 
@@ -363,6 +367,18 @@ class TunerConfig(_Section):
         """The MLflow store: ``monitoring.platforms.mlflow.tracking_uri``, else the embedded
         ``sqlite:///<core_engine.work_dir>/mlflow.db`` (train.py gets the same through the tuner)."""
         return tracking_uri(self.monitoring.platforms.mlflow.tracking_uri, self.core_engine.work_dir)
+
+    def uses_hyperband(self) -> bool:
+        """Hyperband prunes: ``optimization.pruner: hyperband``, or ``sampler: bohb`` (TPE + Hyperband,
+        Optuna's recipe for BOHB, which forces the hyperband pruner)."""
+        return self.optimization.sampler is Sampler.bohb or self.optimization.pruner is Pruner.hyperband
+
+    def generation_epochs(self) -> int:
+        """Epochs a generation gets: ``core_engine.epochs_per_generation``, capped by
+        ``optimization.hyperband.max_resource`` when Hyperband prunes (its rungs stop there: epochs
+        past it are never compared)."""
+        n = self.core_engine.epochs_per_generation
+        return min(n, self.optimization.hyperband.max_resource) if self.uses_hyperband() else n
 
     def train_config(self) -> TrainConfig:
         """The sections the trainer reads (the same file serves train.py and the tuner)."""

@@ -51,22 +51,24 @@ class Generation:
 
 
 # --- reading -------------------------------------------------------------------------------------
-def study_defaults(study_dir: Path) -> dict[str, str | None]:
-    """Tracking URI, Optuna storage, dataset and registry alias the tuner used (tuner_config.yaml)."""
+def study_defaults(study_dir: Path) -> dict[str, Any]:
+    """Tracking URI, Optuna storage, dataset, registry alias and alignment threshold the tuner used
+    (tuner_config.yaml)."""
     import yaml
 
     path = study_dir / "tuner_config.yaml"
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return {"tracking_uri": None, "storage": None, "dataset": None, "alias": None}
+        return {"tracking_uri": None, "storage": None, "dataset": None, "alias": None, "alignment_threshold": None}
     work = study_dir.parent.resolve()
     core = cfg.get("core_engine", {})
     mlflow = cfg.get("monitoring", {}).get("platforms", {}).get("mlflow", {})
     return {"tracking_uri": tracking_uri(mlflow.get("tracking_uri"), work),
             "storage": core.get("storage") or f"sqlite:///{work / 'optuna.db'}",
             "dataset": cfg.get("training", {}).get("dataset"),
-            "alias": cfg.get("registry", {}).get("alias")}
+            "alias": cfg.get("registry", {}).get("alias"),
+            "alignment_threshold": cfg.get("smart_early_stopping", {}).get("attention_monitoring", {}).get("alignment_threshold")}
 
 
 def find_parent(client: Any, study: str) -> Any:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ttsops.config import AttentionMonitoringConfig
 from ttsops.errors import ConfigError
 from ttsops.infra.atomic import atomic_write_text
 from ttsops.infra.plotting import figure_png, pyplot
@@ -37,10 +38,11 @@ TEMPLATE = "template.html"
 
 
 # --- plots -----------------------------------------------------------------------------------------
-def plot_curves(gens: Sequence[Generation]) -> bytes:
+def plot_curves(gens: Sequence[Generation], alignment_threshold: float | None = None) -> bytes:
     """2x3 PNG: val_loss, alignment, objective, intelligibility (ASR WER of the held-out sentences) and
     free-running distance against the global step (one line per generation; warm-started ones continue
-    the step of their parent), and the final objective of each generation with the best so far."""
+    the step of their parent), and the final objective of each generation with the best so far. The
+    alignment panel marks the study's ``alignment_threshold`` (the config's default when not given)."""
     fig, axes = pyplot().subplots(2, 3, figsize=(16, 7.5))
     titles = {"val_loss": "val_loss", "attention_alignment_score": "attention_alignment_score (diagonality)",
               "objective": "objective (tuner, lower is better)",
@@ -54,7 +56,8 @@ def plot_curves(gens: Sequence[Generation]) -> bytes:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"gen {g.trial} ({g.state})")
                 drawn = True
         if key == "attention_alignment_score":
-            ax.axhline(0.8, color="grey", ls="--", lw=0.8)
+            thr = AttentionMonitoringConfig().alignment_threshold if alignment_threshold is None else alignment_threshold
+            ax.axhline(thr, color="grey", ls="--", lw=0.8, label=f"alignment_threshold {thr:g}")
         ax.set(title=titles[key], xlabel="global step")
         if drawn:
             ax.legend(fontsize=7)
@@ -184,7 +187,7 @@ def build_report(
         "preemptions": sum(g.preemptions for g in gens),
         "stop_reason": parent.data.tags.get(Tag.STOP_REASON, ""),
         "best": best, "facts": dict(facts or {}), "commands": dict(commands or {}),
-        "curves": _data_uri(plot_curves(gens), "image/png") if gens else None,
+        "curves": _data_uri(plot_curves(gens, _threshold(defaults)), "image/png") if gens else None,
         "generations": [_generation_row(g) for g in gens],
         "decisions": _decisions(parent, gens, read_decision_files(study_dir)),
         "timeline": [{"caption": c, "src": _data_uri(png, "image/png")} for c, png in alignment_timeline(study_dir)],
@@ -196,6 +199,11 @@ def build_report(
     path = atomic_write_text(out / "index.html", html)
     logger.info("report: %s (%d generations, %d samples)", path, len(gens), len(samples))
     return path
+
+
+def _threshold(defaults: Mapping[str, Any]) -> float | None:
+    value = defaults.get("alignment_threshold")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _generation_row(g: Generation) -> dict[str, Any]:

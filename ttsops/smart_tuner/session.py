@@ -17,6 +17,7 @@ from typing import Any
 
 from ttsops.config import TunerConfig, dump_config
 from ttsops.data.versioning import dataset_version
+from ttsops.errors import ConfigError
 from ttsops.infra.atomic import atomic_write_text, file_lock
 from ttsops.infra.tracking import Tag, artifact_root
 from ttsops.registry.model_registry import Candidate, ModelRegistry
@@ -92,6 +93,9 @@ class StudySession:
 
     def _open_study(self) -> None:
         cfg = self.cfg
+        if cfg.core_engine.primary_engine != "optuna":  # it was read by nothing: ray_tune ran Optuna silently
+            raise ConfigError(f"core_engine.primary_engine={cfg.core_engine.primary_engine!r}: not implemented "
+                              "yet; the engine is 'optuna' (docs/tuner.md)")
         self.config_path = self.study_dir / "tuner_config.yaml"
         # a bad command template or hparam fails here, before any trial is asked or file written
         self.trainer.check_hparams(dict(cfg.training.hparams))
@@ -116,6 +120,10 @@ class StudySession:
             cfg.adapter, python=self.python, clock=self._clock, trainer=self.trainer
         )
         self.early = EarlyStopController(cfg.smart_early_stopping)
+        if cfg.generation_epochs() < cfg.core_engine.epochs_per_generation:
+            logger.warning("core_engine.epochs_per_generation=%d capped by optimization.hyperband.max_resource=%d: "
+                           "Hyperband compares no generation past it", cfg.core_engine.epochs_per_generation,
+                           cfg.generation_epochs())
         self._dataset_version = dataset_version(cfg.training.dataset)
 
     def _open_tracking(self) -> None:
@@ -163,7 +171,7 @@ class StudySession:
             "sampler": o.sampler.value,
             "pruner": o.pruner.value,
             "n_trials": self.cfg.core_engine.n_trials,
-            "epochs_per_generation": self.cfg.core_engine.epochs_per_generation,
+            "epochs_per_generation": self.cfg.generation_epochs(),
             "search_space": {k: v.model_dump(exclude_none=True) for k, v in self.cfg.search_space.items()},
         }
 

@@ -194,7 +194,7 @@ class Tuner(StudySession):
         resume restores the counter, so a resumed generation needs the checkpoint's epoch on top
         (the base, read from the ``train_state.json`` beside the source checkpoint; other trainers
         have none: per process). A preempted line keeps its base and has done some epochs already."""
-        n = self.cfg.core_engine.epochs_per_generation
+        n = self.cfg.generation_epochs()
         if carry is not None and carry.checkpoint is not None:
             total = self.trainer.train_state(Path(carry.checkpoint).parent) is not None
             return epochs_to_run(n, carry.validations, total, carry.epoch_base), carry.epoch_base
@@ -206,14 +206,14 @@ class Tuner(StudySession):
 
     def _runner(self, trial: Any, run_id: str) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early
-        budget = self.cfg.core_engine.epochs_per_generation
+        budget = self.cfg.generation_epochs()
         early.new_trial()
 
         def trial_check(rows: list[dict[str, float]]) -> tuple[str, str] | None:
             if not self.cfg.smart_early_stopping.enabled:
                 return None
             try:
-                d = early.decide_trial(rows, budget=budget)
+                d = early.decide_trial(rows, budget=validation_budget(rows, budget, self.cfg.adapter.epoch_metric))
             except Exception as e:  # a detector problem must not cost the generation
                 logger.warning("in-trial early stop skipped: %s", e)
                 return None
@@ -313,5 +313,11 @@ class Tuner(StudySession):
             self.notifier.notify("new_best", generation=n, value=r.value, metrics=dict(r.metrics), **samples)
 
 
-
-
+def validation_budget(rows: list[dict[str, float]], epochs: int, epoch_metric: str = "epoch") -> int:
+    """Validations the generation will log, from its epoch budget: one per epoch, unless the trainer
+    validates on a step cadence (train.py's ``val_every_steps``), when its epochs so far per validation
+    tell (the early-stop horizon is capped by what is left)."""
+    done = rows[-1].get("epoch", rows[-1].get(epoch_metric)) if rows else None
+    if done is None or not math.isfinite(done) or done <= 0:
+        return epochs
+    return max(len(rows), round(len(rows) * epochs / done))

@@ -4,7 +4,7 @@ Which hparams survive a warm restart (weights loaded, optimizer and epoch counte
 
 | class | keys | why |
 |---|---|---|
-| run | epochs, val_every_epochs, log_every_steps, n_audio_metric_clips, n_free_running_clips, audio_metrics_every, intelligibility_every, intelligibility_sentences, num_workers | how long / how often / what is measured, not what is learnt |
+| run | epochs, val_every_epochs, val_every_steps, log_every_steps, n_audio_metric_clips, n_free_running_clips, audio_metrics_every, intelligibility_every, intelligibility_sentences, num_workers | how long / how often / what is measured, not what is learnt |
 | safe | learning_rate, weight_decay, grad_clip_thresh, batch_size, dropout_*, variational_dropout, spectral_*, drop_frame_rate, lr_* schedule, gate_pos_weight, guided_attention_*, attention_prior_*, gate_threshold, max_decoder_steps | the optimisation changes, the weights still mean the same |
 | architecture | ``ARCHITECTURE_KEYS`` minus the feature keys (encoder_embedding_dim, decoder_rnn_dim, ...) | tensor shapes change: train.py's ``--warm_start`` skips what no longer fits and names it |
 | feature | ``FEATURE_KEYS`` (mel_fmax, mel_fmin, n_mel_channels, sample_rate, hop/win/filter_length) | the mel targets change meaning |
@@ -36,7 +36,7 @@ SAFE_KEYS = frozenset({
     "guided_attention_sigma", "guided_attention_decay_steps", "attention_prior_weight", "attention_prior_steps",
     "attention_prior_scaling", "gate_threshold", "max_decoder_steps", "drop_frame_rate",
 })
-RUN_KEYS = frozenset({"epochs", "val_every_epochs", "n_audio_metric_clips", "num_workers", "log_every_steps",
+RUN_KEYS = frozenset({"epochs", "val_every_epochs", "val_every_steps", "n_audio_metric_clips", "num_workers", "log_every_steps",
                       "n_free_running_clips", "audio_metrics_every", "intelligibility_every",
                       "intelligibility_sentences"})
 DATA_KEYS = frozenset({"seed", "val_fraction", "min_wav_seconds", "max_wav_seconds"})

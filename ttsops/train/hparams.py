@@ -30,6 +30,10 @@ class HParams:
     epochs: int = 100
     seed: int = 1234
     val_every_epochs: int = 1
+    # > 0: validate every N global steps (mid-epoch too) instead of every val_every_epochs epochs, and at
+    # the end of the last epoch: on a small dataset (the demo: a few steps per epoch) the tuner's early-stop
+    # detectors get the validations they need within a short generation
+    val_every_steps: int = 0
     n_audio_metric_clips: int = 2  # val clips vocoded for mcd/pesq/stoi
     n_free_running_clips: int = 2  # val clips synthesised free-running for free_running_distance
     audio_metrics_every: int = 4  # mcd/pesq/stoi, images and audio every N-th validation (and the last)
@@ -139,7 +143,7 @@ _POSITIVE_INTS = (  # a 0 divides by zero, makes an empty range or a tensor with
     "attention_location_kernel_size", "postnet_embedding_dim", "postnet_kernel_size", "postnet_n_convolutions",
     "spectral_mask_width",
 )
-_NON_NEGATIVE = ("epochs", "n_audio_metric_clips", "num_workers", "lr_warmup_steps", "lr_decay_start",
+_NON_NEGATIVE = ("epochs", "val_every_steps", "n_audio_metric_clips", "num_workers", "lr_warmup_steps", "lr_decay_start",
                  "learning_rate", "weight_decay", "grad_clip_thresh", "attention_prior_steps", "mel_fmin",
                  "min_wav_seconds", "gate_pos_weight", "guided_attention_weight", "guided_attention_sigma",
                  "attention_prior_scaling")

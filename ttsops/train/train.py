@@ -138,6 +138,7 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
     if s.warm_start:
         skipped = warm_start(trainer.model, state["model"])
         trainer.progress.step = int(state.get("step", 0))
+        trainer.progress.epoch_offset = float(state.get("global_epoch", state.get("epoch")) or 0)  # curriculum goes on
         logger.info("warm start from %s at step %d; skipped %d tensors%s", s.checkpoint, trainer.progress.step,
                     len(skipped), (": " + ", ".join(skipped)) if skipped else "")
         trainer.progress.extra["warm_start_skipped"] = skipped
@@ -204,6 +205,7 @@ class Run:
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
         self.n_validations = 0
+        self.last_validated = -1  # global step of the latest validation
         self.probe: Any = None  # the intelligibility probe, made at its first use (it loads the ASR)
 
     def write_state(self, status: str) -> None:
@@ -211,7 +213,8 @@ class Run:
             return
         p = self.trainer.progress
         atomic_write_json(self.s.out_dir / STATE, {
-            "step": p.step, "epoch": p.epoch, "best_val_loss": None if math.isinf(p.best_val_loss) else p.best_val_loss,
+            "step": p.step, "epoch": p.epoch, "global_epoch": self.global_epoch(),
+            "best_val_loss": None if math.isinf(p.best_val_loss) else p.best_val_loss,
             "best_checkpoint": str(self.ckpts.best) if self.ckpts.best else None,
             "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "status": status,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None, "pid": os.getpid(),
@@ -233,9 +236,16 @@ class Run:
             return False
         return not (epoch_end and self.s.validate_at_max_steps)
 
+    def epoch_fraction(self) -> float:  # of the current epoch, the share trained (0 at its end)
+        return self.trainer.progress.batch_in_epoch / max(1, len(self.sampler))
+
+    def global_epoch(self) -> float:  # + the warm-start sources' epochs: what the tuner's curriculum counts
+        return self.trainer.progress.epoch_offset + self.trainer.progress.epoch + self.epoch_fraction()
+
     def save(self, is_best: bool = False) -> None:
         if self.dist.is_main:
             state = self.trainer.state_dict(self.config_yaml)
+            state["global_epoch"] = self.global_epoch()
             state["mlflow_run_id"] = self.tracker.run_id if self.tracker else None
             self.last_ckpt = self.ckpts.save(self.trainer.progress.step, state, is_best)
 
@@ -246,7 +256,9 @@ class Run:
         metrics, samples = validate(t, self.val_set, hp.batch_size, cadence)
         if cadence.intelligibility and self.dist.is_main:
             metrics.update(self.intelligibility())
-        metrics["epoch"] = t.progress.epochs_this_process
+        metrics["epoch"] = t.progress.epochs_this_process + self.epoch_fraction()
+        metrics["global_epoch"] = self.global_epoch()
+        self.last_validated = t.progress.step
         metrics["cpu_minutes"] = t.cpu_minutes
         is_best = metrics["val_loss"] < t.progress.best_val_loss
         if is_best:
@@ -306,12 +318,22 @@ class Run:
                 bar.update(task, description=f"step {t.progress.step} loss {stats['train_loss']:.3f}")
             if t.progress.step % self.save_every == 0:
                 self.save()
+            every = t.hp.val_every_steps
+            if every and t.progress.step % every == 0 and i < n_batches - 1:  # an epoch's end: see loop()
+                self.validate_and_log()
             if self.stop_agreed() or self.at_max_steps(epoch_end=i == n_batches - 1):
                 return False
         t.progress.epoch += 1
         t.progress.epochs_this_process += 1
         t.progress.batch_in_epoch = 0
         return True
+
+    def due(self, last: bool) -> bool:
+        """Validate at this epoch's end? Every ``val_every_epochs`` epochs (or on the ``val_every_steps``
+        cadence), and after the last epoch; never twice at one step."""
+        t, every = self.trainer, self.trainer.hp.val_every_steps
+        cadence = t.progress.step % every == 0 if every else t.progress.epochs_this_process % t.hp.val_every_epochs == 0
+        return self.last_validated != t.progress.step and (cadence or last)
 
     def loop(self) -> str:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -327,7 +349,7 @@ class Run:
                 if not self.train_epoch(bar, task):
                     self.save()
                     return "stopped"
-                if t.progress.epochs_this_process % hp.val_every_epochs == 0 or t.progress.epoch >= hp.epochs:
+                if self.due(t.progress.epoch >= hp.epochs):
                     self.validate_and_log(last=t.progress.epoch >= hp.epochs)
                 if self.stop_agreed() or self.at_max_steps():
                     self.save()

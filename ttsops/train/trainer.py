@@ -70,6 +70,9 @@ class Progress:
     batch_in_epoch: int = 0  # batches of the current epoch already trained (mid-epoch resume)
     best_val_loss: float = math.inf
     epochs_this_process: int = 0
+    # epochs trained before this run's first process: the global epoch of the checkpoint a warm start
+    # loaded (its curriculum goes on from there); an exact resume restores it
+    epoch_offset: float = 0.0
     cpu_seconds: float = 0.0  # CPU time of this run's processes before this one (resume keeps it)
     extra: dict = field(default_factory=dict)
 
@@ -157,7 +160,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
-            "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
+            "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "epoch_offset": p.epoch_offset,
             "best_val_loss": p.best_val_loss, "cpu_seconds": p.cpu_seconds + time.process_time() - self.cpu0,
             "hparams": self.hp.to_dict(), "rng": rng_state(),
             "config": config_yaml, "format": "ttsops-tacotron2/1",
@@ -171,5 +174,6 @@ class Trainer:
         restore_scaler(self.scaler, state.get("scaler"))
         self.cpu0 = time.process_time()
         self.progress = Progress(state["step"], state["epoch"], state.get("batch_in_epoch", 0),
-                                 state.get("best_val_loss", math.inf), cpu_seconds=state.get("cpu_seconds", 0.0))
+                                 state.get("best_val_loss", math.inf), cpu_seconds=state.get("cpu_seconds", 0.0),
+                                 epoch_offset=float(state.get("epoch_offset", 0.0)))
         set_rng_state(state["rng"])

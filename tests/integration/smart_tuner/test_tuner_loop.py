@@ -292,3 +292,18 @@ def test_two_tuner_workers_share_one_study(tmp_path):
     )
     champion = mlflow_client(cfg).get_model_version_by_alias("foreign-mlp", "champion")
     assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]
+
+
+@pytest.mark.usefixtures("mlflow_uri")
+def test_epochs_per_generation_is_capped_by_hyperband_max_resource(tmp_path):
+    """core_engine.epochs_per_generation (5) "capped by hyperband.max_resource" (2): the trainer is
+    launched for 2 epochs and the generation ends after 2 (the claim was not enforced)."""
+    data = foreign_config(tmp_path, n_trials=1, epochs=5, pruner="hyperband",
+                          adapter=foreign_adapter_dict(epoch_seconds=0.1))
+    data["optimization"]["hyperband"] = {"min_resource": 1, "max_resource": 2, "reduction_factor": 2}
+    _, cfg = write_config(tmp_path, data)
+    assert (cfg.core_engine.epochs_per_generation, cfg.generation_epochs()) == (5, 2)
+    _tuner(cfg).run()
+    (t0,) = load_study(cfg).get_trials()
+    assert t0.state == TrialState.COMPLETE and max(t0.intermediate_values) == 2
+    assert t0.user_attrs[history.RESULT_ATTR]["epochs"] == 2

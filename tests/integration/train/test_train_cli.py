@@ -140,6 +140,30 @@ def test_resume_continues_the_same_curve(tiny_dataset, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_a_warm_start_continues_the_global_epoch_in_the_early_stop_controllers_view(tiny_dataset, tmp_path) -> None:
+    """Curriculum stages and the alignment deadline count global epochs: a warm-started generation's first
+    epoch is its parent's last + 1 where the EarlyStopController looks (it restarted at 1 before)."""
+    from ttsops.smart_tuner.early_stop.controller import EarlyStopController
+
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    assert run_train(*common(tiny_dataset, parent, "--hparams", TINY_HPARAMS + ",epochs=2")).returncode == 0
+    ckpt = json.loads((parent / "train_state.json").read_text())["last_checkpoint"]
+    proc = run_train(*common(tiny_dataset, child, "--hparams", TINY_HPARAMS + ",epochs=1,learning_rate=5e-4",
+                             "-c", ckpt, "--warm_start"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = max(metric_history(parent, "global_epoch").values())
+    assert last == 2.0 == max(metric_history(parent, "epoch").values())
+    names = ("epoch", "global_epoch", "val_loss", "attention_alignment_score")
+    hist = {m: metric_history(child, m) for m in names}
+    rows = [{m: hist[m][s] for m in names} for s in sorted(hist["epoch"])]
+    assert [r["epoch"] for r in rows] == [1.0]  # this process's own count (the tuner's resource)
+    d = EarlyStopController().decide_trial(rows)
+    attention = d.verdict("attention")
+    assert attention is not None and attention.details["epoch"] == last + 1
+    assert json.loads((child / "train_state.json").read_text())["global_epoch"] == last + 1
+
+
+@pytest.mark.slow
 def test_warm_start_after_architecture_change_names_skipped_tensors(tiny_dataset, tmp_path) -> None:
     first = tmp_path / "a"
     assert run_train(*common(tiny_dataset, first, "--hparams", TINY_HPARAMS, "--max_steps", "2")).returncode == 0

@@ -151,6 +151,24 @@ def test_cli_replays_and_reports(tmp_path, capsys):
     labels = {r["label"]: r for r in data["by_label"]}
     assert labels["diverging"]["curves"] == 1 and labels["diverging"]["ensemble_false"] == 0
     assert labels["plateau"]["oracle_false"] == 0 and "per label" in text
+    assert "oracle share" in text
+    # the ensemble prunes the divergence at its 7th validation: its share of the oracle's savings
+    div = labels["diverging"]
+    assert div["oracle_share"] == pytest.approx(div["ensemble_mean_S_earned"] / div["oracle_mean_S_earned"])
+    assert 0 < div["oracle_share"] <= 1
+
+
+def test_oracle_share_counts_false_stops_as_nothing_saved():
+    from ttsops.bench.replay import Outcome, by_label
+
+    def out(curve, method, saved, regret):
+        return Outcome(curve, "plateau", method, 5, "", saved, regret, regret, None, None, None, False)
+
+    rows = by_label([out("a", "ensemble", 0.5, 0.0), out("b", "ensemble", 0.4, 0.2),  # b: a false stop
+                     out("a", "oracle", 0.6, 0.0), out("b", "oracle", 0.2, 0.0)], min_delta=0.005)
+    assert rows[0]["oracle_share"] == pytest.approx((0.5 + 0.0) / (0.6 + 0.2))
+    none = by_label([out("a", "ensemble", 0.0, 0.0), out("a", "oracle", 0.0, 0.0)], 0.005)
+    assert none[0]["oracle_share"] is None
 
 
 def test_cli_errors(tmp_path):

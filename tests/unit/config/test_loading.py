@@ -99,3 +99,16 @@ def test_a_curriculum_stage_is_merged_over_its_default(tmp_path) -> None:
         load_config(None, ["smart_early_stopping.adaptive_patience.stages.warmpu=null"])
     # any dump (not only dump_config's YAML) keeps a dropped stage dropped
     assert stages(TunerConfig.model_validate_json(cfg.model_dump_json())) == stages(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "epochs"),
+    [
+        ([], 8),  # spec defaults: 8 <= max_resource 80
+        (["core_engine.epochs_per_generation=100"], 80),  # hyperband caps it
+        (["core_engine.epochs_per_generation=100", "optimization.pruner=none"], 100),  # no hyperband: no cap
+        (["core_engine.epochs_per_generation=100", "optimization.pruner=median", "optimization.sampler=bohb"], 80),
+    ],
+)
+def test_generation_epochs_are_capped_by_hyperband_max_resource(overrides, epochs):
+    assert load_config(None, overrides).generation_epochs() == epochs

@@ -223,3 +223,16 @@ def test_preempted_generations_are_shown_apart_and_counted(tmp_path):
     assert '<td class="num">2</td>' in rows[1]
     assert re.search(r"preemptions<b>3</b>", html)
     assert "preempted 2 time(s)" in html
+
+
+def test_the_alignment_panel_marks_the_studys_alignment_threshold(tmp_path):
+    """attention_monitoring.alignment_threshold reaches the report (it drew a fixed 0.8 line)."""
+    from ttsops.report.collect import Generation, study_defaults
+
+    (tmp_path / "tuner_config.yaml").write_text(
+        "smart_early_stopping:\n  attention_monitoring:\n    alignment_threshold: 0.6\n")
+    assert study_defaults(tmp_path)["alignment_threshold"] == 0.6
+    g = Generation(0, "r", "COMPLETE", 1.0, 3, "fresh", "none", "", "", {}, 1.0,
+                   curves={"attention_alignment_score": [(1, 0.2), (2, 0.5), (3, 0.7)]})
+    assert plot_curves([g], 0.6) != plot_curves([g], 0.8)
+    assert plot_curves([g]) == plot_curves([g], 0.8)  # the config's default

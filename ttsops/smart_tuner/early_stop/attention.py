@@ -98,7 +98,7 @@ def attention_detector(
     monotonicity: Sequence[float] | np.ndarray | None = None, window: int = 10, alpha: float = 0.3,
     flatline_score: float = 0.1, flatline_validations: int = 8,
     objective: Sequence[float] | np.ndarray | None = None, improving_window: int | None = 10,
-    min_delta: float = 0.005,
+    min_delta: float = 0.005, vote_span: float = 0.05, vote_max: float = 0.7,
 ) -> DetectorResult:
     """Judge the alignment curve; see the module docstring for the verdicts."""
     name = "attention"
@@ -125,7 +125,7 @@ def attention_detector(
         first = int(reached[0])
         info["aligned_at"] = int(idx[first])
         firm = float(robust[-1]) >= threshold + firm_margin
-        info.update(firm=firm, firm_peak=threshold + firm_margin)
+        info.update(firm=firm, firm_peak=threshold + firm_margin, vote_span=vote_span, vote_max=vote_max)
         return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive,
                                 barely_formed_consecutive, info)
     flat = _flatline(name, a, idx, flatline_score, flatline_validations, info)
@@ -133,7 +133,7 @@ def attention_detector(
         return flat
     learning = improving_window is not None and still_improving(objective, improving_window, min_delta)
     info["objective_improving"] = learning
-    return _before_alignment(name, a, idx, robust, epoch, health, threshold, deadline_epoch,
+    return _before_alignment(name, a, idx, robust, epoch, ep, health, threshold, deadline_epoch,
                              progress_patience, window, collapse_margin, learning, info)
 
 
@@ -233,9 +233,36 @@ def _after_alignment(
                        f"aligned at validation {int(idx[first]) + 1} but holding below the threshold: "
                        f"median of the last {min(HOLD_WINDOW, a.size - first)} scores {holding:.2f} < "
                        f"{threshold:.2f} (robust peak {peak:.2f})", **info)
-    return abstain(name, Reason.ALIGNED,
-                   f"aligned since validation {int(idx[first]) + 1}: score {a[-1]:.2f}, "
-                   f"health {info['health']:.2f}", **info)
+    return aligned_vote(name, a, idx, first, threshold, holding, info)
+
+
+def aligned_vote(name: str, a: np.ndarray, idx: np.ndarray, first: int, threshold: float, holding: float,
+                 info: dict[str, Any]) -> DetectorResult:
+    """The attention group's vote once the alignment holds: how *settled* it is, times ``vote_max``
+    (the controller's stop threshold). ``firmness`` = (holding - threshold) / ``vote_span``, clipped to
+    [0, 1]: an alignment holding at the threshold votes 0 (keep going: on our recorded runs the loss
+    drops again once a marginal alignment firms up, 7.2 -> 5.1 as it went from 0.8 to 0.9), one
+    holding ``vote_span`` (0.05, the firm margin) above it votes ``vote_max``. Halved while the
+    alignment still rises significantly (Mann-Kendall over the last ``VOTE_WINDOW`` scores since it
+    formed). Capped at the stop threshold, the group can hold a stop back but never carry one the
+    loss detectors do not ask for: votes up to 1 raised the replay harness's false stops from 10.6%
+    to 15.3%. A vote, never a stop on its own (``ends=False``)."""
+    span, vote_max = float(info["vote_span"]), float(info["vote_max"])
+    firmness = min(1.0, max(0.0, (holding - threshold) / span)) if span > 0 else 1.0
+    tail = a[first:][-VOTE_WINDOW:]
+    rising = False
+    if tail.size >= 6:
+        mk = mann_kendall(tail, idx[first:][-VOTE_WINDOW:].astype(float))
+        rising = mk.p_increasing < 0.05 and mk.slope > 0
+    score = vote_max * firmness * (0.5 if rising else 1.0)
+    info.update(firmness=firmness, sharpening=rising)
+    return result(name, score, Reason.ALIGNED,
+                  f"aligned since validation {int(idx[first]) + 1}: holding {holding:.2f} (settled {firmness:.0%} of "
+                  f"{span:.2f} above {threshold:.2f}{', still sharpening' if rising else ''}), score {a[-1]:.2f}, "
+                  f"health {info['health']:.2f}", ends=False, **info)
+
+
+VOTE_WINDOW = 10  # scores since the alignment formed that say whether it is still sharpening
 
 
 def still_improving(objective: Sequence[float] | np.ndarray | None, window: int, min_delta: float) -> bool:
@@ -255,7 +282,7 @@ def still_improving(objective: Sequence[float] | np.ndarray | None, window: int,
 
 
 def _before_alignment(
-    name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, health: float,
+    name: str, a: np.ndarray, idx: np.ndarray, robust: np.ndarray, epoch: float, ep: np.ndarray, health: float,
     threshold: float, deadline: float, patience: int, window: int, margin: float, learning: bool,
     info: dict[str, Any],
 ) -> DetectorResult:
@@ -269,7 +296,7 @@ def _before_alignment(
     gap = threshold - health
     needed = gap / rate if rate > 0 else math.inf
     info.update(climb_per_validation=rate, validations_needed=needed if math.isfinite(needed) else None)
-    validations_past = _validations_past_deadline(epoch, deadline, idx)
+    validations_past = _validations_past_deadline(ep, deadline, int(idx[-1]) + 1)
     # visibly climbing: a significant Mann-Kendall rise, whatever the projection says (a recorded run
     # with 3 updates per epoch was at 0.49 at the deadline, projected 16 validations short, and
     # aligned 10 validations later)
@@ -323,7 +350,9 @@ def _peak_age(robust: np.ndarray) -> int:
     return int(peak.size - 2 - rises[-1]) if rises.size else int(peak.size)
 
 
-def _validations_past_deadline(epoch: float, deadline: float, idx: np.ndarray) -> int:
-    # validations are roughly evenly spaced in epochs: convert the epochs past the deadline
-    per_validation = epoch / max(1, int(idx[-1]) + 1)
-    return int(math.floor((epoch - deadline) / per_validation)) if per_validation > 0 else 0
+def _validations_past_deadline(epochs: np.ndarray, deadline: float, n: int) -> int:
+    """Validations logged after the deadline epoch (without epochs, the validation count stands in).
+    Counted, not converted from epochs, so a warm-started generation that starts past the deadline
+    (global epochs) gets its grace from its own first validation on."""
+    ep = epochs[np.isfinite(epochs)]
+    return int(np.sum(ep > deadline)) if ep.size else max(0, n - int(math.ceil(deadline)))

@@ -33,7 +33,9 @@ it was the main source of false stops in the replay benchmark.
 
 Every :class:`Decision` carries all detector verdicts (``to_dict()`` is JSON, ``to_tags()`` gives
 MLflow tags) so the tuner can log it and hand it to the AlertManager. ``update(history)`` is the
-in-trial call; ``decide_study(objectives)`` the study-level one. Decisions take milliseconds: the
+in-trial call; ``decide_study(objectives)`` the study-level one. Stages and the alignment deadline count the
+``global_epoch`` column when the history has it (train.py's total epochs, carried over a warm start,
+so a warm-started generation continues the curriculum), else ``epoch``. Decisions take milliseconds: the
 GP sees at most ``gp_window`` points, starts from the previous fit and is cached on its input.
 """
 
@@ -69,7 +71,7 @@ from ttsops.smart_tuner.early_stop.detectors import (
 )
 from ttsops.smart_tuner.early_stop.forecast import forecast_detector, load_backend
 from ttsops.smart_tuner.early_stop.stats import cusum_detector, training_progress_detector, trend_detector
-from ttsops.smart_tuner.early_stop.vote import Decision, DetectorParams, vote
+from ttsops.smart_tuner.early_stop.vote import GROUPS, Decision, DetectorParams, vote
 
 STATE_VERSION = 1
 
@@ -124,7 +126,7 @@ class EarlyStopController:
     def decide_trial(self, history: History, *, budget: int | None = None) -> Decision:
         """Stop (converged/plateau/overfitting), prune (failing) or continue the running trial.
 
-        ``history``: metric -> values per validation (``self.metric`` required; ``epoch``,
+        ``history``: metric -> values per validation (``self.metric`` required; ``global_epoch`` or ``epoch``,
         ``attention_alignment_score``, ``attention_entropy``, ``grad_norm`` used when present).
         ``budget``: validations the trial is configured for, if known (caps the look-ahead).
         """
@@ -176,7 +178,7 @@ class EarlyStopController:
     def _trial_verdicts(self, h: dict[str, np.ndarray], budget: int | None) -> list[DetectorResult]:
         p, cfg, md = self.params, self.cfg, self.min_delta
         y = h[self.metric]
-        epochs = h.get("epoch")
+        epochs = epoch_column(h)
         epoch = float(epochs[-1]) if epochs is not None and epochs.size and math.isfinite(epochs[-1]) else float(y.size)
         _, patience = adaptive_patience(epoch, cfg.adaptive_patience)
         horizon = self._horizon(y.size, budget)
@@ -216,6 +218,7 @@ class EarlyStopController:
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
             flatline_score=self.params.flatline_score, flatline_validations=self.params.flatline_validations,
             objective=objective, improving_window=self.params.improving_window, min_delta=self.min_delta,
+            vote_span=self.params.attention_vote_span, vote_max=self.params.stop_threshold,
         )
 
     def _forecast(self, y: np.ndarray, horizon: float, level: str) -> DetectorResult:
@@ -316,7 +319,13 @@ class EarlyStopController:
         if not (math.isfinite(a[best]) and a[best] >= thr):
             return abstain("attention", Reason.NOT_YET_ALIGNED,
                            f"best generation {best + 1} is not aligned ({a[best]:.2f} < {thr:.2f})")
-        return abstain("attention", Reason.ALIGNED, f"best generation {best + 1} aligned ({a[best]:.2f})")
+        # votes like the in-trial group: how settled the best generation's alignment is, up to the stop
+        # threshold (a barely aligned best holds an early end back; the patience rule still ends it)
+        span, top = self.params.attention_vote_span, self.params.stop_threshold
+        firmness = min(1.0, (float(a[best]) - thr) / span)
+        return result("attention", top * firmness, Reason.ALIGNED,
+                      f"best generation {best + 1} aligned ({a[best]:.2f}, settled {firmness:.0%} of {span:.2f} "
+                      f"above {thr:.2f})", ends=False, firmness=firmness, alignment=float(a[best]))
 
     def _study_decision(self, y: np.ndarray, verdicts: list[DetectorResult]) -> Decision:
         by = {v.name: v for v in verdicts}
@@ -345,9 +354,21 @@ class EarlyStopController:
         return d
 
 
+def epoch_column(h: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The epochs the curriculum counts: ``global_epoch`` (train.py's total, which a warm start carries
+    on from its source) when logged, else ``epoch``; None when neither has a finite value."""
+    for name in ("global_epoch", "epoch"):
+        col = h.get(name)
+        if col is not None and np.isfinite(col).any():
+            return col
+    return None
+
+
 def _top_reason(verdicts: Iterable[DetectorResult]) -> Reason:
-    """The reason of the strongest voter when it says end (else the vote's own)."""
-    top = max((v for v in verdicts if v.voting), key=lambda v: v.score, default=None)
+    """The reason of the strongest voter on the objective when it says end (else the vote's own);
+    the attention group's vote (how settled the alignment is) says why a stop is safe, not why it is due."""
+    top = max((v for v in verdicts if v.voting and v.name not in GROUPS["attention_analysis"]),
+              key=lambda v: v.score, default=None)
     return top.reason if top is not None and top.score >= 0.5 else Reason.VOTE_STOP
 
 

@@ -51,6 +51,8 @@ class DetectorParams:
     # climbing or not (it needs 2x this many validations logged); None: off
     improving_window: int | None = 10
     stop_threshold: float = 0.7  # weighted vote needed to stop (prune vetoes do not vote)
+    # the attention group votes once aligned: 0 holding at the threshold, stop_threshold holding this much above it
+    attention_vote_span: float = 0.05
     train_progress_floor: float | None = 0.05  # no stop (overfitting included) while train_loss falls >= this per horizon; None: off
     lr_annealing_drop: float | None = 0.2  # no plateau stop while the learning rate fell >= this over `window`; None: off
     lr_annealing_min_fraction: float = 0.05  # ... unless it is below this fraction of its peak (spent)
@@ -79,6 +81,7 @@ class DetectorParams:
             "lr_annealing_min_fraction": 0 <= self.lr_annealing_min_fraction < 1,
             "flatline_score": 0 <= self.flatline_score <= 1, "flatline_validations": self.flatline_validations >= 3,
             "improving_window": self.improving_window is None or self.improving_window >= 1,
+            "attention_vote_span": self.attention_vote_span > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -2,8 +2,11 @@
 
 Samplers (``SAMPLERS``): ``tpe`` (TPESampler with ``n_startup_trials`` and
 ``consider_magic_clip``), ``cma_es`` (CmaEsSampler; ``choice`` params cannot be modelled by CMA-ES
-and are sampled by an independent TPE: said once in the log), ``bohb`` (TPE + Hyperband pruning,
-whatever ``optimization.pruner`` says), ``random``.
+and are sampled by an independent TPE: said once in the log), ``bohb`` (TPESampler + the hyperband
+pruner, whatever ``optimization.pruner`` says: Optuna's recipe for BOHB, which Optuna documents as
+``TPESampler`` with ``HyperbandPruner`` rather than a sampler of its own; it is not the original BOHB's
+per-budget KDE, since Optuna's Hyperband gives each bracket its own TPE over that bracket's trials),
+``random``.
 
 Pruners (``PRUNERS``): ``hyperband`` (min/max_resource, reduction_factor, and a bracket count that
 fits the budget, see ``default_n_brackets``), ``median`` (warm-up = ``hyperband.min_resource``),

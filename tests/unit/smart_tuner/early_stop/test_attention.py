@@ -33,7 +33,9 @@ def test_wobble_around_threshold_is_not_a_collapse():
     # median of the last 5 is 0.79: holding just below the threshold (no plateau stop yet) ...
     assert judge(a).reason is Reason.ALIGNMENT_SETTLING and not judge(a).voting
     up = [v + 0.03 for v in a]  # ... 0.82: aligned
-    assert judge(up).reason is Reason.ALIGNED and not judge(up).voting
+    got = judge(up)  # ... 0.82: aligned, and it votes: settled 40% of the 0.05 firm margin -> 0.4 x 0.7
+    assert got.reason is Reason.ALIGNED and got.voting and not got.ends_run
+    assert got.score == pytest.approx(0.7 * (0.82 - 0.8) / 0.05)
 
 
 def test_one_lucky_validation_over_the_threshold_is_not_the_peak():

@@ -225,8 +225,10 @@ def test_vote_weights_only_voting_groups():
     ctl = EarlyStopController(SmartEarlyStoppingConfig(ensemble_weights={
         "statistical_consensus": 1.0, "bayesian_prediction": 0.0, "attention_analysis": 1.0}))
     d = ctl.decide_trial(curve(30))
-    expected = np.mean([v.score for v in d.verdicts if v.voting and v.name in GROUPS["statistical_consensus"]])
-    assert d.score == pytest.approx(expected)  # gp weight 0, attention abstains
+    stats = np.mean([v.score for v in d.verdicts if v.voting and v.name in GROUPS["statistical_consensus"]])
+    attention = d.verdict("attention")
+    assert attention is not None and attention.voting  # aligned (0.9): it votes, up to the stop threshold
+    assert d.score == pytest.approx((stats + attention.score) / 2)  # gp weight 0
     assert vote([], ctl.weights) == (0.0, {g: None for g in GROUPS})
 
 
@@ -294,3 +296,40 @@ def test_study_waits_until_the_best_generation_aligned():
 def test_study_direction_maximize():
     assert not EarlyStopController().decide_study([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], direction="maximize").should_end
     assert EarlyStopController().decide_study([0.6, 0.5, 0.4, 0.3, 0.2, 0.1], direction="maximize").should_end
+
+
+def weighted(attention_analysis: float) -> EarlyStopController:
+    return EarlyStopController(SmartEarlyStoppingConfig(ensemble_weights={
+        "statistical_consensus": 0.3, "bayesian_prediction": 0.4, "attention_analysis": attention_analysis}))
+
+
+def test_attention_analysis_weight_counts_in_the_trial_vote():
+    """ensemble_weights.attention_analysis changes in-trial decisions (it never did: the attention
+    detector only abstained or vetoed). A barely-aligned run (holding ~0.82) votes to keep going: with
+    the weight its plateau stop comes later; a firmly aligned one (0.9) votes at the stop threshold."""
+    hist = curve(80)
+    barely = {**hist, "attention_alignment_score": 0.2 + 0.62 / (1 + np.exp(-(hist["epoch"] - 6)))}
+    t0, d0 = first_end(weighted(0.0), barely)
+    t3, d3 = first_end(weighted(3.0), barely)
+    assert t0 is not None and d0.action is Action.STOP
+    assert t3 is None or t3 > t0  # held back by the unsettled alignment
+    held = weighted(3.0).decide_trial({k: v[:t0] for k, v in barely.items()}, budget=80)
+    att = held.verdict("attention")
+    assert att is not None and held.groups["attention_analysis"] == pytest.approx(att.score) and att.score < 0.7
+    # firm (holding 0.9): at the stop threshold once it holds still, half of it while still sharpening
+    sharpening = weighted(1.0).decide_trial({k: v[:40] for k, v in hist.items()}, budget=80).verdict("attention")
+    assert sharpening.details["sharpening"] and sharpening.score == pytest.approx(0.35)
+    still = {**hist, "attention_alignment_score": np.minimum(hist["attention_alignment_score"], 0.88)}
+    firm = weighted(1.0).decide_trial({k: v[:40] for k, v in still.items()}, budget=80).verdict("attention")
+    assert firm.reason is Reason.ALIGNED and firm.score == pytest.approx(0.7) and not firm.ends_run
+
+
+def test_attention_analysis_weight_counts_in_the_study_vote():
+    """At study level the attention group votes too (it always abstained): a study whose best generation
+    is barely aligned is not ended early by the vote when the weight is on; a firm one is."""
+    objectives = [1.0, 0.8, 0.85, 0.9, 0.95, 1.0]  # 4 generations without improvement: the vote decides
+    assert weighted(0.0).decide_study(objectives, generation_alignment=[0.8] * 6).should_end
+    assert not weighted(0.3).decide_study(objectives, generation_alignment=[0.8] * 6).should_end
+    assert weighted(0.3).decide_study(objectives, generation_alignment=[0.9] * 6).should_end
+    d = weighted(0.3).decide_study(objectives, generation_alignment=[0.8] * 6)
+    assert d.groups["attention_analysis"] == 0.0 and d.verdict("attention").voting
