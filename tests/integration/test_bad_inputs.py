@@ -120,9 +120,10 @@ CASES: dict[str, Case] = {
     "adapter.command placeholder": Case(
         lambda t: ["tune", "--config", str(tune_config(t, adapter={"command": ["{python}", "{out_dir}"]}))],
         "adapter.command: '{out_dir}': bad placeholder"),
-    "primary_engine ray_tune (not implemented)": Case(
-        lambda t: ["tune", "--config", str(tune_config(t, core_engine={"primary_engine": "ray_tune"}))],
-        "core_engine.primary_engine='ray_tune': not implemented yet"),
+    "ray_tune scheduler unknown": Case(
+        lambda t: ["tune", "--config", str(tune_config(t, core_engine={"primary_engine": "ray_tune"},
+                                                       ray_tune={"scheduler": "hyperband"}))],
+        "c.yaml: ray_tune.scheduler: Input should be 'asha' or 'pbt'"),
     "search space bound": Case(
         lambda t: ["tune", "--config", str(tune_config(t, search_space={"lr": {"type": "loguniform", "low": 0, "high": 1}}))],
         "search_space.lr: Value error, loguniform needs low > 0"),

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 class StudySession:
     """Opens, recovers and closes one study; ``Tuner`` runs its generations."""
 
+    engine_name = "optuna"  # core_engine.primary_engine this session runs (RayStudy: ray_tune)
+
     def __init__(
         self, cfg: TunerConfig, *, python: str = sys.executable, clock: Any = time.monotonic,
         wall_clock: Any = time.time, stop_event: threading.Event | None = None,
@@ -93,9 +95,9 @@ class StudySession:
 
     def _open_study(self) -> None:
         cfg = self.cfg
-        if cfg.core_engine.primary_engine != "optuna":  # it was read by nothing: ray_tune ran Optuna silently
-            raise ConfigError(f"core_engine.primary_engine={cfg.core_engine.primary_engine!r}: not implemented "
-                              "yet; the engine is 'optuna' (docs/tuner.md)")
+        if cfg.core_engine.primary_engine != self.engine_name:  # never run one engine for another
+            raise ConfigError(f"core_engine.primary_engine={cfg.core_engine.primary_engine!r}, but this is the "
+                              f"{self.engine_name!r} engine (ttsops tune picks the engine the config names)")
         self.config_path = self.study_dir / "tuner_config.yaml"
         # a bad command template or hparam fails here, before any trial is asked or file written
         self.trainer.check_hparams(dict(cfg.training.hparams))

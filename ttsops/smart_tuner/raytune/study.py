@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 class RayStudy(StudySession):
     """Runs one study on Ray Tune (see the module docstring)."""
 
+    engine_name = "ray_tune"
+
     def __init__(
         self, cfg: TunerConfig, *, trainer: Callable[[AdapterConfig], TrainerAdapter] = CommandAdapter,
         **kw: Any,
