@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 def test_asha_study_runs_real_train_py_generations_and_registers_the_champion(tmp_path, tiny_corpus):
     ray = {"scheduler": "asha", "num_cpus": 2, "grace_period": 1, "reduction_factor": 2}
-    data = real_config(tmp_path, tiny_corpus, n_trials=3, epochs=2, extra={"ray_tune": ray})
+    data = real_config(tmp_path, tiny_corpus, n_trials=3, epochs=2,
+                       extra={"ray_tune": ray, "core_engine": {"primary_engine": "ray_tune"}})
     _, cfg = write_config(tmp_path, data)
     summary = RayStudy(cfg, trainer=Tacotron2Adapter).run()
 
