@@ -75,3 +75,47 @@ def test_pbt_exploits_a_better_trial_by_warm_starting_from_its_checkpoint(tmp_pa
 
     html = build_report(tmp_path / "runs" / "foreign", tmp_path / "report").read_text()
     assert "PBT exploit" in html
+
+
+def test_a_study_joins_an_existing_ray_cluster(tmp_path, monkeypatch):
+    """``ray_tune.address``: the study runs on a cluster started beforehand (``ray start --head``)
+    and leaves it running. Ray's token authentication is off on both sides here (a cluster's token
+    is Ray's business: ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` on the client)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2", "--include-dashboard",
+         "false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    try:
+        deadline = time.monotonic() + 120  # the head's GCS answers some seconds after the start
+        while True:
+            try:
+                socket.create_connection((socket.gethostbyname(socket.gethostname()), port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                assert time.monotonic() < deadline, "the Ray head did not listen within 120 s"
+                time.sleep(0.5)
+        ray_cfg = {"scheduler": "asha", "address": f"127.0.0.1:{port}", "grace_period": 3}
+        data = foreign_config(tmp_path, n_trials=2, epochs=3,
+                              extra={"ray_tune": ray_cfg, "core_engine": {"primary_engine": "ray_tune"}})
+        _, cfg = write_config(tmp_path, data)
+        summary = RayStudy(cfg).run()
+        assert [r["state"] for r in summary.rows] == ["complete", "complete"]
+        assert summary.best_trial in (0, 1)
+        assert head.poll() is None  # the study disconnected; the cluster is still there
+    finally:
+        head.terminate()
+        head.wait(60)
