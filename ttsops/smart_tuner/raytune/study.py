@@ -104,7 +104,8 @@ class RayStudy(StudySession):
         if rt.address:
             ray.init(address=rt.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=rt.num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local": a new Ray of our own, even when a `ray start` cluster runs on this machine
+            ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False, log_to_driver=False)
         return True
 
     # --- the Ray tuner ----------------------------------------------------------------------------
