@@ -131,7 +131,7 @@ def run_ray(cfg: Any) -> tuple[Any, float]:
     from ttsops.smart_tuner.raytune.study import RayStudy
     from ttsops.train.adapter import Tacotron2Adapter
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     me = psutil.Process()
     try:
         summary = RayStudy(cfg, trainer=Tacotron2Adapter).run()
