@@ -119,3 +119,38 @@ def test_a_study_joins_an_existing_ray_cluster(tmp_path, monkeypatch):
     finally:
         head.terminate()
         head.wait(60)
+
+
+def test_stopping_a_ray_study_stops_every_trainer_with_its_checkpoint(tmp_path):
+    """The tuner's stop (SIGINT/SIGTERM to ``ttsops tune`` sets it) ends the Ray study: every
+    trial is stopped, its trainer exits on SIGINT, nothing is left running, the study says
+    interrupted."""
+    import threading
+
+    from tests.integration.smart_tuner.fixtures import tuner_testkit as kit
+    from ttsops.smart_tuner.trainer.trainer_wrapper import pid_alive, read_pid_file
+
+    adapter = kit.foreign_adapter_dict(epoch_seconds=1.0)
+    adapter["stop_grace_s"] = 20.0
+    data = foreign_config(tmp_path, n_trials=2, epochs=50, adapter=adapter,
+                          extra={"ray_tune": {"num_cpus": 2, "grace_period": 50},
+                                 "core_engine": {"primary_engine": "ray_tune"}})
+    _, cfg = write_config(tmp_path, data)
+    stop = threading.Event()
+    study = RayStudy(cfg, stop_event=stop)
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.setdefault("s", study.run()), daemon=True)
+    th.start()
+    trials = tmp_path / "runs" / "foreign" / "ray_trials"
+    kit.wait_for(lambda: len(list(trials.glob("trial_*/seg_00/ckpt-*.npz"))) >= 1, 120, "a trainer's first epoch")
+    stop.set()
+    th.join(180)
+    assert not th.is_alive(), "the study did not end after its stop"
+    s = box["s"]
+    assert s.status == "interrupted" and s.stop_reason == "stopped by signal"
+    for seg in trials.glob("trial_*/seg_*"):
+        info = read_pid_file(seg)
+        if info is not None:
+            assert not pid_alive(int(info["pid"]), info.get("start_ticks")), f"trainer left running in {seg}"
+    _, children = study_runs(cfg)
+    assert children and all(c.info.status in ("KILLED", "FINISHED") for c in children)

@@ -99,6 +99,9 @@ class RayStudy(StudySession):
     def _init_ray(self) -> bool:
         rt = self.cfg.ray_tune
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # SIGINT/SIGTERM stay ours (cli.graceful_signals): the stopper then ends every trial, whose
+        # trainer gets SIGINT and keeps its checkpoint, and the study closes as "interrupted"
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         if ray.is_initialized():
             return False
         if rt.address:

@@ -173,6 +173,9 @@ class GenerationTrainable(tune.Trainable):
             self._value = value
             return {OBJECTIVE: value, **_finite(metrics), **self._where()}
         if kind == "error":
+            if self._run_id is not None:
+                self._track().finish_child(self._run_id, "failed", {Tag.REASON: f"tuner error: {payload}"})
+            self._thread = None
             raise payload
         r: GenerationResult = payload
         self._conclude(r, r.reason)
