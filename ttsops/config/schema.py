@@ -36,6 +36,11 @@ class CoreEngineConfig(_Section):
     # a generation's epoch budget; with Hyperband (pruner hyperband, or sampler bohb) capped by
     # optimization.hyperband.max_resource (TunerConfig.generation_epochs)
     epochs_per_generation: int = Field(8, ge=1)
+    # workers on several hosts: each stamps its running trial every heartbeat_s; a RUNNING trial
+    # whose stamp is older than stale_after_s (at least 3 heartbeats plus the adapter's stop and
+    # kill graces) belongs to a dead worker and is re-queued by any other (study/recovery.py)
+    heartbeat_s: float = Field(10.0, gt=0)
+    stale_after_s: float = Field(120.0, gt=0)
 
 
 # --- optimization ------------------------------------------------------------------------------

@@ -18,7 +18,15 @@ For each candidate (a COMPLETE generation, lower objective is better) that beats
    a metric the gate needs but the run did not log fails it) passes, the alias moves to the version.
 
 Each new best replaces an older, worse one, so the alias always names the best version that
-passed the gate. The alias is per registered model: a later study registering under the same name
+passed the gate: after registering, the alias goes to the study's best gate-passing version of
+the registry line (its versions tagged with the study), so two workers registering at once leave
+it on the better one whichever finishes last.
+
+Workers on several hosts share no directory: each keeps its own ``best_model.pt``. ``pull``
+brings it up to the registry line: when the study's best version (lowest objective tag) beats the
+local best (or there is none), its ``best_model.pt`` (and train.py's ``train_state.json``, kept
+beside it in the version) is downloaded from the registry and installed atomically;
+``best_model.json`` then names the version in ``pulled_from`` and ``source`` is the local file. The alias is per registered model: a later study registering under the same name
 takes it with its first gate-passing best (use one model name per line of experiments).
 
 ``ttsops registry list|show|promote`` (cli.py) inspects versions and moves the alias by hand.
@@ -47,6 +55,7 @@ logger = logging.getLogger(__name__)
 BEST_FILE = "best_model.pt"
 BEST_META = "best_model.json"
 ARTIFACT_DIR = "model"
+TRAIN_STATE = "train_state.json"  # train.py's epoch counter beside its checkpoint (an exact resume needs it)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class BestRecord:
     metrics: dict[str, float]
     dataset_version: str | None
     updated: float
+    pulled_from: str | None = None  # models:/NAME/VERSION when another worker's best came through the registry
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,9 @@ def _model_dir(c: Candidate, path: Path) -> Path:
         "dataset_version": c.dataset_version,
     }
     (path / "ttsops_model.json").write_text(json.dumps(meta, indent=1, default=str))
+    state = c.checkpoint.parent / TRAIN_STATE
+    if state.is_file():  # another host resuming this checkpoint exactly needs its epoch counter
+        shutil.copyfile(state, path / TRAIN_STATE)
     return path
 
 
@@ -196,7 +209,7 @@ class ModelRegistry:
         )
         atomic_write_text(self.study_dir / BEST_META, json.dumps(asdict(record), indent=1, default=str))
         if version is not None and passed:
-            self.client.set_registered_model_alias(self.cfg.model_name, self.cfg.alias, version)
+            self._settle_alias(c.study, version)
         logger.info(
             "new best: generation %d, objective %.5g -> %s%s%s",
             c.generation,
@@ -220,6 +233,87 @@ class ModelRegistry:
             c.generation,
         )
         return self.consider(c, force=True)
+
+    # --- several hosts: the registry line ----------------------------------------------------------
+    def line(self, study: str) -> list[Any]:
+        """The study's versions of ``registry.model_name`` (tagged with the study), best first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name='{self.cfg.model_name}'")
+        except MlflowException as e:
+            raise RegistryError(f"model registry: {self.cfg.model_name}: {str(e).splitlines()[0]}") from None
+        mine = [(o, v) for v in found if v.tags.get(Tag.STUDY) == study and (o := _objective(v)) is not None]
+        return [v for _, v in sorted(mine, key=lambda ov: (ov[0], int(ov[1].version)))]
+
+    def pull(self, study: str) -> BestRecord | None:
+        """Make ``best_model.pt`` the registry line's best when it beats the local one (see the
+        module docstring); returns the (possibly new) local best. Files only (no client): local."""
+        current = self.best()
+        if self.client is None:
+            return current
+        line = self.line(study)
+        objective = _objective(line[0]) if line else None
+        if objective is None or (current is not None and not objective < current.objective):
+            return current
+        with file_lock(self.study_dir / ".registry.lock"):
+            return self._pull(line[0], objective)
+
+    def _pull(self, v: Any, objective: float) -> BestRecord | None:
+        from mlflow.exceptions import MlflowException
+
+        current = self.best()
+        if current is not None and not objective < current.objective:  # another thread was first
+            return current
+        uri, started = f"models:/{self.cfg.model_name}/{v.version}", time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=self.study_dir) as tmp:
+            try:
+                # the version's source is its run's model/ (``_register``): read it with our client
+                root = Path(self.client.download_artifacts(v.run_id, ARTIFACT_DIR, dst_path=tmp))
+            except (MlflowException, OSError) as e:
+                raise RegistryError(f"{uri}: download failed: {str(e).splitlines()[0]}") from None
+            found = sorted(root.rglob(BEST_FILE), key=lambda p: len(p.parts))
+            if not found:
+                raise RegistryError(f"{uri}: no {BEST_FILE} in the registered files")
+            metas = sorted(root.rglob("ttsops_model.json"))
+            meta = json.loads(metas[0].read_text()) if metas else {}
+            state = next(iter(root.rglob(TRAIN_STATE)), None)
+            if state is not None:
+                atomic_copy(state, self.study_dir / TRAIN_STATE)
+            atomic_copy(found[0], self.best_path)
+        record = BestRecord(
+            int(v.tags.get(Tag.GENERATION, meta.get("generation", -1))),
+            objective,
+            str(self.best_path),
+            v.run_id,
+            str(v.version),
+            self._alias_version() == str(v.version),
+            dict(meta.get("params") or {}),
+            dict(meta.get("hparams") or {}),
+            {k: float(x) for k, x in (meta.get("metrics") or {}).items()},
+            meta.get("dataset_version"),
+            self._clock(),
+            uri,
+        )
+        atomic_write_text(self.study_dir / BEST_META, json.dumps(asdict(record), indent=1, default=str))
+        logger.info("best_model.pt pulled from %s (generation %d, objective %.5g) in %.2f s",
+                    uri, record.generation, objective, time.monotonic() - started)
+        return record
+
+    def _alias_version(self) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.cfg.model_name, self.cfg.alias).version)
+        except MlflowException:
+            return None
+
+    def _settle_alias(self, study: str, version: str) -> None:
+        """Point the alias at the study line's best gate-passing version (``version`` when alone)."""
+        passing = [v for v in self.line(study) if v.tags.get(Tag.GATE) == "pass"]
+        target = str(passing[0].version) if passing else version
+        if self._alias_version() != target:
+            self.client.set_registered_model_alias(self.cfg.model_name, self.cfg.alias, target)
 
     # --- MLflow -----------------------------------------------------------------------------------
     def _register(self, c: Candidate, passed: bool, reasons: list[str]) -> str:
@@ -271,3 +365,12 @@ class ModelRegistry:
         tags.update({f"{Tag.PARAM_PREFIX}{k}": str(v) for k, v in c.params.items()})
         tags.update({f"{Tag.METRIC_PREFIX}{k}": repr(float(v)) for k, v in c.metrics.items()})
         return {k: v[:5000] for k, v in tags.items()}
+
+
+def _objective(v: Any) -> float | None:
+    """A registry version's objective tag (None when missing or not finite)."""
+    try:
+        value = float(v.tags.get(Tag.OBJECTIVE, "nan"))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -6,6 +6,7 @@ it with its summary. The loop that runs generations in it is ``tuner.Tuner``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from typing import Any
 
 from ttsops.config import TunerConfig, dump_config
 from ttsops.data.versioning import dataset_version
-from ttsops.errors import ConfigError
+from ttsops.errors import ConfigError, RegistryError
 from ttsops.infra.atomic import atomic_write_text, file_lock
 from ttsops.infra.tracking import Tag, artifact_root
 from ttsops.registry.model_registry import Candidate, ModelRegistry
@@ -47,7 +48,7 @@ class StudySession:
     def __init__(
         self, cfg: TunerConfig, *, python: str = sys.executable, clock: Any = time.monotonic,
         wall_clock: Any = time.time, stop_event: threading.Event | None = None,
-        notifier: Notifier | None = None, runner_cfg: RunnerConfig = DEFAULT_RUNNER,
+        notifier: Notifier | None = None, runner_cfg: RunnerConfig | None = None,
         trainer: TrainerAdapter | None = None,
     ) -> None:
         self.cfg = cfg
@@ -62,7 +63,8 @@ class StudySession:
         self.stop_event = stop_event or threading.Event()
         self._notifier_given = notifier
         self.notifier: Notifier  # set when the study opens (alerts start with it)
-        self.runner_cfg = runner_cfg
+        # None: the default runner with the config's heartbeat (workers on other hosts judge by it)
+        self.runner_cfg = runner_cfg or dataclasses.replace(DEFAULT_RUNNER, heartbeat_s=cfg.core_engine.heartbeat_s)
         self.me = recovery.worker_id()
         self.trainer: TrainerAdapter = trainer or CommandAdapter(cfg.adapter)
         self.scheduler = ParamScheduler(dict(cfg.training.hparams), trainer=self.trainer)
@@ -143,8 +145,18 @@ class StudySession:
         self.notifier = self._notifier_given or alert_notifier(cfg.monitoring.alerts, self.name)
 
     def _recover(self) -> list[recovery.Interrupted]:
+        recovered = self._recover_stale()
+        with file_lock(self.study_dir / ".parent.lock"):  # same-host workers starting together queue here
+            self.tracking.open_parent(self.study, self._parent_params())
+        return recovered
+
+    def _recover_stale(self) -> list[recovery.Interrupted]:
+        """Finish and re-queue the RUNNING trials of dead workers: at the start and before each
+        generation, so a worker killed on another host loses its trial to the living ones."""
         a = self.cfg.adapter
-        stale_after = max(120.0, 3 * self.runner_cfg.heartbeat_s + a.stop_grace_s + 2 * a.kill_grace_s)
+        stale_after = max(
+            self.cfg.core_engine.stale_after_s, 3 * self.runner_cfg.heartbeat_s + a.stop_grace_s + 2 * a.kill_grace_s
+        )
 
         def killed(it: recovery.Interrupted) -> None:
             if it.run_id:
@@ -163,8 +175,6 @@ class StudySession:
             max_preemptions=a.max_consecutive_preemptions,
             on_recovered=killed,
         )
-        with file_lock(self.study_dir / ".parent.lock"):  # workers starting together share one parent
-            self.tracking.open_parent(self.study, self._parent_params())
         return recovered
 
     def _parent_params(self) -> dict[str, Any]:
@@ -178,13 +188,23 @@ class StudySession:
         }
 
     def _repair_best(self) -> None:
-        """After a crash between ``tell`` and the registry: bring best_model.pt up to date."""
+        """After a crash between ``tell`` and the registry: bring best_model.pt up to date. The
+        study's best from another host (its checkpoint is not here) comes through the registry."""
         best = self.engine.best()
         if best is None or not best.user_attrs.get(history.CKPT_ATTR):
             return
-        self.registry.ensure_best(
-            self._candidate(best.number, _value(best), best.params, best.user_attrs)
-        )
+        if Path(best.user_attrs[history.CKPT_ATTR]).is_file():
+            self.registry.ensure_best(self._candidate(best.number, _value(best), best.params, best.user_attrs))
+        else:
+            self.pull_best()
+
+    def pull_best(self) -> None:
+        """``best_model.pt`` up to the registry line (other hosts' champions); a registry that cannot
+        be read is a warning: the local best stays."""
+        try:
+            self.registry.pull(self.name)
+        except RegistryError as e:
+            logger.warning("best_model.pt not brought up to the registry: %s", e)
 
     def _candidate(self, n: int, value: float, params: dict[str, Any], attrs: dict[str, Any]) -> Candidate:
         return Candidate(
@@ -202,6 +222,7 @@ class StudySession:
     # --- the end ----------------------------------------------------------------------------------
     def _close(self, status: str, reason: str) -> None:
         try:
+            self.pull_best()  # every host ends with the study's champion in its best_model.pt
             self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
             number, value = self.best_trial()
             metrics = {"best_objective": value} if value is not None else {}

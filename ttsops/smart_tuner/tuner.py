@@ -111,6 +111,7 @@ class Tuner(StudySession):
         return self._elapsed_before + (self._clock() - self._t0)
 
     def _generation(self) -> None:
+        self._recover_stale()  # a worker that died on another host: its trial goes back in the queue
         trial = self.engine.ask()
         n, params = trial.number, dict(trial.params)
         gen_dir = self.study_dir / "generations" / f"gen_{n:04d}"
@@ -177,6 +178,7 @@ class Tuner(StudySession):
         if carry is not None and carry.checkpoint is not None:
             why = f"resumes generation {carry.trial} after its preemption ({carry.validations} epochs done)"
             return RestartPlan("resume", carry.checkpoint, (), why), f"generation {carry.trial}: {carry.checkpoint}"
+        self.pull_best()  # another host's champion, when the registry line has a better one
         best = self.registry.best()
         if best is None or not self.cfg.core_engine.resume_from_checkpoint:
             return RestartPlan(

@@ -4,7 +4,12 @@ Tag names are ``ttsops.infra.tracking.Tag``.
 
 * Parent: tags ``ttsops.study``, ``ttsops.role=study``; params: sampler, pruner, n_trials, the
   search space; its id is kept in the Optuna study (user attr), so a resumed study reopens the
-  same parent run (status back to RUNNING) instead of starting a second one.
+  same parent run (status back to RUNNING) instead of starting a second one. Workers that start
+  together on several hosts elect one parent through the study's storage (``open_parent``): each
+  creates a candidate run and records it as its own user attr, waits ``ELECTION_SETTLE_S``, then
+  adopts the decision already recorded or, if none, the earliest candidate (start time, then run
+  id); every loser deletes its own candidate. Two workers can only disagree if one of them takes
+  longer than the settle time between reading the candidates and recording its decision.
 * Child: tags ``mlflow.parentRunId``, ``ttsops.trial``, ``ttsops.restart_mode``,
   ``ttsops.warm_start_source`` (the checkpoint and the generation it came from, or ``none``),
   ``ttsops.plan_reason``; params ``tuner.<name>`` (prefixed so they never collide with the
@@ -26,7 +31,8 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,9 @@ from ttsops.smart_tuner.trainer.metrics_store import MetricRecord
 logger = logging.getLogger(__name__)
 
 PARENT_ATTR = "ttsops.mlflow_parent_run_id"
+# + "<the unusable parent it replaces, or none>.<run id>": that run's start time (ms), one key per worker
+CANDIDATE_PREFIX = "ttsops.parent_candidate."
+ELECTION_SETTLE_S = 1.0  # every candidate recorded before then is seen by every worker that decides
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "interrupted": "KILLED", "failed": "FAILED"}
 
 # What train.py logs at each validation (ttsops.train.tracking.Tracker.log_samples):
@@ -58,10 +67,18 @@ class StudyTracking:
     """Creates and closes the study's MLflow runs."""
 
     def __init__(
-        self, client: Any, *, experiment_name: str, study_name: str, artifact_root: str | None = None
+        self,
+        client: Any,
+        *,
+        experiment_name: str,
+        study_name: str,
+        artifact_root: str | None = None,
+        settle_s: float = ELECTION_SETTLE_S,
+        wait: Callable[[float], Any] | None = None,
     ) -> None:
         self.client = client
         self.study_name = study_name
+        self.settle_s, self._wait = settle_s, wait or threading.Event().wait  # an Event wait, not a sleep
         self.experiment_id = self._experiment(experiment_name, artifact_root)
         self.parent_id: str | None = None
 
@@ -83,20 +100,37 @@ class StudyTracking:
                 return self.parent_id
             except err as e:
                 logger.warning("parent run %s not usable (%s): starting a new one", known, e)
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=self.study_name,
-            tags={Tag.STUDY: self.study_name, Tag.ROLE: ROLE_STUDY},
-        )
-        study.set_user_attr(PARENT_ATTR, run.info.run_id)
-        stored = study.user_attrs.get(PARENT_ATTR)  # two workers starting at once: the last write wins
-        if stored != run.info.run_id:
-            self._safe(self.client.delete_run, run.info.run_id)
-            self.parent_id = str(stored)
-            return self.parent_id
-        self.parent_id = run.info.run_id
-        self._params(self.parent_id, params)
+        try:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=self.study_name,
+                tags={Tag.STUDY: self.study_name, Tag.ROLE: ROLE_STUDY},
+            )
+        except err as e:
+            raise TunerError(f"mlflow: cannot create the study's parent run: {str(e).splitlines()[0]}") from None
+        mine = str(run.info.run_id)
+        self.parent_id = self._elect(study, mine, int(run.info.start_time or 0), str(known or "none"))
+        if self.parent_id == mine:
+            self._params(mine, params)
+        else:
+            self._safe(self.client.delete_run, mine)
+            logger.info("study %s: another worker's parent run %s was elected", self.study_name, self.parent_id)
         return self.parent_id
+
+    def _elect(self, study: Any, mine: str, start_ms: int, replaces: str) -> str:
+        """The one parent run every worker of the study agrees on (see the module docstring).
+        ``replaces``: the unusable parent this election replaces (``none`` the first time), so an
+        old election's candidates and decision do not count."""
+        prefix = f"{CANDIDATE_PREFIX}{replaces}."
+        study.set_user_attr(prefix + mine, start_ms)
+        self._wait(self.settle_s)
+        attrs = study.user_attrs  # one read: the decision and the candidates as of the same moment
+        decided = attrs.get(PARENT_ATTR)
+        if not decided or decided == replaces:
+            candidates = [(int(v), k[len(prefix) :]) for k, v in attrs.items() if k.startswith(prefix)]
+            decided = min(candidates)[1]
+            study.set_user_attr(PARENT_ATTR, decided)  # every decider writes the same id
+        return str(decided)
 
     def log_decision(self, run_id: str | None, decision: Any, name: str) -> None:
         """An early-stop decision with every detector's verdict: tags plus a JSON artifact."""
