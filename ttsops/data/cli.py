@@ -137,11 +137,16 @@ def _segment_parser(sub: Any) -> None:
         ("lead_margin_s", float, "context before speech (0.25)"),
         ("tail_margin_s", float, "context after speech (0.15)"),
         ("split_pause_s", float, "pauses at least this long are cuts (0.28)"),
+        ("min_piece_s", float, "a long run is cut where both sides keep this much speech, if any pause allows (2.0)"),
         ("min_snr_db", float, "reject below this estimated SNR (25)"),
         ("min_level_dbfs", float, "reject quieter speech (-45)"),
         ("target_level_dbfs", float, "loudness target (-20)"),
     ]:
         seg.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None, help=help_)
+    seg.add_argument(
+        "--no-word-check", dest="word_check", action="store_false", default=None,
+        help="do not check cuts inside long runs against pocketsphinx word timings (faster, may cut words)",
+    )  # fmt: skip
     _workers(seg)
 
 

@@ -10,11 +10,19 @@
    ``min_clip_s`` join a neighbour across a pause <= ``max_merge_pause_s`` when the result still fits.
    Speech at a file edge is ``truncated`` only when the recording is loud at that edge (a word is cut
    there); speech that is complete but close to the edge is kept, with what margin the file has.
+
+Cuts that are not a clear pause (a pause under ``split_pause_s``, a quiet stretch) can be checked
+against word timings (``CutCheck``, from the ASR in smart_segmenter): a cut whose clip edge falls in
+a recognised word moves to a word edge inside its pause, or, when the pause has none, is skipped
+for the next-best one (the next-longest pause, the next-quietest stretch outside that word); when
+every candidate is in a word, the best one is taken anyway.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +53,11 @@ class SegmenterConfig:
     max_clipped_ratio: float = 0.001  # share of samples at |x| >= 0.99
     min_source_sr: int = 8000
     edge_guard_s: float = 0.03  # speech this close to a file edge was cut off by the recording
+    # cuts that are not a clear pause are checked against ASR word timings (pocketsphinx, a few
+    # seconds around each); a clip edge more than word_margin_s inside a recognised word is moved
+    # to a word edge in its pause or, when there is none, the cut goes to the next-best place
+    word_check: bool = True
+    word_margin_s: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 < self.min_clip_s < self.max_clip_s:
@@ -101,6 +114,53 @@ def refine_regions(
     return out
 
 
+def cut_edges(end: float, start: float, lead: float, tail: float) -> tuple[float, float]:
+    """Where the clip edges go around a pause from ``end`` (speech before) to ``start`` (speech
+    after): ``tail`` after and ``lead`` before, a pause shorter than both shared in proportion
+    (then the two edges meet at one point, so a clip never holds its neighbour's speech)."""
+    gap = start - end
+    share = lead / (lead + tail) if lead + tail > 0 else 0.5
+    return end + min(tail, gap * (1 - share)), start - min(lead, gap * share)
+
+
+WordsNear = Callable[[float], list[tuple[float, float]]]  # the recognised words around a time
+
+
+@dataclass(frozen=True)
+class CutCheck:
+    """Checks a cut against the words ``words_near`` knows: a cut whose clip edges (``cut_edges``)
+    fall more than ``margin`` inside a word (free-decode word edges are ~10-30 ms loose, and a
+    breath is often handed to a neighbouring word) moves to the nearest point of its pause outside
+    every word, a word edge (kept in ``pins``), or, when the pause has none, is vetoed."""
+
+    words_near: WordsNear
+    lead: float
+    tail: float
+    margin: float = 0.0
+    pins: dict[tuple[float, float], tuple[float, float]] = field(default_factory=dict)
+
+    def clear(self, end: float, start: float) -> bool:
+        """Can the pause (end, start) be cut without cutting a word? (Pins the edges if moved.)"""
+        words = [(a + self.margin, b - self.margin) for a, b in self.words_near((end + start) / 2)]
+
+        def inside(t: float) -> bool:
+            return any(a < t < b for a, b in words)
+
+        edges = cut_edges(end, start, self.lead, self.tail)
+        if not any(inside(t) for t in edges):
+            return True
+        mid = sum(edges) / 2
+        points = sorted({end, start, *(t for w in words for t in w if end <= t <= start)}, key=lambda t: abs(t - mid))
+        t = next((t for t in points if not inside(t)), None)
+        if t is None:
+            return False
+        self.pins[(end, start)] = (t, t)
+        return True
+
+    def edges(self, end: float, start: float) -> tuple[float, float]:
+        return self.pins.get((end, start)) or cut_edges(end, start, self.lead, self.tail)
+
+
 @dataclass
 class PlannedClip:
     speech_start: float
@@ -111,18 +171,20 @@ class PlannedClip:
 
 
 def _split_long(
-    group: list[tuple[float, float]], limit: float, piece: float
+    group: list[tuple[float, float]], limit: float, piece: float, check: CutCheck | None = None
 ) -> list[list[tuple[float, float]]]:
     """Cut a group longer than ``limit`` at its longest pause, recursively; pauses that leave at
     least ``piece`` seconds of speech on both sides first (in real speech the longest pause in a run
-    is now and then a word-final stop closure a few syllables from a breath: "he was not | an ill")."""
+    is now and then a word-final stop closure a few syllables from a breath: "he was not | an ill");
+    with ``check``, the longest one whose cut is in no word."""
     if group[-1][1] - group[0][0] <= limit or len(group) == 1:
         return [group]
-    gaps = np.array([group[i + 1][0] - group[i][1] for i in range(len(group) - 1)])
-    roomy = np.array([group[i][1] - group[0][0] >= piece <= group[-1][1] - group[i + 1][0]
-                      for i in range(len(group) - 1)])  # fmt: skip
-    k = int(np.argmax(np.where(roomy, gaps, -1.0) if roomy.any() else gaps)) + 1
-    return _split_long(group[:k], limit, piece) + _split_long(group[k:], limit, piece)
+    gaps = [group[i + 1][0] - group[i][1] for i in range(len(group) - 1)]
+    roomy = [group[i][1] - group[0][0] >= piece <= group[-1][1] - group[i + 1][0] for i in range(len(gaps))]
+    order = sorted(range(len(gaps)), key=lambda i: (not roomy[i], -gaps[i]))  # stable: first on ties
+    clear = (i for i in order if check is None or check.clear(group[i][1], group[i + 1][0]))
+    k = next(clear, order[0]) + 1
+    return _split_long(group[:k], limit, piece, check) + _split_long(group[k:], limit, piece, check)
 
 
 CUT_HALF_WIDTH = 4  # 10 ms frames each side of a cut that must be quiet too (a 90 ms window)
@@ -140,25 +202,57 @@ def cut_cost(energy_db: np.ndarray, half_width: int = CUT_HALF_WIDTH) -> np.ndar
 
 
 def split_at_valleys(
-    region: tuple[float, float], cost: np.ndarray, energy_db: np.ndarray, limit: float, shortest: float
+    region: tuple[float, float],
+    cost: np.ndarray,
+    energy_db: np.ndarray,
+    limit: float,
+    shortest: float,
+    check: CutCheck | None = None,
 ) -> list[tuple[float, float]]:
     """Cut a region longer than ``limit`` in its cheapest stretch (``cut_cost``), recursively, keeping
-    both pieces at least ``shortest`` long; the quiet stretch around the cut becomes the pause."""
+    both pieces at least ``shortest`` long; the quiet stretch around the cut becomes the pause.
+    With ``check``, a stretch that cannot be cut outside a word rules out that word's frames, and
+    the cheapest stretch left is tried (the cheapest overall when none is clear)."""
     a, b = region
     lo, hi = int(np.ceil((a + shortest) * 100)), int((b - shortest) * 100)
     hi = min(hi, len(cost) - 1)
     if b - a <= limit or hi <= lo:
         return [region]
-    i = lo + int(np.argmin(cost[lo : hi + 1]))
+    allowed = cost[lo : hi + 1].astype(np.float64)
+    first = q = _valley(lo + int(np.argmin(allowed)), a, b, cost, energy_db)
+    while check is not None and not check.clear(q[0] / 100, (q[1] + 1) / 100):
+        for w0, w1 in check.words_near((q[0] + q[1] + 1) / 200):  # rule out the words around it
+            if w0 < (q[1] + 1) / 100 and w1 > q[0] / 100:
+                allowed[max(int(w0 * 100) - lo, 0) : max(int(np.ceil(w1 * 100)) + 1 - lo, 0)] = np.inf
+        allowed[max(q[0] - lo, 0) : max(q[1] + 1 - lo, 0)] = np.inf  # and the stretch tried
+        if not np.isfinite(allowed).any():
+            q = first
+            break
+        q = _valley(lo + int(np.argmin(allowed)), a, b, cost, energy_db, MAX_VALLEY_SIDE)
+    left, right = (a, max(q[0] / 100, a + 0.01)), (min((q[1] + 1) / 100, b - 0.01), b)
+    return (split_at_valleys(left, cost, energy_db, limit, shortest, check)
+            + split_at_valleys(right, cost, energy_db, limit, shortest, check))  # fmt: skip
+
+
+MAX_VALLEY_SIDE = 15  # 10 ms frames a quiet stretch widens by on each side of its centre, at most
+
+
+def _valley(
+    i: int, a: float, b: float, cost: np.ndarray, energy_db: np.ndarray, side: int | None = None
+) -> tuple[int, int]:
+    """(first, last) frame of the quiet stretch around frame ``i`` within the region (a, b), at most
+    ``side`` frames each way: a next-best ``i`` (the quietest ruled out) is louder, and its level
+    could span whole words."""
     level = cost[i] + 1.0  # every frame within the window is at most cost[i]: widen over the valley
+    lo, hi = a * 100, min(b * 100, len(energy_db))
+    if side is not None:
+        lo, hi = max(lo, i - side), min(hi, i + side + 1)
     q0, q1 = i, i
-    while q0 - 1 > a * 100 and energy_db[q0 - 1] <= level:
+    while q0 - 1 > lo and energy_db[q0 - 1] <= level:
         q0 -= 1
-    while q1 + 1 < min(b * 100, len(energy_db)) and energy_db[q1 + 1] <= level:
+    while q1 + 1 < hi and energy_db[q1 + 1] <= level:
         q1 += 1
-    left, right = (a, max(q0 / 100, a + 0.01)), (min((q1 + 1) / 100, b - 0.01), b)
-    return (split_at_valleys(left, cost, energy_db, limit, shortest)
-            + split_at_valleys(right, cost, energy_db, limit, shortest))  # fmt: skip
+    return q0, q1
 
 
 def open_edges(energy_db: np.ndarray, threshold_db: float, frames: int = 2) -> tuple[bool, bool]:
@@ -178,36 +272,38 @@ def plan_clips(
     cfg: SegmenterConfig,
     energy_db: np.ndarray | None = None,
     edges_open: tuple[bool, bool] = (True, True),
+    words_near: WordsNear | None = None,
 ) -> list[PlannedClip]:
     """Group speech regions into clips (see the module docstring); margins never overlap.
 
     ``energy_db`` (10 ms frames): regions too long for a clip are cut at their quietest stretch;
     without it they are rejected ``too_long``. ``edges_open``: whether the recording cuts into a
     sound at its start / end (``open_edges``); speech within ``edge_guard_s`` of an open edge is
-    ``truncated``."""
+    ``truncated``. ``words_near``: the recognised words around a time (``CutCheck``), asked only
+    about cuts inside stretches longer than a clip."""
     if not regions:
         return []
     lead, tail = cfg.lead_margin_s, cfg.tail_margin_s
     limit = cfg.max_clip_s - lead - tail
     shortest = cfg.min_clip_s - lead - tail
+    check = CutCheck(words_near, lead, tail, cfg.word_margin_s) if words_near is not None else None
+    edges = check.edges if check is not None else functools.partial(cut_edges, lead=lead, tail=tail)
     if energy_db is not None:
         cost = cut_cost(energy_db)
-        regions = [p for r in regions for p in split_at_valleys(r, cost, energy_db, limit, cfg.min_piece_s)]
+        regions = [p for r in regions
+                   for p in split_at_valleys(r, cost, energy_db, limit, cfg.min_piece_s, check)]  # fmt: skip
     groups: list[list[tuple[float, float]]] = [[regions[0]]]
     for prev, cur in zip(regions, regions[1:], strict=False):
         if cur[0] - prev[1] >= cfg.split_pause_s:
             groups.append([cur])
         else:
             groups[-1].append(cur)
-    spans = [[p[0][0], p[-1][1]] for g in groups for p in _split_long(g, limit, cfg.min_piece_s)]
+    spans = [[p[0][0], p[-1][1]] for g in groups for p in _split_long(g, limit, cfg.min_piece_s, check)]
     spans = _merge_short(spans, shortest, limit, cfg.max_merge_pause_s)
-    share = lead / (lead + tail) if lead + tail > 0 else 0.5
     clips = []
     for k, (s, e) in enumerate(spans):
-        left = s - spans[k - 1][1] if k > 0 else s
-        right = spans[k + 1][0] - e if k + 1 < len(spans) else total_s - e
-        start = s - min(lead, left * share if k > 0 else left)
-        end = e + min(tail, right * (1 - share) if k + 1 < len(spans) else right)
+        start = edges(spans[k - 1][1], s)[1] if k > 0 else s - min(lead, s)
+        end = edges(e, spans[k + 1][0])[0] if k + 1 < len(spans) else e + min(tail, total_s - e)
         reason = None
         if (s < cfg.edge_guard_s and edges_open[0]) or (e > total_s - cfg.edge_guard_s and edges_open[1]):
             reason = Reason.TRUNCATED

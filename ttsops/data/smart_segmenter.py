@@ -9,6 +9,8 @@ Per source file (one bad file never stops the batch; it becomes a record with a 
    every pause >= ``split_pause_s`` is a cut; a stretch still longer than ``max_clip_s`` is cut at
    its longest pause however short, and speech with no pause the VAD hears at its quietest stretch
    (a breath), so long runs become clips instead of ``too_long``; short pieces join a neighbour;
+4. those cuts (not the clear pauses) are checked against pocketsphinx word timings around them
+   (word_check.py, ``word_check``): one in a recognised word gives way to the next-best cut;
 5. each clip gets ``lead_margin_s`` of context before and ``tail_margin_s`` after its speech (the
    lead is longer: in noise the VAD notices soft onsets such as glides up to ~0.2 s late, while
    ends are refined on energy). A pause shorter than both margins is shared between them in
@@ -27,6 +29,7 @@ gate ``RELAX_SNR_DB`` (5 dB) lower would keep of the ``too_noisy`` clips.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -57,7 +60,9 @@ from ttsops.data.segment_plan import (
     refine_regions,
     speech_regions,
 )
+from ttsops.data.transcribe import PocketsphinxBackend, TranscribeConfig
 from ttsops.data.vad import VAD_FRAME, VAD_SR, SileroVad, frame_energy_db, noise_floor_db
+from ttsops.data.word_check import AsrWords, Recogniser
 from ttsops.infra.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -119,9 +124,16 @@ def _file_record(key: str, source: str, reason: Reason, detail: str = "") -> dic
 
 
 def segment_file(
-    path: Path, key: str, source: str, out_dir: Path, cfg: SegmenterConfig, vad: SileroVad
+    path: Path,
+    key: str,
+    source: str,
+    out_dir: Path,
+    cfg: SegmenterConfig,
+    vad: SileroVad,
+    recognise: Recogniser | None = None,
 ) -> list[dict[str, Any]]:
-    """All segment records of one source file; never raises for bad audio."""
+    """All segment records of one source file; never raises for bad audio. ``recognise``: the ASR
+    whose word timings check the cuts inside long runs (``cfg.word_check``; None: unchecked)."""
     if path.stat().st_size == 0:
         return [_file_record(key, source, Reason.EMPTY, "0 bytes")]
     try:
@@ -137,7 +149,10 @@ def segment_file(
     energy = frame_energy_db(wav16)
     noise_db, thr_db = noise_floor_db(energy, probs)
     regions = refine_regions(speech_regions(probs, VAD_FRAME / VAD_SR, cfg), energy, thr_db, cfg)
-    clips = plan_clips(regions, total_s, cfg, energy, open_edges(energy, thr_db))
+    words = AsrWords(wav16, recognise, VAD_SR) if recognise else None
+    clips = plan_clips(regions, total_s, cfg, energy, open_edges(energy, thr_db), words)
+    if words is not None and words.decoded_s:
+        logger.debug("%s: word check decoded %.1f s of %.1f s", source, words.decoded_s, total_s)
     if not clips:
         return [_file_record(key, source, Reason.NO_SPEECH)]
     records = []
@@ -237,10 +252,30 @@ def _vad() -> SileroVad:  # one ONNX session per worker process
     return SileroVad()
 
 
+@functools.lru_cache(maxsize=1)
+def _pocketsphinx() -> PocketsphinxBackend:  # one decoder per worker process, loaded on first use
+    return PocketsphinxBackend(TranscribeConfig())
+
+
+def asr_words(wav16: np.ndarray) -> list[tuple[str, float, float]]:
+    """pocketsphinx word timings, with the transcription backend's settings."""
+    return _pocketsphinx().words(wav16)
+
+
+@functools.lru_cache(maxsize=1)
+def word_recogniser() -> Recogniser | None:
+    """The cut check's ASR, or None (warned once per process) when pocketsphinx is not installed."""
+    if importlib.util.find_spec("pocketsphinx") is None:
+        logger.warning("pocketsphinx is not installed: cuts inside long runs are not checked for words")
+        return None
+    return asr_words
+
+
 def _segment_job(job: tuple[str, str, str, str, SegmenterConfig]) -> list[dict[str, Any]]:
     path, key, source, out_dir, cfg = job
+    recognise = word_recogniser() if cfg.word_check else None
     try:
-        return segment_file(Path(path), key, source, Path(out_dir), cfg, _vad())
+        return segment_file(Path(path), key, source, Path(out_dir), cfg, _vad(), recognise)
     except Exception as e:  # a batch boundary: one file's surprise must not end the batch
         logger.exception("segmenting %s failed", path)
         return [_file_record(key, source, Reason.UNREADABLE, f"{type(e).__name__}: {e}"[:200])]

@@ -96,7 +96,7 @@ class PocketsphinxBackend:
 
         self.decoder = Decoder(loglevel="FATAL", fwdflat=cfg.fwdflat, maxhmmpf=cfg.maxhmmpf)
 
-    def transcribe(self, wav16: np.ndarray) -> AsrResult:
+    def _decode(self, wav16: np.ndarray) -> None:
         pcm = (np.clip(wav16, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         # the front end adapts (noise estimate) across utterances: reset it (~0.05 ms), so a clip's
         # transcript does not depend on which clips a worker happened to decode before it
@@ -104,6 +104,18 @@ class PocketsphinxBackend:
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
+
+    def words(self, wav16: np.ndarray) -> list[tuple[str, float, float]]:
+        """(word, start s, end s) of the recognised words, silences and fillers left out (10 ms)."""
+        self._decode(wav16)
+        return [
+            (s.word, s.start_frame / 100, (s.end_frame + 1) / 100)
+            for s in self.decoder.seg()
+            if not s.word.startswith(("<", "["))
+        ]
+
+    def transcribe(self, wav16: np.ndarray) -> AsrResult:
+        self._decode(wav16)
         hyp = self.decoder.hyp()
         text = hyp.hypstr.strip() if hyp is not None else ""
         if not text:

@@ -124,3 +124,22 @@ def test_report_of_an_empty_dataset_and_config_validation():
     assert report["clips"] == 0 and report["rejected_total"] == 2
     with pytest.raises(ConfigError, match="val_fraction"):
         BuildConfig(val_fraction=1.5)
+
+
+def test_report_carries_the_seconds_of_speech_lost_per_reason_and_the_snr_distribution():
+    def seg(snr, kept, reason=None, speech=(0.0, 2.0)):
+        return {"snr_db": snr, "kept": kept, "reason": reason, "speech_start": speech[0], "speech_end": speech[1]}
+
+    segments = [seg(31.0, True), seg(27.4, True), seg(22.0, False, "too_noisy", (5.0, 8.5)),
+                seg(18.9, False, "too_noisy", (9.0, 10.0)), seg(40.0, False, "too_long", (0.0, 12.25)),
+                {"kept": False, "reason": "unreadable"}]  # fmt: skip
+    report = dataset_report([], {"too_noisy": 2}, segments=segments)
+    assert report["rejected_speech_s"] == {"too_long": 12.25, "too_noisy": 4.5, "unreadable": 0.0}
+    snr = report["snr_db"]
+    assert (snr["clips"], snr["min"], snr["median"], snr["max"]) == (5, 18.9, 27.4, 40.0)
+    assert snr["edges_db"][0] == 17.5 and snr["edges_db"][-1] == 42.5  # 2.5 dB bins past the max
+    assert sum(snr["kept"]) == 2 and sum(snr["rejected"]) == 3
+    bin_of = lambda db: int((db - 17.5) // 2.5)  # noqa: E731
+    assert snr["kept"][bin_of(31.0)] == 1 and snr["rejected"][bin_of(22.0)] == 1
+    assert snr["rejected"][-1] == 1  # 40 dB: the last bin, [40, 42.5)
+    assert dataset_report([], {})["snr_db"] == {"clips": 0} and dataset_report([], {})["rejected_speech_s"] == {}

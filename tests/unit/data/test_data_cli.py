@@ -15,6 +15,9 @@ def test_parser_knows_every_subcommand():
     ap = build_parser()
     args = ap.parse_args(["segment", "a.wav", "dir/", "out", "--max-clip-s", "8", "--workers", "1"])
     assert (args.inputs, args.out_dir, args.max_clip_s, args.workers) == (["a.wav", "dir/"], "out", 8.0, 1)
+    assert (args.min_piece_s, args.word_check) == (None, None)  # the config's defaults apply
+    args = ap.parse_args(["segment", "a.wav", "out", "--min-piece-s", "3", "--no-word-check"])
+    assert (args.min_piece_s, args.word_check) == (3.0, False)
     assert ap.parse_args(["checkout", "abc123", "ds"]).version == "abc123"
     with pytest.raises(SystemExit):
         ap.parse_args(["transcribe", "d", "--backend", "vosk"])

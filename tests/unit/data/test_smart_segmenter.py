@@ -19,6 +19,7 @@ from ttsops.data.segment_plan import (
 )
 from ttsops.data.smart_segmenter import PEAK_LIMIT, clipped_ratio, lower_gate_gain, normalise, speech_stats
 from ttsops.data.vad import frame_energy_db, noise_floor_db, silero_model_path
+from ttsops.data.word_check import AsrWords
 
 CFG = SegmenterConfig()
 
@@ -224,3 +225,49 @@ def test_model_path_is_found_without_importing_silero_vad_or_touching_torch_thre
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-500:]
     assert silero_model_path().name == "silero_vad_16k_sequence.onnx"
+
+
+def _words(*spans):  # a fixed table of recognised words, as pocketsphinx would give them
+    return lambda t: list(spans)
+
+
+def test_a_quiet_dip_inside_a_recognised_word_gives_way_to_the_next_quietest_stretch():
+    # a 100 ms dip at -60 dB (quieter than the breath at -50 dB) that the ASR hears inside a word
+    energy = _run_energy(quiet=[(5.0, 5.1, -60.0), (8.0, 8.12, -50.0)])
+    unchecked = plan_clips([(1.0, 14.0)], 20.0, CFG, energy, (False, False))
+    assert [c.speech_end for c in unchecked[:-1]] == [5.0]
+    checked = plan_clips([(1.0, 14.0)], 20.0, CFG, energy, (False, False), _words((4.8, 5.3), (8.15, 8.6)))
+    assert [c.speech_end for c in checked[:-1]] == [8.0]
+
+
+def test_a_short_pause_inside_a_recognised_word_gives_way_to_the_next_longest():
+    regions = [(1.0, 4.0), (4.1, 7.0), (7.2, 10.0), (10.15, 13.0)]  # the 0.2 s pause is the longest
+    assert [c.speech_end for c in _plan(regions)] == [7.0, 13.0]
+    clips = plan_clips(regions, 20.0, CFG, words_near=_words((6.9, 7.3)))
+    assert [(c.speech_start, c.speech_end) for c in clips] == [(1.0, 10.0), (10.15, 13.0)]
+
+
+def test_a_cut_whose_edge_falls_in_a_word_moves_to_the_word_free_part_of_its_pause():
+    # the ASR gives most of the 0.2 s pause to the word before it: the edge goes to that word's end
+    regions = [(1.0, 7.0), (7.2, 15.0)]
+    clips = plan_clips(regions, 20.0, CFG, words_near=_words((6.5, 7.15), (7.2, 7.6)))
+    assert clips[0].end == clips[1].start == pytest.approx(7.15 - CFG.word_margin_s)
+    assert plan_clips(regions, 20.0, CFG)[0].end == pytest.approx(7.075)  # unchecked: 3/8 of the pause
+
+
+def test_asr_words_decodes_only_around_the_times_asked_and_reuses_a_window():
+    calls = []
+
+    def recognise(wav):  # one 0.2 s "word" every 0.5 s of whatever it is given
+        calls.append(len(wav))
+        return [("w", t, t + 0.2) for t in np.arange(0.0, len(wav) / 16000 - 0.2, 0.5)]
+
+    words = AsrWords(np.zeros(16000 * 60, np.float32), recognise, 16000, window_s=3.0)
+    assert words.decoded_s == 0.0 and calls == []
+    assert (30.1, 30.3) in [(round(a, 3), round(b, 3)) for a, b in words(30.1)]  # in file time
+    words(30.3)  # inside the trusted middle of the first window
+    assert len(calls) == 1 and words.decoded_s == 3.0
+    words(0.05)  # a file edge: the window starts at 0 and is trusted up to it
+    assert len(calls) == 2 and words(0.0) and len(calls) == 2
+    with pytest.raises(ValueError, match="window_s"):
+        AsrWords(np.zeros(10, np.float32), recognise, window_s=0)
