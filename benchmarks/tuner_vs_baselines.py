@@ -27,7 +27,8 @@ shared box it depends on everyone else's jobs.
 Curves: every validation's objective (``ttsops/smart_tuner/search/objective.py``, lower is better)
 at the CPU the arm had used when it was logged (its MLflow timestamp mapped through the samples):
 the tuner's ``objective`` metric of each child run; for the default run the same function of the
-metrics train.py logged. "Best so far" is the running minimum. ``intelligibility_every: -1`` in
+metrics train.py logged. "Best so far" is the running minimum; "at the budget" counts validations
+logged within it (a stop overshoots by a few CPU seconds while the trainer saves). ``intelligibility_every: -1`` in
 every arm: the ASR check is too dear to run inside a 6-minute budget, so the objective's ``asr_wer``
 term is its worst case (1.0) everywhere and every arm's final best checkpoint (the study's
 ``best_model.pt``; the default run's last checkpoint) is scored once afterwards with ``ttsops
@@ -212,6 +213,10 @@ def run_study(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Name
     class CpuBudgetTuner(Tuner):
         def _over_budget(self) -> bool:  # the tuner's wall-clock budget path, on the arm's CPU
             return meter.cpu_s >= budget
+
+        def _stop_reason(self) -> str:
+            reason = super()._stop_reason()
+            return f"CPU budget ({budget:.0f} s) spent" if reason.startswith("wall-clock budget") else reason
 
     cfg = parse_config(arm_config(arm, seed, out, dataset, args), f"{arm} seed {seed}")
     meter = CpuMeter()
@@ -461,11 +466,21 @@ def save(
             "n_trials": args.n_trials,
             "eval_sentences": args.eval_sentences,
         }
-        Path(args.json).write_text(
-            json.dumps({"meta": meta, "runs": runs, "verdict": v}, indent=1, default=str)
-        )
+        doc = {"meta": meta, "runs": runs, "verdict": v}
+        Path(args.json).write_text(json.dumps(json_safe(doc), indent=1, default=str))
     if args.png and v is not None:
         plot(runs, args.budget_min * 60, Path(args.png))
+
+
+def json_safe(x: Any) -> Any:
+    """Non-finite floats as null (strict JSON has no Infinity: a target never reached is null)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return x
 
 
 if __name__ == "__main__":

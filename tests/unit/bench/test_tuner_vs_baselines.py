@@ -80,3 +80,8 @@ def test_verdict(smart, default, ratios, accepted):
     v = tvb.verdict(runs)
     assert v["cpu_ratio_per_seed"] == pytest.approx(ratios)
     assert v["accepted"] is accepted
+
+
+def test_json_safe_writes_null_for_non_finite():
+    doc = {"ratios": [math.inf, 0.5], "best": math.nan, "curve": [(1.0, 2.0)], "n": 3}
+    assert tvb.json_safe(doc) == {"ratios": [None, 0.5], "best": None, "curve": [[1.0, 2.0]], "n": 3}
