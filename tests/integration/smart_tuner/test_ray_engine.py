@@ -77,10 +77,11 @@ def test_pbt_exploits_a_better_trial_by_warm_starting_from_its_checkpoint(tmp_pa
     assert "PBT exploit" in html
 
 
-def test_a_study_joins_an_existing_ray_cluster(tmp_path, monkeypatch):
+def test_a_study_joins_an_existing_ray_cluster(tmp_path):
     """``ray_tune.address``: the study runs on a cluster started beforehand (``ray start --head``)
     and leaves it running. Ray's token authentication is off on both sides here (a cluster's token
     is Ray's business: ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` on the client)."""
+    import json
     import os
     import socket
     import subprocess
@@ -97,7 +98,6 @@ def test_a_study_joins_an_existing_ray_cluster(tmp_path, monkeypatch):
          "false", "--disable-usage-stats"],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     try:
         deadline = time.monotonic() + 120  # the head's GCS answers some seconds after the start
         while True:
@@ -111,10 +111,17 @@ def test_a_study_joins_an_existing_ray_cluster(tmp_path, monkeypatch):
         ray_cfg = {"scheduler": "asha", "address": f"127.0.0.1:{port}", "grace_period": 3}
         data = foreign_config(tmp_path, n_trials=2, epochs=3,
                               extra={"ray_tune": ray_cfg, "core_engine": {"primary_engine": "ray_tune"}})
-        _, cfg = write_config(tmp_path, data)
-        summary = RayStudy(cfg).run()
-        assert [r["state"] for r in summary.rows] == ["complete", "complete"]
-        assert summary.best_trial in (0, 1)
+        path, cfg = write_config(tmp_path, data)
+        # a process of its own: Ray caches its authentication mode per process
+        tune = subprocess.run(
+            [sys.executable, "-c", "import sys; from ttsops.smart_tuner import cli; sys.exit(cli.main(sys.argv[1:]))",
+             "--config", str(path)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        )
+        assert tune.returncode == 0, tune.stderr[-3000:]
+        summary = json.loads((tmp_path / "runs" / "foreign" / "summary.json").read_text())
+        assert [r["state"] for r in summary["rows"]] == ["complete", "complete"]
+        assert summary["best_trial"] in (0, 1)
         assert head.poll() is None  # the study disconnected; the cluster is still there
     finally:
         head.terminate()
