@@ -55,6 +55,8 @@ from ttsops.smart_tuner.trainer.validations import VALUE_METRIC, metrics_at
 
 logger = logging.getLogger(__name__)
 
+KEEPS_WEIGHTS = frozenset({"run", "safe", "data"})  # restart classes after which the weights mean the same
+
 OPTUNA_STATE = {
     "complete": TrialState.COMPLETE,
     "pruned": TrialState.PRUNED,
@@ -149,7 +151,8 @@ class Tuner(StudySession):
             epochs,
         )
         try:
-            result = self._runner(trial, run_id).run(trial, spec, self._watcher(n, run_id, spec), carry)
+            runner = self._runner(trial, run_id, self._inherited_alignment(plan, carry))
+            result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry)
         except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
             trial.set_user_attr(history.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
             self.engine.tell(trial, None, TrialState.FAIL)
@@ -206,7 +209,22 @@ class Tuner(StudySession):
         base = int((self.trainer.train_state(Path(best.source).parent) or {}).get("epoch") or 0)
         return n + base, base
 
-    def _runner(self, trial: Any, run_id: str) -> GenerationRunner:
+    def _inherited_alignment(self, plan: RestartPlan, carry: Carry | None) -> float | None:
+        """Where the alignment held at the end of the best generation (``ALIGNMENT_ATTR``), when this one
+        starts from its checkpoint with the weights whole (only run, safe or data hparams changed): the
+        in-trial collapse rule then counts from the first validation. None for a fresh start, a changed
+        architecture or features, a trainer that classes no hparams, or a preempted line's own resume."""
+        best = self.registry.best()
+        if carry is not None or plan.checkpoint is None or best is None:
+            return None
+        if any(self.trainer.restart_class(key) not in KEEPS_WEIGHTS for key in plan.changed):
+            return None
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number == best.generation]
+        held = trials[0].user_attrs.get(history.ALIGNMENT_ATTR) if trials else None
+        held = best.metrics.get("attention_alignment_score") if held is None else held
+        return float(held) if held is not None else None
+
+    def _runner(self, trial: Any, run_id: str, inherited: float | None = None) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early
         budget = self.cfg.generation_epochs()
         early.new_trial()
@@ -215,7 +233,8 @@ class Tuner(StudySession):
             if not self.cfg.smart_early_stopping.enabled:
                 return None
             try:
-                d = early.decide_trial(rows, budget=validation_budget(rows, budget, self.cfg.adapter.epoch_metric))
+                d = early.decide_trial(rows, budget=validation_budget(rows, budget, self.cfg.adapter.epoch_metric),
+                                       inherited_alignment=inherited)
             except Exception as e:  # a detector problem must not cost the generation
                 logger.warning("in-trial early stop skipped: %s", e)
                 return None

@@ -40,7 +40,11 @@ Verdicts:
   alignment, one whose robust peak is under ``threshold + firm_margin`` (0.85), has to stay below
   the band for ``barely_formed_consecutive`` (10) validations instead: two held-out tiny runs
   touched 0.80-0.81, fell to 0.57-0.66 for 5-7 validations and came back to 0.85 and their best
-  loss, while every real collapse on our curves fell from a robust peak of 0.87-0.95;
+  loss, while every real collapse on our curves fell from a robust peak of 0.87-0.95. A warm start
+  ``inherited`` an alignment held at the threshold counts as formed before its first validation, so
+  losing it is a collapse from the start (demo-size warm starts at lr 0.05-1.0 from a checkpoint
+  holding 0.88 fell to 0.00-0.09 at once; before, nothing had formed in *this* run and nothing pruned
+  them before the deadline);
 - ``alignment_settling`` (abstains, and the controller blocks plateau stops meanwhile): the
   alignment formed but the median of its last ``HOLD_WINDOW`` (5) validations since then is below
   the threshold now, without having collapsed. On our recorded train.py runs the loss plateaus while
@@ -98,9 +102,10 @@ def attention_detector(
     monotonicity: Sequence[float] | np.ndarray | None = None, window: int = 10, alpha: float = 0.3,
     flatline_score: float = 0.1, flatline_validations: int = 8,
     objective: Sequence[float] | np.ndarray | None = None, improving_window: int | None = 10,
-    min_delta: float = 0.005, vote_span: float = 0.05, vote_max: float = 0.7,
+    min_delta: float = 0.005, vote_span: float = 0.05, vote_max: float = 0.7, inherited: float | None = None,
 ) -> DetectorResult:
-    """Judge the alignment curve; see the module docstring for the verdicts."""
+    """Judge the alignment curve; see the module docstring for the verdicts. ``inherited``: where the
+    alignment held in the checkpoint this run warm-started from (None: a fresh run, or unknown)."""
     name = "attention"
     raw = as_array(alignment)
     idx, a = finite_points(raw)
@@ -121,10 +126,13 @@ def attention_detector(
     info["robust_peak"] = float(robust[-1]) if math.isfinite(robust[-1]) else None
     # reached on the robust peak: one lucky validation over the threshold is not an alignment
     reached = np.flatnonzero(robust >= threshold)
-    if reached.size:
-        first = int(reached[0])
-        info["aligned_at"] = int(idx[first])
-        firm = float(robust[-1]) >= threshold + firm_margin
+    carried = inherited is not None and math.isfinite(inherited) and inherited >= threshold
+    if carried and inherited is not None:  # formed before this run's first validation: every score counts
+        info.update(inherited_alignment=inherited, robust_peak=max(float(np.nan_to_num(robust[-1], nan=0.0)), inherited))
+    if reached.size or carried:
+        first = 0 if carried else int(reached[0])
+        info["aligned_at"] = -1 if carried else int(idx[first])
+        firm = float(info["robust_peak"]) >= threshold + firm_margin
         info.update(firm=firm, firm_peak=threshold + firm_margin, vote_span=vote_span, vote_max=vote_max)
         return _after_alignment(name, a, idx, first, threshold, collapse_margin, consecutive,
                                 barely_formed_consecutive, info)
@@ -208,17 +216,19 @@ def _after_alignment(
     """Validations below the band in a row that make a collapse: ``consecutive`` for a firm
     alignment, ``barely_consecutive`` for a barely-formed one (``info["firm"]`` False)."""
     peak = float(info["robust_peak"])  # set by the caller; finite once reached
-    below = a[first + 1 :] < threshold - margin
+    # below the band since the alignment formed: after ``first``, or from the first score for one inherited
+    below = a[first + (0 if "inherited_alignment" in info else 1) :] < threshold - margin
     # validations below the band in a row, up to now; the robust peak is >= the threshold here, so
     # below the band is also more than the margin below the peak
     run = int(below.size - np.flatnonzero(~below)[-1] - 1) if (~below).any() else int(below.size)
     barely = "" if info["firm"] else f"barely formed (robust peak {peak:.2f}): "
+    carried = " with the warm start's alignment" if "inherited_alignment" in info else ""
     needed = consecutive if info["firm"] else barely_consecutive
     if run >= needed:
         onset, strength = cusum_changepoint(a[first:])
         info.update(collapse_onset=int(idx[first + onset]), shift_strength=strength)
         return result(name, 1.0, Reason.ALIGNMENT_COLLAPSED,
-                      f"alignment collapsed: {barely}{a[-1]:.2f} (peak {peak:.2f}, threshold {threshold:.2f}) "
+                      f"alignment collapsed: {barely}{a[-1]:.2f} (peak {peak:.2f}{carried}, threshold {threshold:.2f}) "
                       f"for {run} validations, drop began near validation {int(idx[first + onset]) + 1}",
                       prune=True, **info)
     holding = lower_median(a[first:][-HOLD_WINDOW:])  # since alignment: no lag from the climb
@@ -230,7 +240,7 @@ def _after_alignment(
                        f"alignment (robust peak < {info['firm_peak']:.2f}) collapses after {needed}", **info)
     if holding < threshold:
         return abstain(name, Reason.ALIGNMENT_SETTLING,
-                       f"aligned at validation {int(idx[first]) + 1} but holding below the threshold: "
+                       f"aligned {_formed(idx, first, info)} but holding below the threshold: "
                        f"median of the last {min(HOLD_WINDOW, a.size - first)} scores {holding:.2f} < "
                        f"{threshold:.2f} (robust peak {peak:.2f})", **info)
     return aligned_vote(name, a, idx, first, threshold, holding, info)
@@ -257,9 +267,15 @@ def aligned_vote(name: str, a: np.ndarray, idx: np.ndarray, first: int, threshol
     score = vote_max * firmness * (0.5 if rising else 1.0)
     info.update(firmness=firmness, sharpening=rising)
     return result(name, score, Reason.ALIGNED,
-                  f"aligned since validation {int(idx[first]) + 1}: holding {holding:.2f} (settled {firmness:.0%} of "
+                  f"aligned {_formed(idx, first, info)}: holding {holding:.2f} (settled {firmness:.0%} of "
                   f"{span:.2f} above {threshold:.2f}{', still sharpening' if rising else ''}), score {a[-1]:.2f}, "
                   f"health {info['health']:.2f}", ends=False, **info)
+
+
+def _formed(idx: np.ndarray, first: int, info: dict[str, Any]) -> str:
+    """When the alignment formed, for messages: at a validation of this run, or in its warm start's source."""
+    inherited = info.get("inherited_alignment")
+    return f"since validation {int(idx[first]) + 1}" if inherited is None else f"from the warm start ({inherited:.2f})"
 
 
 VOTE_WINDOW = 10  # scores since the alignment formed that say whether it is still sharpening

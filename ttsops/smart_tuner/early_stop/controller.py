@@ -113,9 +113,10 @@ class EarlyStopController:
         stages = self.cfg.adaptive_patience.stages
         return float(stages["warmup"].epochs) if "warmup" in stages else 0.0
 
-    def update(self, metrics_history: History, *, budget: int | None = None) -> Decision:
+    def update(self, metrics_history: History, *, budget: int | None = None,
+               inherited_alignment: float | None = None) -> Decision:
         """In-trial decision after a validation (alias of :meth:`decide_trial`)."""
-        return self.decide_trial(metrics_history, budget=budget)
+        return self.decide_trial(metrics_history, budget=budget, inherited_alignment=inherited_alignment)
 
     def new_trial(self) -> None:
         """Forget per-trial warm starts (call when a new generation starts)."""
@@ -123,18 +124,22 @@ class EarlyStopController:
         self._fits["trial"] = 0
         self._gp_cache.clear()
 
-    def decide_trial(self, history: History, *, budget: int | None = None) -> Decision:
+    def decide_trial(self, history: History, *, budget: int | None = None,
+                     inherited_alignment: float | None = None) -> Decision:
         """Stop (converged/plateau/overfitting), prune (failing) or continue the running trial.
 
         ``history``: metric -> values per validation (``self.metric`` required; ``global_epoch`` or ``epoch``,
         ``attention_alignment_score``, ``attention_entropy``, ``grad_norm`` used when present).
         ``budget``: validations the trial is configured for, if known (caps the look-ahead).
+        ``inherited_alignment``: where the alignment held in the checkpoint the trial warm-started from
+        (the tuner passes it when the weights arrive whole); at or above the threshold, the alignment
+        counts as formed from the first validation, so losing it is a collapse at once.
         """
         t0 = self._clock()
         h = columns(history)
         if self.metric not in h:
             raise TunerError(f"early stop: metric {self.metric!r} missing from history (have: {', '.join(sorted(h)) or 'nothing'})")
-        verdicts = self._trial_verdicts(h, budget)
+        verdicts = self._trial_verdicts(h, budget, inherited_alignment)
         decision = self._trial_decision(h, verdicts)
         return self._record(dataclasses.replace(decision, elapsed_ms=(self._clock() - t0) * 1e3))
 
@@ -175,14 +180,15 @@ class EarlyStopController:
         horizon = self.params.horizon or self.cfg.adaptive_patience.max_patience
         return max(1, min(horizon, budget - n)) if budget else horizon
 
-    def _trial_verdicts(self, h: dict[str, np.ndarray], budget: int | None) -> list[DetectorResult]:
+    def _trial_verdicts(self, h: dict[str, np.ndarray], budget: int | None,
+                        inherited: float | None = None) -> list[DetectorResult]:
         p, cfg, md = self.params, self.cfg, self.min_delta
         y = h[self.metric]
         epochs = epoch_column(h)
         epoch = float(epochs[-1]) if epochs is not None and epochs.size and math.isfinite(epochs[-1]) else float(y.size)
         _, patience = adaptive_patience(epoch, cfg.adaptive_patience)
         horizon = self._horizon(y.size, budget)
-        attention = self._attention(h, epochs, y)
+        attention = self._attention(h, epochs, y, inherited)
         # not aligned yet (robust peak below the threshold): only a larger jump is a divergence
         unaligned = attention.reason is not Reason.MISSING_METRIC and "aligned_at" not in attention.details
         verdicts = [
@@ -204,7 +210,8 @@ class EarlyStopController:
         verdicts.append(dataclasses.replace(baseline, voting=False))
         return verdicts
 
-    def _attention(self, h: dict[str, np.ndarray], epochs: np.ndarray | None, objective: np.ndarray) -> DetectorResult:
+    def _attention(self, h: dict[str, np.ndarray], epochs: np.ndarray | None, objective: np.ndarray,
+                   inherited: float | None = None) -> DetectorResult:
         am = self.cfg.attention_monitoring
         if not am.enabled:
             return abstain("attention", Reason.MISSING_METRIC, "attention monitoring disabled")
@@ -218,7 +225,7 @@ class EarlyStopController:
             monotonicity=h.get("attention_monotonicity"), alpha=self.params.smoothing_alpha,
             flatline_score=self.params.flatline_score, flatline_validations=self.params.flatline_validations,
             objective=objective, improving_window=self.params.improving_window, min_delta=self.min_delta,
-            vote_span=self.params.attention_vote_span, vote_max=self.params.stop_threshold,
+            vote_span=self.params.attention_vote_span, vote_max=self.params.stop_threshold, inherited=inherited,
         )
 
     def _forecast(self, y: np.ndarray, horizon: float, level: str) -> DetectorResult:

@@ -199,3 +199,32 @@ def test_a_barely_formed_alignment_gets_longer_before_a_dip_is_a_collapse():
     r = judge(firm)
     assert (r.action, r.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED) and r.details["firm"]
     assert not judge(firm, firm_margin=0.15).ends_run  # 0.90 < 0.95: barely formed under that margin
+
+
+# Measured (benchmarks/README.md, "Early stopping in a demo study"): demo-size train.py runs warm-started
+# from a checkpoint whose alignment held 0.88 (global epoch 16.7), validating every 5 steps
+WARM_LR_1 = [0.000, 0.006, 0.015, 0.016]  # lr 1.0: gone for good
+WARM_LR_02 = [0.034, 0.065, 0.143, 0.360, 0.517, 0.364, 0.817, 0.484]  # lr 0.2: val_loss 101 -> 36 (parent 6.6)
+WARM_LR_3E3 = [0.905, 0.782, 0.876, 0.827, 0.874, 0.812, 0.888, 0.875, 0.874, 0.880, 0.890, 0.891, 0.861, 0.885]
+
+
+@pytest.mark.parametrize(
+    ("scores", "inherited", "prune_at"),
+    [
+        (WARM_LR_1, 0.88, 2),
+        (WARM_LR_02, 0.88, 2),
+        (WARM_LR_1, None, None),  # without the parent's alignment: nothing formed here, before the deadline
+        (WARM_LR_1, 0.7, None),  # a parent that held below the threshold hands on no alignment to lose
+        (WARM_LR_3E3, 0.88, None),  # the top of the demo's range keeps it (one 0.78)
+        ([0.9, 0.6, 0.62, 0.58] + [0.6] * 8, 0.82, 11),  # barely formed parent: 10 validations below the band
+    ],
+)
+def test_an_inherited_alignment_collapses_from_the_first_validation(scores, inherited, prune_at):
+    epochs = [16.67 + (t + 1) / 3 for t in range(len(scores))]  # global epochs, before the deadline (20)
+    verdicts = [judge(scores[:t], epochs=epochs[:t], inherited=inherited) for t in range(1, len(scores) + 1)]
+    ends = [t + 1 for t, v in enumerate(verdicts) if v.ends_run]
+    assert (ends[0] if ends else None) == prune_at
+    if prune_at is not None:
+        r = verdicts[prune_at - 1]
+        assert (r.action, r.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED)
+        assert r.details["inherited_alignment"] == inherited and "warm start" in r.message

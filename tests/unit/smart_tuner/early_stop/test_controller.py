@@ -333,3 +333,15 @@ def test_attention_analysis_weight_counts_in_the_study_vote():
     assert weighted(0.3).decide_study(objectives, generation_alignment=[0.9] * 6).should_end
     d = weighted(0.3).decide_study(objectives, generation_alignment=[0.8] * 6)
     assert d.groups["attention_analysis"] == 0.0 and d.verdict("attention").voting
+
+
+def test_a_warm_start_that_loses_its_inherited_alignment_is_pruned_at_the_second_validation():
+    # measured: demo-size, warm-started from a checkpoint holding 0.88 (global epoch 16.7), lr 0.2
+    hist = {"val_loss": np.array([101.2, 87.9, 44.8, 31.2, 21.7]), "global_epoch": 16.67 + np.arange(1, 6) / 3,
+            "attention_alignment_score": np.array([0.034, 0.065, 0.143, 0.360, 0.517])}
+    rows = {k: v[:2] for k, v in hist.items()}
+    d = EarlyStopController().decide_trial(rows, budget=18, inherited_alignment=0.88)
+    assert (d.action, d.reason) == (Action.PRUNE, Reason.ALIGNMENT_COLLAPSED)
+    # without it, nothing formed in this run and the deadline (epoch 20) is ahead: it would go on
+    ctl = EarlyStopController()
+    assert not any(ctl.decide_trial({k: v[:t] for k, v in hist.items()}, budget=18).should_end for t in range(1, 6))
