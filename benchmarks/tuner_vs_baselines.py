@@ -12,8 +12,8 @@ Three arms, each given the same budget of CPU seconds, one after the other (one 
   EarlyStopController with its study-level patience), ``n_trials`` raised to ``--n-trials`` so that
   the budget, not the trial count, ends the study (11 keeps the demo's single Hyperband bracket);
 * ``optuna``: plain Optuna: TPE + MedianPruner, the same search space and generation length, every
-  trial fresh (``core_engine.resume_from_checkpoint: false``), no early-stop controller
-  (``smart_early_stopping.enabled: false``);
+  trial fresh (``core_engine.resume_from_checkpoint: false``) and sampled (``optimization.
+  enqueue_baseline: false``), no early-stop controller (``smart_early_stopping.enabled: false``);
 * ``default``: ``python -m ttsops.train`` with the demo's hparams (no search) as one run for the
   whole budget, then SIGINT (it saves a checkpoint).
 
@@ -197,6 +197,7 @@ def arm_config(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Nam
         hp[k.strip()] = yaml.safe_load(v)
     if arm == "optuna":
         data["optimization"]["pruner"] = "median"
+        data["optimization"]["enqueue_baseline"] = False  # every trial sampled, none given
         ce["resume_from_checkpoint"] = False
         data["smart_early_stopping"] = {**data.get("smart_early_stopping", {}), "enabled": False}
     return data

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -59,6 +60,9 @@ def configure_logging(debug: bool = False) -> None:
     from rich.console import Console
     from rich.logging import RichHandler
 
+    # MLflow draws a progress bar per artifact download (the registry reads a few small files per
+    # champion): noise between our own lines and bars, unless the user asked for it
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # logs written to a file (the tuner's per-generation logs, CI) get long lines, not 80-column wraps
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
     logging.basicConfig(

@@ -82,6 +82,11 @@ class OptimizationConfig(_Section):
     tpe: TpeConfig = TpeConfig()
     hyperband: HyperbandConfig = HyperbandConfig()
     seed: int | None = 0
+    # the study's first trial runs the config's own hparams for the searched keys (search/baseline.py)
+    enqueue_baseline: bool = True
+    # a warm-started generation is pruned only when its last two objectives are both this many noise
+    # deviations worse than the line it continues (search/warm_line.py); null: the pruner judges it
+    warm_prune_sigmas: float | None = Field(2.0, gt=0)
 
 
 # --- search_space ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ttsops.infra.tracking import Tag, artifact_root
 from ttsops.registry.model_registry import Candidate, ModelRegistry
 from ttsops.smart_tuner.alerts.notifier import Notifier, alert_notifier
 from ttsops.smart_tuner.early_stop.controller import EarlyStopController
+from ttsops.smart_tuner.search.baseline import baseline_params
 from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
 from ttsops.smart_tuner.search.param_scheduler import ParamScheduler
 from ttsops.smart_tuner.study import history, recovery
@@ -119,6 +120,7 @@ class StudySession:
             worker_id=self.me,
         )
         self.study = self.engine.study
+        self._enqueue_baseline()
         self.store = MetricsStore(self.study_dir / "metrics.db")
         self.wrapper = TrainerWrapper(
             cfg.adapter, python=self.python, clock=self._clock, trainer=self.trainer
@@ -129,6 +131,15 @@ class StudySession:
                            "Hyperband compares no generation past it", cfg.core_engine.epochs_per_generation,
                            cfg.generation_epochs())
         self._dataset_version = dataset_version(cfg.training.dataset)
+
+    def _enqueue_baseline(self) -> None:
+        """A new study runs the config's own hparams first (search/baseline.py)."""
+        if not self.cfg.optimization.enqueue_baseline:
+            return
+        params, left = baseline_params(self.cfg.search_space, dict(self.cfg.training.hparams), self.trainer.default)
+        if self.engine.enqueue_baseline(params):
+            logger.info("study %s: the first trial runs the config's hparams %s%s", self.name, params,
+                        "; left to the sampler: " + "; ".join(f"{k} ({why})" for k, why in left.items()) if left else "")
 
     def _open_tracking(self) -> None:
         from mlflow import MlflowClient

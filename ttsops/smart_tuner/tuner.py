@@ -8,12 +8,15 @@ process, one MLflow child run):
    (``best_model.pt``): exact resume, warm start, or fresh;
 3. ``TrainerWrapper`` launches the trainer with the child run's id; ``GenerationRunner`` follows its
    metrics (LogWatcher -> MetricsStore), reports the objective each epoch (step = epoch in this
-   generation) so the pruner can stop it (SIGINT, checkpoint kept), retries crashes;
+   generation) so the pruner can stop it (SIGINT, checkpoint kept), retries crashes; a generation
+   that continues the best checkpoint is judged against that checkpoint's objective instead of by
+   the pruner (search/warm_line.py);
 4. the trial is told COMPLETE (value = objective at its last epoch), PRUNED or FAIL; a COMPLETE
    one that beats the best goes to ``ModelRegistry`` (``best_model.pt``, a registry version, the
    alias if the promotion gate passes) and is announced (``new_best``, with the generation's newest
    alignment PNG and audio WAV from its MLflow run when the trainer logged them);
-5. ``EarlyStopController.decide_study`` over the generations' objectives may end the study;
+5. ``EarlyStopController.decide_study`` over the completed generations' objectives may end the
+   study (a pruned generation was cut short by a rule: it says nothing about the line's plateau);
    ``core_engine.n_trials`` and ``core_engine.wall_clock_budget_minutes`` cap it.
 
 A tuner killed with ``kill -9`` is resumed by running the same command again (session.py,
@@ -41,6 +44,7 @@ from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
+from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR
 from ttsops.smart_tuner.session import StudySession
 from ttsops.smart_tuner.study import history, recovery
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
@@ -94,7 +98,7 @@ class Tuner(StudySession):
         if self._over_budget():
             return f"wall-clock budget ({self.cfg.core_engine.wall_clock_budget_minutes} min) spent"
         if self.cfg.smart_early_stopping.enabled:
-            values, align = history.generation_objectives(trials)
+            values, align = history.generation_objectives(trials, completed_only=True)
             if len(values) >= 2:
                 d = self.early.decide_study(
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None
@@ -121,6 +125,7 @@ class Tuner(StudySession):
         trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir))
         carry = self._carry(trial.user_attrs.get(history.RESUME_ATTR))
         plan, source = self._plan(params, carry)
+        self._judge_by_line(trial, plan, carry)
         epochs, epoch_base = self._epochs(plan, carry)
         trial.set_user_attr(
             history.PLAN_ATTR,
@@ -193,6 +198,19 @@ class Tuner(StudySession):
         plan = self.scheduler.plan(params, self.registry.best_path, best.hparams)
         source = f"generation {best.generation}: {self.registry.best_path}" if plan.checkpoint else "none"
         return plan, source
+
+    def _judge_by_line(self, trial: Any, plan: RestartPlan, carry: Carry | None) -> None:
+        """A generation that continues a line is judged against it (search/warm_line.py): a warm
+        start or resume from ``best_model.pt`` against the best's objective; a preempted one's re-run
+        against what its source was judged against."""
+        if carry is not None:
+            reference = self.engine.frozen(carry.trial).user_attrs.get(REFERENCE_ATTR)
+        elif plan.mode != "fresh" and (best := self.registry.best()) is not None:
+            reference = best.objective
+        else:
+            reference = None
+        if reference is not None and math.isfinite(float(reference)):
+            self.engine.set_reference(trial, float(reference))
 
     def _epochs(self, plan: RestartPlan, carry: Carry | None = None) -> tuple[int, int]:
         """``(epochs for the launch, epoch base)``. train.py counts epochs in total and an exact

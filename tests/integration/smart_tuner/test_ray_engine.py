@@ -40,6 +40,8 @@ def test_asha_study_runs_real_train_py_generations_and_registers_the_champion(tm
         assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert c.data.metrics["val_loss"] > 0  # logged by train.py itself into the child run
         assert "objective" in c.data.metrics and c.data.params["tuner.learning_rate"]
+    first = next(c for c in children if c.data.tags["ttsops.trial"] == "0")  # the config's own point
+    assert float(first.data.params["tuner.learning_rate"]) == pytest.approx(1e-3)  # train.py's default
     best = min((r for r in summary.rows if r["state"] == "complete"), key=lambda r: r["value"])
     assert summary.best_trial == best["trial"] and summary.best_value == pytest.approx(best["value"])
     assert (cfg.core_engine.work_dir and (summary.study_dir / BEST_FILE).is_file())

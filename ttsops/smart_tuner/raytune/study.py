@@ -145,6 +145,7 @@ class RayStudy(StudySession):
         from ray.tune.search.optuna import OptunaSearch
 
         from ttsops.smart_tuner.raytune.space import ClipToSpace, DefineByRun, tune_domains
+        from ttsops.smart_tuner.search.baseline import baseline_params
         from ttsops.smart_tuner.search.samplers import SAMPLERS
 
         cfg, rt = self.cfg, self.cfg.ray_tune
@@ -162,7 +163,12 @@ class RayStudy(StudySession):
             reduction_factor=rt.reduction_factor,
         )
         sampler = SAMPLERS[cfg.optimization.sampler.value](cfg.optimization, cfg.search_space)
-        search = OptunaSearch(space=DefineByRun(cfg.search_space), metric=metric, mode="min", sampler=sampler)
+        first = None
+        if cfg.optimization.enqueue_baseline:  # the config's own hparams first (search/baseline.py)
+            params, _ = baseline_params(cfg.search_space, dict(cfg.training.hparams), self.trainer.default)
+            first = [params] if params else None
+        search = OptunaSearch(space=DefineByRun(cfg.search_space), metric=metric, mode="min", sampler=sampler,
+                              points_to_evaluate=first)
         return asha, search, {}, cfg.core_engine.n_trials
 
     # --- what the driver sees -----------------------------------------------------------------------

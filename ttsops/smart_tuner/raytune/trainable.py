@@ -110,6 +110,9 @@ class _Bridge:
     def heartbeat(self, trial: Any) -> None:
         return None
 
+    def prune_reason(self, trial: Any) -> str | None:
+        return None  # Ray's scheduler decided; the driver names it
+
     def objective(self, fn: Callable[[dict[str, float]], float]) -> Callable[[dict[str, float]], float]:
         def wrapped(metrics: dict[str, float]) -> float:
             self.metrics = {k: float(v) for k, v in metrics.items()}

@@ -40,7 +40,9 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.errors import ConfigError, TunerError
+from ttsops.smart_tuner.search.baseline import BASELINE_ATTR
 from ttsops.smart_tuner.search.samplers import PRUNERS, SAMPLERS, default_n_brackets
+from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, continuation_verdict, validation_noise
 
 logger = logging.getLogger(__name__)
 
@@ -172,14 +174,10 @@ class OptimizationEngine:
         self.study = self._open_study(storage, study_name, sampler, pruner, explicit=n_brackets is not None)
         self._live: dict[int, Trial] = {}
         self._last_step: dict[int, int] = {}
-        logger.info(
-            "study %s: sampler %s, pruner %s%s, %d trials so far",
-            study_name,
-            sampler_name,
-            pruner_name,
-            f" ({self.n_brackets} brackets)" if pruner_name == "hyperband" else "",
-            len(self.study.get_trials(deepcopy=False)),
-        )
+        self._prune_reasons: dict[int, str] = {}  # trial -> why the warm-line rule pruned it
+        brackets = f" ({self.n_brackets} brackets)" if pruner_name == "hyperband" else ""
+        logger.info("study %s: sampler %s, pruner %s%s, %d trials so far", study_name, sampler_name,
+                    pruner_name, brackets, len(self.study.get_trials(deepcopy=False)))
 
     def _open_study(
         self, storage: str, name: str, sampler: BaseSampler, pruner: BasePruner, explicit: bool
@@ -220,12 +218,25 @@ class OptimizationEngine:
         self.heartbeat(trial)
         return trial
 
+    def enqueue_baseline(self, params: dict[str, Any]) -> bool:
+        """Make ``params`` the first trial of a study that has none (search/baseline.py)."""
+        if not params or self.study.get_trials(deepcopy=False):
+            return False
+        self.study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True}, skip_if_exists=True)
+        return True
+
+    def set_reference(self, trial: Trial | int, value: float) -> None:
+        """``trial`` continues a line whose checkpoint scored ``value``: judge it against that
+        (search/warm_line.py) instead of by the pruner, when ``optimization.warm_prune_sigmas`` is set."""
+        self._trial(trial).set_user_attr(REFERENCE_ATTR, float(value))
+
     def report(self, trial: Trial | int, value: float, step: int) -> bool:
         """Report ``value`` at ``step`` and return whether the pruner says stop.
 
         A step not above the last one reported to this trial is refused (warning, nothing
         stored, the verdict on the values already there is returned): Optuna would silently keep
-        the first value. NaN is reported as the worst value (+inf when minimising).
+        the first value. NaN is reported as the worst value (+inf when minimising). A warm-started
+        trial (``set_reference``) is judged against its line; ``prune_reason`` says why.
         """
         t = self._trial(trial)
         last = self.last_step(t.number)
@@ -243,7 +254,30 @@ class OptimizationEngine:
             value = math.inf if self.direction == "minimize" else -math.inf
         t.report(value, step)
         self._last_step[t.number] = int(step)
-        return bool(t.should_prune())
+        reference = t.user_attrs.get(REFERENCE_ATTR) if self.cfg.warm_prune_sigmas is not None else None
+        if reference is None:
+            return bool(t.should_prune())
+        return self._judge_continuation(t, float(reference), int(step))
+
+    def _judge_continuation(self, t: Trial, reference: float, step: int) -> bool:
+        trials = self.study.get_trials(deepcopy=False)
+        noise = validation_noise(trials)
+        if noise is None:  # too few validations to know the noise yet: the pruner judges
+            return bool(t.should_prune())
+        me = next(f for f in trials if f.number == t.number)
+        values = [v for _, v in sorted(me.intermediate_values.items())]
+        why = continuation_verdict(
+            values, step, reference, noise, sigmas=float(self.cfg.warm_prune_sigmas or 0),
+            min_step=self.cfg.hyperband.min_resource, maximize=self.direction == "maximize",
+        )
+        number = t.number
+        if why:
+            self._prune_reasons[number] = why
+        return why is not None
+
+    def prune_reason(self, trial: Trial | int) -> str | None:
+        """Why the warm-line rule pruned ``trial`` (None: the pruner did, or nothing did)."""
+        return self._prune_reasons.get(trial if isinstance(trial, int) else trial.number)
 
     def last_step(self, trial: Trial | int) -> int | None:
         number = trial if isinstance(trial, int) else trial.number

@@ -77,14 +77,19 @@ def elapsed_s(study_attrs: dict[str, Any]) -> float:
     return sum(float(v) for k, v in study_attrs.items() if k.startswith(ELAPSED_PREFIX))
 
 
-def generation_objectives(trials: list[FrozenTrial]) -> tuple[list[float], list[float]]:
+def generation_objectives(
+    trials: list[FrozenTrial], *, completed_only: bool = False
+) -> tuple[list[float], list[float]]:
     """Per finished generation in trial order: objective (NaN unless COMPLETE) and the alignment
     it held at the end (``ALIGNMENT_ATTR``, the median of its last 5 scores; studies written before
-    it existed: the last score; NaN if unknown); re-queued FAILs are left out."""
+    it existed: the last score; NaN if unknown); re-queued FAILs are left out, and with
+    ``completed_only`` every generation that did not complete."""
     again = requeued_numbers(trials)
     values, align = [], []
     for t in sorted(trials, key=lambda t: t.number):
         if t.state not in FINISHED or (t.state == TrialState.FAIL and t.number in again):
+            continue
+        if completed_only and t.state != TrialState.COMPLETE:
             continue
         ok = t.state == TrialState.COMPLETE and t.value is not None
         values.append(float(t.value) if ok and t.value is not None else math.nan)

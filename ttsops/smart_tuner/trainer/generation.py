@@ -62,6 +62,8 @@ class Engine(Protocol):  # the part of OptimizationEngine a generation uses
 
     def heartbeat(self, trial: Any) -> None: ...
 
+    def prune_reason(self, trial: Any) -> str | None: ...  # why a rule of its own pruned it, if one did
+
 
 class RunSink(Protocol):
     """Where the generation's own results go besides Optuna (the MLflow child run)."""
@@ -248,6 +250,7 @@ class GenerationRunner:
                 " -> prune" if prune else "",
             )
             if prune:
+                st.prune_reason = self.engine.prune_reason(trial) or st.prune_reason
                 return True
             verdict = None if force else self.trial_check(st.rows)
             if verdict is not None and verdict[0] == "prune":

@@ -28,3 +28,12 @@ def test_generation_alignment_is_the_held_level_with_a_fallback_for_older_studie
     values, align = history.generation_objectives(trials)
     assert values[:2] == [1.0, 0.9] and math.isnan(values[2])
     assert align[:2] == [0.86, 0.77] and math.isnan(align[2])
+
+
+def test_the_study_level_reads_only_completed_generations_when_asked():
+    trials = [trial(2.0), trial(None, state=TrialState.PRUNED), trial(None, state=TrialState.FAIL), trial(1.5)]
+    for i, t in enumerate(trials):
+        t.number = i
+    assert len(history.generation_objectives(trials)[0]) == 4
+    values, align = history.generation_objectives(trials, completed_only=True)
+    assert values == [2.0, 1.5] and len(align) == 2

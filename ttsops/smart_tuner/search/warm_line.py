@@ -1,0 +1,73 @@
+"""Judging a warm-started generation against the line it continues (``optimization.warm_prune_sigmas``).
+
+Hyperband and the median rule compare trials at equal steps of their own. That suits fresh trials;
+a warm-started generation is different: it continues the best checkpoint's line with new hparams, so
+the question is not "is it among the best third at epoch 2" but "did the new hparams make the line
+worse". Measured (benchmarks/README.md, tuner against baselines): once the line plateaus, the
+objective moves +-0.3 between consecutive validations on a small validation set while hparams move
+it less, and Hyperband pruned 5 warm continuations in a row on that noise, among them the learning
+rates that gave plain Optuna its best trials.
+
+The rule, for a trial whose ``REFERENCE_ATTR`` holds the objective of the checkpoint it started
+from: from step ``min_step`` (the pruner's own warm-up, ``hyperband.min_resource``) on, prune when
+its last two objectives, not counting its first (the restart's transient: a fresh Adam state, a new
+learning rate), are both worse than the reference by more than ``sigmas`` times the study's
+validation noise (at least ``MIN_REL`` of the reference), and the last is not better than the one
+before by more than that margin (a continuation still recovering from its restart runs on). The
+noise is the robust spread of consecutive differences of finished trials'
+objectives (MAD x 1.4826 / sqrt(2): the spread of one validation; each trial's first value left
+out for the same reason), known once there are ``MIN_DIFFS`` differences; until then the
+configured pruner judges, as for a fresh trial. Two validations, so one unlucky validation of a
+good continuation does not end it (both past 2 sigma by chance: ~0.05%); a continuation that
+wrecks the line (a learning rate that breaks the alignment) is past any margin by its third
+validation. Fresh trials keep the configured pruner. ``warm_prune_sigmas: null`` judges every trial
+by the pruner, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+REFERENCE_ATTR = "ttsops.line_reference"  # the objective of the checkpoint a warm-started trial continues
+MIN_DIFFS = 4
+MIN_REL = 0.01  # the margin's floor, of |reference|: a noiseless line (a toy trainer) has noise ~0
+WINDOW = 2
+
+
+def validation_noise(trials: Iterable[FrozenTrial]) -> float | None:
+    """The spread of one validation's objective (None until ``MIN_DIFFS`` differences exist)."""
+    diffs: list[float] = []
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        values = [v for _, v in sorted(t.intermediate_values.items()) if math.isfinite(v)]
+        diffs += [b - a for a, b in zip(values[1:], values[2:], strict=False)]
+    if len(diffs) < MIN_DIFFS:
+        return None
+    d = np.asarray(diffs)
+    return float(np.median(np.abs(d - np.median(d))) * 1.4826 / math.sqrt(2))
+
+
+def continuation_verdict(
+    values: Sequence[float], last_step: int, reference: float, noise: float, *,
+    sigmas: float, min_step: int, maximize: bool = False,
+) -> str | None:
+    """Why the continuation should be pruned (None: let it run). ``values``: its reported
+    objectives in step order, the last one at ``last_step``."""
+    judged = list(values[1:])  # the first validation after a restart is its transient
+    if last_step < min_step or len(judged) < WINDOW:
+        return None
+    margin = max(sigmas * noise, MIN_REL * abs(reference))
+    sign = -1.0 if maximize else 1.0
+    tail = judged[-WINDOW:]
+    if not all(sign * (v - reference) > margin for v in tail):
+        return None
+    if sign * (tail[-2] - tail[-1]) > margin:  # still coming back from its restart: let it
+        return None
+    shown = ", ".join(f"{v:.4g}" for v in tail)
+    return (f"worse than the line it continues: last {WINDOW} objectives {shown} against {reference:.4g} "
+            f"(+ margin {margin:.3g} = {sigmas:g} x validation noise {noise:.3g})")
