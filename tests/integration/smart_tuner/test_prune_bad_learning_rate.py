@@ -42,7 +42,9 @@ def config(tmp: Path, dataset: Path) -> dict[str, Any]:
     return {
         "core_engine": {"n_trials": 2, "study_name": "badlr", "work_dir": str(tmp / "runs"),
                         "epochs_per_generation": EPOCHS},
-        "optimization": {"sampler": "random", "pruner": "none", "seed": 0},
+        # the warm-line rule (search/warm_line.py) would prune the wrecked line too, by its loss, from
+        # its third validation; off here, so the test shows the attention detector's own verdict
+        "optimization": {"sampler": "random", "pruner": "none", "seed": 0, "warm_prune_sigmas": None},
         "search_space": {"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1.0}},
         "smart_early_stopping": {"attention_monitoring": {"alignment_threshold": THRESHOLD}},
         "monitoring": {"platforms": {"mlflow": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
