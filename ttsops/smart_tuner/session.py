@@ -231,9 +231,29 @@ class StudySession:
         )
 
     # --- the end ----------------------------------------------------------------------------------
+    def _settle_champion(self, timeout_s: float = 30.0) -> None:
+        """Pull the registry line's best; when the study's best trial is better than what that gave
+        (another worker told it COMPLETE a moment ago and registers it after the tell), wait for its
+        registration, up to ``timeout_s`` (not when stopping on a signal): a host that closed in that
+        window would keep an older champion."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.pull_best()
+            study_best, local = self.engine.best(), self.registry.best()
+            if study_best is None or study_best.value is None or (
+                local is not None and local.objective <= float(study_best.value)
+            ):
+                return
+            if self.stop_event.is_set() or time.monotonic() >= deadline:
+                logger.warning("best_model.pt holds generation %s; the study's best, generation %d, was not in "
+                               "the registry within %.0f s", local.generation if local else None,
+                               study_best.number, timeout_s)
+                return
+            time.sleep(0.5)
+
     def _close(self, status: str, reason: str) -> None:
         try:
-            self.pull_best()  # every host ends with the study's champion in its best_model.pt
+            self._settle_champion()  # every host ends with the study's champion in its best_model.pt
             self.study.set_user_attr(history.ELAPSED_PREFIX + self.me, self._clock() - self._t0)
             number, value = self.best_trial()
             metrics = {"best_objective": value} if value is not None else {}

@@ -221,6 +221,9 @@ class RayStudy(StudySession):
             self.notifier.notify("early_stop", stop=True, reasons={"message": d.message})
         return d.should_end
 
+    def _settle_champion(self, timeout_s: float = 30.0) -> None:
+        self.pull_best()  # one driver registers every trial: nothing in flight elsewhere
+
     def best_trial(self) -> tuple[int | None, float | None]:
         best = self.registry.best()
         return (best.generation, float(best.objective)) if best is not None else (None, None)
