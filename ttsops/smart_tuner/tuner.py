@@ -59,8 +59,6 @@ from ttsops.smart_tuner.trainer.validations import VALUE_METRIC, metrics_at
 
 logger = logging.getLogger(__name__)
 
-KEEPS_WEIGHTS = frozenset({"run", "safe", "data"})  # restart classes after which the weights mean the same
-
 OPTUNA_STATE = {
     "complete": TrialState.COMPLETE,
     "pruned": TrialState.PRUNED,
@@ -233,12 +231,12 @@ class Tuner(StudySession):
         in-trial collapse rule then counts from the first validation. None for a fresh start, a changed
         architecture or features, a trainer that classes no hparams, or a preempted line's own resume."""
         best = self.registry.best()
-        if carry is not None or plan.checkpoint is None or best is None:
+        if carry is not None or plan.checkpoint is None or best is None or not plan.keeps_weights:
             return None
-        if any(self.trainer.restart_class(key) not in KEEPS_WEIGHTS for key in plan.changed):
-            return None
-        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number == best.generation]
-        held = trials[0].user_attrs.get(history.ALIGNMENT_ATTR) if trials else None
+        try:
+            held = self.engine.frozen(best.generation).user_attrs.get(history.ALIGNMENT_ATTR)
+        except TunerError:  # a best_model.pt from before this study's trials
+            held = None
         held = best.metrics.get("attention_alignment_score") if held is None else held
         return float(held) if held is not None else None
 

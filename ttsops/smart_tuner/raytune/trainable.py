@@ -24,7 +24,7 @@ import queue
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +328,7 @@ class GenerationTrainable(tune.Trainable):
             why = (f"PBT exploit: trial {self.index} continues from trial {meta['trial']} (objective "
                    f"{_fmt(meta.get('objective'))} after {meta.get('validations')} validations); explore: {explore}; "
                    f"{plan.reason}")
-        self.plan = RestartPlan(plan.mode, plan.checkpoint, plan.changed, why)
+        self.plan = replace(plan, reason=why)
         self.source = f"trial {meta['trial']}: {start / meta['file']}"
 
 

@@ -30,12 +30,19 @@ logger = logging.getLogger(__name__)
 Mode = Literal["resume", "warm_start", "fresh"]
 
 
+# restart classes after which the checkpoint's weights mean the same in the new run
+KEEPS_WEIGHTS = frozenset({"run", "safe", "data"})
+
+
 @dataclass(frozen=True)
 class RestartPlan:
     mode: Mode
     checkpoint: Path | None
     changed: tuple[str, ...]  # hparams that differ from the checkpoint's
     reason: str
+    # the run starts from the checkpoint with its weights whole: only ``KEEPS_WEIGHTS`` classes changed
+    # (or the checkpoint's hparams are unknown, so no change is known)
+    keeps_weights: bool = False
 
 
 class ParamScheduler:
@@ -79,6 +86,7 @@ class ParamScheduler:
                 checkpoint,
                 (),
                 "checkpoint hparams unknown: warm start, tensors that do not fit are skipped",
+                keeps_weights=True,
             )
         changed = changed_keys(self.merged(new_params), checkpoint_hparams, self.trainer)
         by_class: dict[str, list[str]] = {}
@@ -87,10 +95,11 @@ class ParamScheduler:
         if set(by_class) <= {"run"}:
             note = f" (run length changed: {', '.join(changed)})" if changed else ""
             return RestartPlan(
-                "resume", checkpoint, changed, f"same hparams as the checkpoint: exact resume{note}"
+                "resume", checkpoint, changed, f"same hparams as the checkpoint: exact resume{note}", keeps_weights=True
             )
         mode, reason = self._decide(by_class)
-        return RestartPlan(mode, None if mode == "fresh" else checkpoint, changed, reason)
+        whole = mode != "fresh" and set(by_class) <= KEEPS_WEIGHTS
+        return RestartPlan(mode, None if mode == "fresh" else checkpoint, changed, reason, keeps_weights=whole)
 
     def _decide(self, by_class: dict[str, list[str]]) -> tuple[Mode, str]:
         notes = []
