@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
+
 from ttsops.config import TunerConfig, dump_config
 from ttsops.data.versioning import dataset_version
 from ttsops.errors import ConfigError, RegistryError
@@ -234,22 +236,35 @@ class StudySession:
     def _settle_champion(self, timeout_s: float = 30.0) -> None:
         """Pull the registry line's best; when the study's best trial is better than what that gave
         (another worker told it COMPLETE a moment ago and registers it after the tell), wait for its
-        registration, up to ``timeout_s`` (not when stopping on a signal): a host that closed in that
-        window would keep an older champion."""
+        registration, up to ``timeout_s``; and while other workers still train generations (RUNNING
+        with a fresh heartbeat), wait for them, up to ``stale_after_s`` (neither on a signal): a host
+        that closed before would keep an older champion."""
         deadline = time.monotonic() + timeout_s
+        others_until = time.monotonic() + self.cfg.core_engine.stale_after_s
         while True:
             self.pull_best()
             study_best, local = self.engine.best(), self.registry.best()
-            if study_best is None or study_best.value is None or (
+            settled = study_best is None or study_best.value is None or (
                 local is not None and local.objective <= float(study_best.value)
-            ):
+            )
+            if settled and not (self._others_training() and time.monotonic() < others_until
+                                and not self.stop_event.is_set()):
                 return
+            if settled or study_best is None:
+                time.sleep(0.5)
+                continue
             if self.stop_event.is_set() or time.monotonic() >= deadline:
                 logger.warning("best_model.pt holds generation %s; the study's best, generation %d, was not in "
                                "the registry within %.0f s", local.generation if local else None,
                                study_best.number, timeout_s)
                 return
             time.sleep(0.5)
+
+    def _others_training(self) -> bool:
+        """Another worker's generation is RUNNING and its heartbeat is fresh."""
+        running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        stale = {t.number for t in self.engine.stale_running_trials(self.cfg.core_engine.stale_after_s)}
+        return bool(running - stale)
 
     def _close(self, status: str, reason: str) -> None:
         try:
