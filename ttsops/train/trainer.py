@@ -40,11 +40,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """The generator states are CPU byte tensors; a checkpoint loaded with ``map_location="cuda"`` moved them
+    to the GPU, where ``set_rng_state`` refuses them (found on an H200 resuming an autocast run)."""
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> bool:

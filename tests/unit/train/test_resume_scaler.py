@@ -4,6 +4,7 @@ sides are real Trainers with the tiny model; the fp16 side is a Trainer whose sc
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.helpers import TINY
@@ -70,3 +71,16 @@ def test_restore_scaler_table():
         assert restore_scaler(scaler, state) is loaded, (enabled, state)
         if loaded:
             assert scaler.get_scale() == 8.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.sh's amp check runs it too)")
+def test_checkpoint_loaded_onto_the_gpu_restores_its_rng_state(tmp_path):
+    """A resume loads the checkpoint with map_location=cuda, which moves the CPU generator states too."""
+    from ttsops.model.checkpoint import load_checkpoint
+    from ttsops.train.trainer import rng_state, set_rng_state
+
+    torch.save({"model": {}, "rng": rng_state()}, tmp_path / "c.pt")
+    expected = torch.rand(3)
+    set_rng_state(load_checkpoint(tmp_path / "c.pt", map_location="cuda")["rng"])
+    assert torch.equal(torch.rand(3), expected)
