@@ -30,13 +30,13 @@ the tuner's ``objective`` metric of each child run; for the default run the same
 metrics train.py logged. "Best so far" is the running minimum; "at the budget" counts validations
 logged within it (a stop overshoots by a few CPU seconds while the trainer saves). ``intelligibility_every: -1`` in
 every arm: the ASR check is too dear to run inside a 6-minute budget, so the objective's ``asr_wer``
-term is its worst case (1.0) everywhere and every arm's final best checkpoint (the study's
-``best_model.pt``; the default run's last checkpoint) is scored once afterwards with ``ttsops
+term is its worst case (1.0) everywhere and every arm's kept checkpoint (the study's
+``best_model.pt``; the default run's ``checkpoint_best.pt``) is scored once afterwards with ``ttsops
 evaluate`` (in-domain list, ``--eval-sentences`` sentences; outside the budget).
 
 Reported per arm and seed: the best objective at the budget (any validation), the objective of the
-checkpoint the arm keeps (``kept``: the study's best generation's last validation; the default run's
-last), the CPU it took to reach plain Optuna's best (that seed's ``optuna`` arm at its budget), and
+checkpoint the arm keeps (``kept``: the study's best generation's value, its best validation; for the
+default run the validation train.py keeps as ``checkpoint_best.pt``, its lowest ``val_loss``), the CPU it took to reach plain Optuna's best (that seed's ``optuna`` arm at its budget), and
 the WER; the ratio smart / optuna of those CPU times (median over seeds; acceptance in issue 19:
 <= 0.6) and whether smart ends below default.
 """
@@ -233,7 +233,7 @@ def run_study(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Name
         "generations": len(summary.rows),
         "states": [r["state"] for r in summary.rows],
         "stop_reason": summary.stop_reason,
-        "study_best": summary.best_value,  # the value best_model.pt holds: a generation's last validation
+        "study_best": summary.best_value,  # the value best_model.pt holds: a generation's best validation
         "checkpoint": str(best) if best.is_file() else None,
     }
 
@@ -277,17 +277,27 @@ def run_default(seed: int, out: Path, dataset: Path, args: argparse.Namespace) -
     meter.close()
     if code != 0:
         raise SystemExit(f"train.py exited {code}: see {out / 'train.log'}")
-    ckpts = sorted(run_dir.glob("checkpoint_*.pt"))
+    best = run_dir / "checkpoint_best.pt"  # train.py's: the lowest val_loss, what a user of it ships
     points = run_points(client, run_id, objective_weights_of(data), meter.samples)
+    kept = kept_point(client, run_id, points)
     return {
         "points": points,
-        "study_best": points[-1][1] if points else None,  # the last validation: the checkpoint kept
+        "study_best": kept,
         "cpu_s": meter.cpu_s,
         "generations": 1,
         "states": ["complete"],
         "stop_reason": "CPU budget",
-        "checkpoint": str(ckpts[-1]) if ckpts else None,
+        "checkpoint": str(best) if best.is_file() else None,
     }
+
+
+def kept_point(client: Any, run_id: str, points: Sequence[Point]) -> float | None:
+    """The objective of the validation train.py kept as its best (the first lowest ``val_loss``)."""
+    losses = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_loss"))
+    if not losses or len(losses) != len(points):
+        return points[-1][1] if points else None
+    i = min(range(len(losses)), key=lambda k: (losses[k][1], k))
+    return points[i][1]
 
 
 def objective_weights_of(data: dict[str, Any]) -> Any:

@@ -7,14 +7,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_serializer,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from ttsops.infra.tracking import tracking_uri
 
@@ -70,9 +63,7 @@ class HyperbandConfig(_Section):
     @model_validator(mode="after")
     def _min_le_max(self) -> HyperbandConfig:
         if self.min_resource > self.max_resource:
-            raise ValueError(
-                f"min_resource ({self.min_resource}) must not exceed max_resource ({self.max_resource})"
-            )
+            raise ValueError(f"min_resource ({self.min_resource}) must not exceed max_resource ({self.max_resource})")
         return self
 
 
@@ -85,7 +76,8 @@ class OptimizationConfig(_Section):
     # the study's first trial runs the config's own hparams for the searched keys (search/baseline.py)
     enqueue_baseline: bool = True
     # a warm-started generation is pruned only when its last two objectives are both this many noise
-    # deviations worse than the line it continues (search/warm_line.py); null: the pruner judges it
+    # deviations worse than the line it continues, and its trend does not bring it back
+    # (search/warm_line.py); null: the pruner judges it
     warm_prune_sigmas: float | None = Field(2.0, gt=0)
 
 
@@ -269,21 +261,30 @@ class AdapterConfig(_Section):
     ``{config}``, ``{dataset}``, ``{run_id}``, ``{tracking_uri}``, ``{generation}``, ``{epochs}``
     are substituted in ``command`` (the run id also reaches any trainer as ``MLFLOW_RUN_ID``)."""
 
-    command: list[str] = Field(
-        default=[
-            "{python}", "-m", "ttsops.train", "-o", "{output_dir}", "-l", "{log_dir}",
-            "--config", "{config}", "--tracking_uri", "{tracking_uri}", "--run_id", "{run_id}",
-        ],
-        min_length=1,
-    )
+    command: list[str] = Field(min_length=1, default=[
+        "{python}", "-m", "ttsops.train", "-o", "{output_dir}", "-l", "{log_dir}",
+        "--config", "{config}", "--tracking_uri", "{tracking_uri}", "--run_id", "{run_id}"])
     hparams_style: Literal["hparams_flag", "cli_flags", "env_json"] = "hparams_flag"
     hparams_flag: str = "--hparams"
     checkpoint_flag: str = "--checkpoint_path"
     warm_start_flag: str | None = "--warm_start"
     checkpoint_glob: str = "checkpoint_*.pt"
+    # a validation's checkpoint by global step; null: unknown (a generation keeps its last validation)
+    step_checkpoint: str | None = "checkpoint_{step:08d}.pt"
     metrics_source: Literal["mlflow", "tensorboard"] = "mlflow"
     metric_map: dict[str, str] = {}  # trainer's name -> ttsops name
     epoch_metric: str = "epoch"
+
+    @field_validator("step_checkpoint")
+    @classmethod
+    def _step_template(cls, t: str | None) -> str | None:
+        try:
+            ok = t is None or ("{step" in t and "/" not in t.format(step=0))
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{t!r} must name a file in the output directory by {{step}} and nothing else")
+        return t
 
     @field_validator("command")
     @classmethod

@@ -26,7 +26,7 @@ from typing import Any
 
 from ttsops.errors import ConfigError
 from ttsops.smart_tuner.trainer.adapter import CommandAdapter
-from ttsops.train.checkpoint import STATE
+from ttsops.train.checkpoint import STATE, checkpoint_path
 from ttsops.train.hparams import ARCHITECTURE_KEYS, FEATURE_KEYS, HParams
 
 SAFE_KEYS = frozenset({
@@ -81,6 +81,11 @@ class Tacotron2Adapter(CommandAdapter):
             if p.is_file():
                 return p
         return super().latest_checkpoint(out_dir)
+
+    def checkpoint_at(self, out_dir: Path, step: int) -> Path | None:
+        """train.py's checkpoint of global step ``step`` (it writes one at every validation), if still there."""
+        p = checkpoint_path(out_dir, step)
+        return p if p.is_file() else None
 
     def train_state(self, out_dir: Path) -> dict[str, Any] | None:
         try:

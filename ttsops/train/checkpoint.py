@@ -26,6 +26,11 @@ BEST = "checkpoint_best.pt"
 STATE = "train_state.json"
 
 
+def checkpoint_path(out_dir: str | Path, step: int) -> Path:
+    """Where train.py writes the checkpoint of global step ``step`` (the tuner's adapter reads it too)."""
+    return Path(out_dir) / f"checkpoint_{step:08d}.pt"
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save(state, f))
 
@@ -53,7 +58,7 @@ class CheckpointManager:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def save(self, step: int, state: dict[str, Any], is_best: bool) -> Path:
-        path = save_checkpoint(self.dir / f"checkpoint_{step:08d}.pt", state)
+        path = save_checkpoint(checkpoint_path(self.dir, step), state)
         if is_best:
             atomic_copy(path, self.dir / BEST)
         self._rotate()

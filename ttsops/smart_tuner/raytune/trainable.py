@@ -184,8 +184,9 @@ class GenerationTrainable(tune.Trainable):
         self._conclude(r, r.reason)
         if r.value is None or not math.isfinite(r.value):
             raise TunerError(f"trial {self.index}: {r.state} ({r.reason}) without a finite objective")
+        kept = {"checkpoint_path": str(r.checkpoint or "")}  # its best validation's (trainer/kept.py)
         return {OBJECTIVE: r.value, "done": True, "state": r.state, "reason": r.reason,
-                **_finite(self._bridge.metrics), **self._where(), **_costs(r)}
+                **_finite(r.metrics or self._bridge.metrics), **self._where(), **kept, **_costs(r)}
 
     def _where(self) -> dict[str, Any]:
         ckpt = self.wrapper.latest_checkpoint(self._gen_dir)

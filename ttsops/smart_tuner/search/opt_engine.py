@@ -269,6 +269,7 @@ class OptimizationEngine:
         why = continuation_verdict(
             values, step, reference, noise, sigmas=float(self.cfg.warm_prune_sigmas or 0),
             min_step=self.cfg.hyperband.min_resource, maximize=self.direction == "maximize",
+            horizon=self.cfg.hyperband.max_resource if self.pruner_name == "hyperband" else None,
         )
         number = t.number
         if why:

@@ -9,11 +9,14 @@ command template, the flags, where its metrics are); a ``TrainerAdapter`` says t
   the trainer reads a value (``normalise``) and what it assumes when a checkpoint does not record a
   key (``default``), so a plan compares values as the trainer would;
 * where its newest checkpoint is and what it says about its run (``latest_checkpoint``,
-  ``train_state``: a trainer that reports its epoch counts epochs in total across a resume).
+  ``train_state``: a trainer that reports its epoch counts epochs in total across a resume), and
+  which checkpoint it wrote at a validation's global step (``checkpoint_at``; None: not known), so a
+  generation can keep its best validation's state (trainer/kept.py).
 
 ``CommandAdapter`` knows nothing beyond the config: every hparam but ``epochs`` is ``unknown``
 (a change warm-starts, and the plan says so), values compare as they are, the newest file
-matching ``checkpoint_glob`` is the latest checkpoint. Our Tacotron2 adapter lives with the
+matching ``checkpoint_glob`` is the latest checkpoint, ``step_checkpoint`` names the one of a
+step. Our Tacotron2 adapter lives with the
 trainer it describes (``ttsops.train.adapter``); the tuner never imports it.
 """
 
@@ -36,6 +39,7 @@ class TrainerAdapter(Protocol):
     def normalise(self, key: str, value: Any) -> Any: ...
     def default(self, key: str) -> Any: ...
     def latest_checkpoint(self, out_dir: Path) -> Path | None: ...
+    def checkpoint_at(self, out_dir: Path, step: int) -> Path | None: ...
     def train_state(self, out_dir: Path) -> dict[str, Any] | None: ...
 
 
@@ -70,6 +74,13 @@ class CommandAdapter:
             except OSError:  # rotated away while we looked
                 continue
         return max(found)[2] if found else None
+
+    def checkpoint_at(self, out_dir: Path, step: int) -> Path | None:
+        """The file ``step_checkpoint`` names for ``step``, if it is there (None without a template)."""
+        if self.cfg.step_checkpoint is None:
+            return None
+        p = Path(out_dir) / self.cfg.step_checkpoint.format(step=step)
+        return p if p.is_file() else None
 
     def train_state(self, out_dir: Path) -> dict[str, Any] | None:
         return None

@@ -10,9 +10,10 @@ generation* (1, 2, ...). So the pruner compares generations by epochs spent in t
 trainer's global step: a generation warm-started at global step 5000 is at step 1 after its first
 epoch, like one started from scratch. A retried trainer continues the count (steps only increase).
 
-The generation's value is the objective at its last validation (the state its final checkpoint
-holds). Log-to-decision latency (trainer's timestamp of the validation -> the pruner's answer) is
-kept per report.
+The generation's value is the objective at its best validation, and its checkpoint the one the
+trainer wrote there (kept as it trains: trainer/kept.py); where that checkpoint cannot be had, the
+last validation and the final checkpoint. Log-to-decision latency (trainer's timestamp of the
+validation -> the pruner's answer) is kept per report.
 
 After each report the pruner (``engine.report``) and the in-trial early stop (``trial_check``:
 ``("stop", why)`` ends the generation as complete, ``("prune", why)`` as pruned, and ``why`` becomes
@@ -45,6 +46,7 @@ from ttsops.errors import TunerError
 from ttsops.smart_tuner.alerts.notifier import Notifier
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
+from ttsops.smart_tuner.trainer.kept import KeptCheckpoint, Validation
 from ttsops.smart_tuner.trainer.metrics_store import MetricRecord, MetricsStore
 from ttsops.smart_tuner.trainer.preemption import Carry, Streak, epochs_to_run, preempted_by
 from ttsops.smart_tuner.trainer.trainer_wrapper import TrainerProcess, TrainerWrapper
@@ -107,8 +109,9 @@ DEFAULT_RUNNER = RunnerConfig()
 
 
 class _State:
-    def __init__(self, spec: LaunchSpec, now: float) -> None:
+    def __init__(self, spec: LaunchSpec, now: float, kept: KeptCheckpoint) -> None:
         self.spec = spec
+        self.kept = kept
         self.poll = 0
         self.validations = 0
         self.value: float | None = None
@@ -159,7 +162,8 @@ class GenerationRunner:
         self._epoch_names = names
 
     def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher, carry: Carry | None = None) -> GenerationResult:
-        st = _State(spec, self._clock())
+        kept = KeptCheckpoint(Path(spec.gen_dir), self.wrapper.checkpoint_at, self.wrapper.train_state)
+        st = _State(spec, self._clock(), kept)
         if carry is not None:
             self._take_over(trial, st, carry)
         tracker = ValidationTracker(self._epoch_names, self.cfg.settle_polls)
@@ -182,6 +186,7 @@ class GenerationRunner:
                 self.engine.heartbeat(trial)
                 next_beat = self._clock() + self.cfg.heartbeat_s
             self._poll(watcher, tracker, st, proc)
+            st.kept.try_keep()
             if self._report(trial, tracker, st):
                 return self._finish(st, proc, "pruned", st.prune_reason)
             if st.early_stop is not None:
@@ -238,6 +243,7 @@ class GenerationRunner:
             st.validations += 1
             st.value, st.metrics = value, metrics
             st.rows.append(metrics)
+            st.kept.offer(Validation(st.validations, len(st.rows), step, value, metrics))
             prune = self.engine.report(trial, value, st.validations)
             st.result.latencies.append(max(0.0, self._wall() - logged_at))
             self.sink.objective(value, step, st.validations)
@@ -279,8 +285,13 @@ class GenerationRunner:
         r = st.result
         r.state, r.reason, r.value, r.validations = state, reason, st.value, st.validations
         r.metrics, r.attempts = dict(st.metrics), st.attempt + 1
-        r.alignment_held = held_alignment([row.get("attention_alignment_score", float("nan")) for row in st.rows])
+        rows = st.rows
         r.checkpoint = self.wrapper.latest_checkpoint(st.spec.gen_dir)
+        st.kept.try_keep()
+        if state == "complete" and (kept := st.kept.kept) is not None:  # the best validation's state
+            r.value, r.metrics, r.checkpoint, rows = kept.validation.value, dict(kept.validation.metrics), kept.path, \
+                rows[: kept.validation.rows]
+        r.alignment_held = held_alignment([row.get("attention_alignment_score", float("nan")) for row in rows])
         if state == "complete" and st.value is None:
             r.state, r.reason = "failed", f"{reason}, but no validation was ever logged"
         return r

@@ -247,6 +247,10 @@ class TrainerWrapper:
         """The newest checkpoint the trainer left in ``gen_dir`` (the TrainerAdapter says where)."""
         return self.trainer.latest_checkpoint(Path(gen_dir))
 
+    def checkpoint_at(self, gen_dir: str | Path, step: int) -> Path | None:
+        """The checkpoint the trainer wrote at global step ``step``, if it is still there and known."""
+        return self.trainer.checkpoint_at(Path(gen_dir), step)
+
     def train_state(self, gen_dir: str | Path) -> dict[str, Any] | None:
         return self.trainer.train_state(Path(gen_dir))
 

@@ -11,7 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
-from ttsops.smart_tuner.search.warm_line import MIN_DIFFS, continuation_verdict, validation_noise
+from ttsops.smart_tuner.search.warm_line import MIN_DIFFS, continuation_verdict, projection, validation_noise
 
 SPACE = {"learning_rate": ParamSpec(type="loguniform", low=1e-5, high=1e-2)}
 FRESH = [  # objectives per validation of five fresh trials: a restart transient, then a noisy level
@@ -57,6 +57,30 @@ def test_a_continuation_is_pruned_only_when_two_validations_are_clearly_worse(va
     assert (why is not None) is pruned
     if pruned:
         assert "worse than the line it continues" in why and "0.98" in why and "noise 0.03" in why
+
+
+@pytest.mark.parametrize(
+    ("values", "horizon", "pruned"),
+    [
+        ([2.0, 1.75, 1.6, 1.45], 9, False),  # slowly coming back, and 5 validations left to get there
+        ([2.0, 1.75, 1.6, 1.45], 5, True),  # the same, one validation left: it will not
+        ([2.0, 1.75, 1.6, 1.45], None, True),  # no horizon: projected as far as it was judged (3)
+        ([2.0, 1.45, 1.6, 1.75], 9, True),  # getting worse
+        ([2.0, 1.5, 1.5, 1.5], 30, True),  # flat past the margin: no trend to wait for
+    ],
+)
+def test_a_continuation_whose_trend_brings_it_back_runs_on(values, horizon, pruned):
+    why = continuation_verdict(values, 4, 1.0, 0.1, sigmas=2.0, min_step=2, horizon=horizon)
+    assert (why is not None) is pruned
+    if pruned:
+        assert "trend" in why
+
+
+def test_projection_is_the_fitted_line_with_a_pessimistic_slope():
+    assert projection([3.0, 2.0], 0.0, 2) == pytest.approx(0.0)
+    assert projection([3.0, 2.0], 0.5, 2) == pytest.approx(0.0 + 2 * 0.5 / math.sqrt(0.5))
+    assert projection([1.0, 2.0], 0.5, 1, sign=-1.0) == pytest.approx(3.0 - 0.5 / math.sqrt(0.5))  # maximising
+    assert projection([1.0, 1.0, 1.0], 0.0, 10) == pytest.approx(1.0)
 
 
 def test_maximising_and_the_margins_floor_for_a_noiseless_line():
