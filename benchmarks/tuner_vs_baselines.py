@@ -215,9 +215,8 @@ def run_study(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Name
         def _over_budget(self) -> bool:  # the tuner's wall-clock budget path, on the arm's CPU
             return meter.cpu_s >= budget
 
-        def _stop_reason(self) -> str:
-            reason = super()._stop_reason()
-            return f"CPU budget ({budget:.0f} s) spent" if reason.startswith("wall-clock budget") else reason
+        def _budget_reason(self) -> str:
+            return f"CPU budget ({budget:.0f} s) spent"
 
     cfg = parse_config(arm_config(arm, seed, out, dataset, args), f"{arm} seed {seed}")
     meter = CpuMeter()
@@ -435,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown arms {sorted(unknown)}; use any of {', '.join(ARMS)}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per registry pull
     with tempfile.TemporaryDirectory(prefix="ttsops-tvb-") as tmp:
         out = Path(args.out) if args.out else Path(tmp)
         dataset = Path(args.dataset) if args.dataset else synth(out / "data", args.clips)

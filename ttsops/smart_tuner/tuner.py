@@ -94,7 +94,7 @@ class Tuner(StudySession):
         if history.generations_used(trials) >= self.cfg.core_engine.n_trials:
             return f"n_trials ({self.cfg.core_engine.n_trials}) reached"
         if self._over_budget():
-            return f"wall-clock budget ({self.cfg.core_engine.wall_clock_budget_minutes} min) spent"
+            return self._budget_reason()
         if self.cfg.smart_early_stopping.enabled:
             values, align = history.generation_objectives(trials, completed_only=True)
             if len(values) >= 2:
@@ -106,6 +106,9 @@ class Tuner(StudySession):
                     self.notifier.notify("early_stop", stop=True, reasons={"message": d.message})
                     return f"early stop: {d.message}"
         return ""
+
+    def _budget_reason(self) -> str:
+        return f"wall-clock budget ({self.cfg.core_engine.wall_clock_budget_minutes} min) spent"
 
     def _over_budget(self) -> bool:
         budget = self.cfg.core_engine.wall_clock_budget_minutes
@@ -273,7 +276,7 @@ class Tuner(StudySession):
             stop_event=self.stop_event,
             trial_check=trial_check,
             should_stop=lambda: (
-                "signal" if self.stop_event.is_set() else ("budget" if self._over_budget() else None)
+                "signal" if self.stop_event.is_set() else (self._budget_reason() if self._over_budget() else None)
             ),
             on_preempted=lambda count, streak: trial.set_user_attr(
                 history.PREEMPT_ATTR, {"count": count, **streak.to_dict()}

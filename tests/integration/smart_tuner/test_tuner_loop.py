@@ -213,6 +213,19 @@ def test_wall_clock_budget_ends_the_study(tmp_path):
     assert 1 <= len(summary.rows) < 50
 
 
+@pytest.mark.usefixtures("mlflow_uri")
+def test_a_generation_running_at_the_budget_completes_and_says_which_budget(tmp_path):
+    adapter = foreign_adapter_dict(epoch_seconds=1.0)
+    data = foreign_config(tmp_path, n_trials=5, epochs=30, adapter=adapter,
+                          extra={"core_engine": {"wall_clock_budget_minutes": 0.1}})  # 6 s, a generation is 30
+    _, cfg = write_config(tmp_path, data)
+    summary = _tuner(cfg).run()
+    (t,) = load_study(cfg).get_trials()
+    assert t.state == TrialState.COMPLETE and len(t.intermediate_values) >= 1
+    assert t.user_attrs[history.RESULT_ATTR]["reason"] == "stopped: wall-clock budget (0.1 min) spent"
+    assert summary.stop_reason == "wall-clock budget (0.1 min) spent"
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("mlflow_uri")
 def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus):

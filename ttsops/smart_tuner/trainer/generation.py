@@ -147,7 +147,7 @@ class GenerationRunner:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         stop_event: threading.Event | None = None,
-        should_stop: Callable[[], str | None] = lambda: None,
+        should_stop: Callable[[], str | None] = lambda: None,  # None, "signal", or why the budget is spent
         trial_check: Callable[[list[dict[str, float]]], tuple[str, str] | None] = lambda rows: None,
         on_preempted: Callable[[int, Streak], None] = lambda count, streak: None,
     ) -> None:
@@ -300,8 +300,8 @@ class GenerationRunner:
                    tracker: ValidationTracker, reason: str) -> GenerationResult:
         self._stop(st, proc)
         self._drain(trial, watcher, tracker, st)
-        if reason == "budget" and st.value is not None:
-            return self._finish(st, proc, "complete", "stopped at the wall-clock budget")
+        if reason != "signal" and st.value is not None:  # the study's budget: it completes with what it reached
+            return self._finish(st, proc, "complete", f"stopped: {reason}")
         return self._finish(st, proc, "interrupted", f"tuner stopping ({reason})")
 
     def _ended(self, trial: Any, st: _State, proc: TrainerProcess, watcher: Watcher,
