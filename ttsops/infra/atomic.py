@@ -57,6 +57,22 @@ def atomic_copy(src: str | Path, dst: str | Path) -> Path:
         return atomic_write(dst, lambda out: shutil.copyfileobj(inp, out, 1 << 20))
 
 
+def atomic_link(src: str | Path, dst: str | Path) -> Path:
+    """Replace ``dst`` with a hard link to ``src`` (a copy where the file system has no hard links): the
+    file outlives ``src``'s deletion at no cost in space. FileNotFoundError if ``src`` is gone."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except FileNotFoundError:
+        raise
+    except OSError:  # another file system, or no hard links there
+        return atomic_copy(src, dst)
+    os.replace(tmp, dst)
+    return dst
+
+
 @contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block."""

@@ -184,12 +184,12 @@ class GenerationTrainable(tune.Trainable):
         self._conclude(r, r.reason)
         if r.value is None or not math.isfinite(r.value):
             raise TunerError(f"trial {self.index}: {r.state} ({r.reason}) without a finite objective")
-        kept = {"checkpoint_path": str(r.checkpoint or "")}  # its best validation's (trainer/kept.py)
-        return {OBJECTIVE: r.value, "done": True, "state": r.state, "reason": r.reason,
-                **_finite(r.metrics or self._bridge.metrics), **self._where(), **kept, **_costs(r)}
+        return {OBJECTIVE: r.value, "done": True, "state": r.state, "reason": r.reason,  # its best validation's
+                **_finite(r.metrics or self._bridge.metrics), **self._where(r.checkpoint), **_costs(r)}
 
-    def _where(self) -> dict[str, Any]:
-        ckpt = self.wrapper.latest_checkpoint(self._gen_dir)
+    def _where(self, ckpt: Path | None = None) -> dict[str, Any]:
+        """Where the trial stands: ``ckpt``, else the newest checkpoint of its segment."""
+        ckpt = ckpt or self.wrapper.latest_checkpoint(self._gen_dir)
         return {"checkpoint_path": str(ckpt or ""), "run_id": self._run_id or "", "trial_index": self.index}
 
     # --- one trainer launch -----------------------------------------------------------------------

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttsops.infra.atomic import atomic_copy, atomic_write_json
+from ttsops.infra.atomic import atomic_link, atomic_write_json
 from ttsops.registry.model_registry import TRAIN_STATE
 
 logger = logging.getLogger(__name__)
@@ -99,17 +98,7 @@ class KeptCheckpoint:
     def _link(self, src: Path) -> Path:
         kept = self.gen_dir / KEPT_DIR
         kept.mkdir(exist_ok=True)
-        dst = kept / f"{KEPT_STEM}{src.suffix}"
-        tmp = kept / f".{KEPT_STEM}{src.suffix}.link"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except FileNotFoundError:
-            raise
-        except OSError:  # no hard links here (another file system, or not supported): copy
-            return atomic_copy(src, dst)
-        os.replace(tmp, dst)
-        return dst
+        return atomic_link(src, kept / f"{KEPT_STEM}{src.suffix}")
 
     def _give_up(self, v: Validation, why: str) -> None:
         logger.info("%s: validation %d (step %d, objective %.5g) not kept: %s", self.gen_dir.name, v.index, v.step,
