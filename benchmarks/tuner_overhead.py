@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tuner_overhead.py [--trainer foreign|ttsops] [--generations 6]
         [--epochs 5] [--epoch-seconds 2.0] [--poll-s 0.5] [--dataset DIR] [--out DIR] [--json out.json]
-        [--engine optuna|ray_tune]
+        [--engine optuna|ray_tune] [--launch forked|fresh]
 
 It runs a real study (Optuna SQLite, MLflow SQLite, real trainer processes) and reports:
 
@@ -21,6 +21,9 @@ It runs a real study (Optuna SQLite, MLflow SQLite, real trainer processes) and 
   with ``--trainer ttsops`` also train.py's own account of it, phase by phase (the ``startup_*_s``
   metrics it logs after its first step: interpreter and imports, config, model and optimizer,
   checkpoint, data, MLflow/TensorBoard set-up, the first step), median over the generations.
+
+``--launch fresh`` starts every generation's trainer as a new interpreter (``adapter.preload: []``)
+instead of a fork of the fork server (trainer/fork_server.py): run both to see what a restart saves.
 
 ``--engine ray_tune`` runs the same generations on Ray Tune (``core_engine.primary_engine:
 ray_tune``; ASHA with its grace period at the last validation, so no trial is stopped, one trial at a
@@ -60,6 +63,10 @@ def study_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         dataset = Path(args.dataset) if args.dataset else synth_dataset(out / "data")
         data = kit.real_config(out, dataset, n_trials=args.generations, epochs=args.epochs)
     data["smart_early_stopping"] = {"enabled": False}  # measure exactly --generations generations
+    if args.launch == "fresh":  # every generation a new interpreter, as before the fork server
+        data.setdefault("adapter", {})["preload"] = []
+    elif args.trainer == "foreign":
+        data["adapter"]["preload"] = ["numpy"]  # what the toy trainer imports
     if args.engine == "ray_tune":
         data["core_engine"]["primary_engine"] = "ray_tune"
         data["ray_tune"] = {"scheduler": "asha", "num_cpus": 2, "max_concurrent_trials": 1,
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     decision = latency_summary(st["latencies"])
     return {
         "engine": args.engine,
+        "launch": args.launch,
         "ray_daemons_cpu_s": ray_cpu,
         "trainer": args.trainer,
         "generations": st["generations"],
@@ -208,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trainer", choices=["foreign", "ttsops"], default="foreign")
     ap.add_argument("--engine", choices=["optuna", "ray_tune"], default="optuna")
+    ap.add_argument("--launch", choices=["forked", "fresh"], default="forked",
+                    help="trainers forked from the fork server (default, adapter.preload) or fresh interpreters")
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--epoch-seconds", type=float, default=2.0, help="foreign trainer: seconds per epoch")

@@ -271,6 +271,9 @@ class AdapterConfig(_Section):
     checkpoint_glob: str = "checkpoint_*.pt"
     # a validation's checkpoint by global step; null: unknown (a generation keeps its last validation)
     step_checkpoint: str | None = "checkpoint_{step:08d}.pt"
+    # modules a long-lived fork server imports once, each `{python} -m ...` launch then a fork of it
+    # (trainer/fork_server.py); null: train.py's for the default command, none otherwise; []: off
+    preload: list[str] | None = None
     metrics_source: Literal["mlflow", "tensorboard"] = "mlflow"
     metric_map: dict[str, str] = {}  # trainer's name -> ttsops name
     epoch_metric: str = "epoch"

@@ -289,6 +289,7 @@ class StudySession:
             )
         finally:
             self.store.close()
+            self.wrapper.close()
             close = getattr(self.notifier, "close", None)
             if close is not None:
                 close()

@@ -271,6 +271,12 @@ class GenerationTrainable(tune.Trainable):
 
     def cleanup(self) -> None:
         """Ray stops or pauses the trial: the runner stops its trainer (SIGINT, checkpoint kept)."""
+        try:
+            self._stop_segment()
+        finally:
+            self.wrapper.close()  # the fork server; a later segment of this actor starts another
+
+    def _stop_segment(self) -> None:
         if self._thread is None:
             return
         self._bridge.stop()

@@ -12,7 +12,12 @@ default, any other script through the adapter). Each launch:
 * appends stdout and stderr to ``<gen_dir>/train.log`` (one header line per attempt);
 * writes ``<gen_dir>/trainer.pid`` (JSON: pid, process start time, command), so a tuner restarted
   after its own ``kill -9`` can find the orphan and stop it. The start time guards against a
-  recycled pid.
+  recycled pid;
+* is a fork of a long-lived fork server (fork_server.py) when the command is ``{python} -m MODULE``
+  or ``{python} SCRIPT`` and ``adapter.preload`` names modules to import once (default: train.py's
+  when the command is ``{python} -m ttsops.train``): the same session, signals, log, pid file and
+  exit codes as a fresh process, without paying the interpreter and imports each generation. If the
+  server cannot start, launches fall back to a fresh process (one warning).
 
 Stopping escalates: SIGINT to the group (the contract: finish the step, write a checkpoint,
 exit 0) -> ``stop_grace_s`` -> SIGTERM (the second signal: exit at once) -> ``kill_grace_s`` ->
@@ -37,18 +42,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ttsops.config import AdapterConfig
 from ttsops.errors import TrainerError
 from ttsops.infra.atomic import atomic_write_text
 from ttsops.smart_tuner.trainer.adapter import CommandAdapter, TrainerAdapter
 from ttsops.smart_tuner.trainer.command import HPARAMS_ENV, LaunchSpec, build_command
+from ttsops.smart_tuner.trainer.fork_server import (
+    TRAIN_PRELOAD,
+    ForkedTrainer,
+    ForkServer,
+    ForkServerError,
+    fork_target,
+)
 
 logger = logging.getLogger(__name__)
 
 PID_FILE = "trainer.pid"
 LOG_FILE = "train.log"
+FORK_SERVER_LOG = "fork_server.log"  # beside the generation directories
 
 Clock = Callable[[], float]
 Signaller = Callable[[int, int], None]  # (pgid, signal) -> None; os.killpg by default
@@ -91,6 +104,23 @@ def pid_alive(pid: int, start_ticks: str | None) -> bool:
     return start_ticks is None or ticks == start_ticks
 
 
+def preload_modules(adapter: AdapterConfig) -> list[str]:
+    """What the fork server imports: ``adapter.preload``, or for null train.py's modules when the
+    command runs ``{python} -m ttsops.train`` (another trainer is forked only when the config says
+    what to preload); empty: every launch is a fresh process."""
+    if adapter.preload is not None:
+        return list(adapter.preload)
+    return list(TRAIN_PRELOAD) if adapter.command[:3] == ["{python}", "-m", "ttsops.train"] else []
+
+
+class Child(Protocol):
+    """What the wrapper needs of a started trainer: a ``Popen`` or a ``ForkedTrainer``."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
 @dataclass
 class TrainerProcess:
     """One running (or finished) trainer; ``popen`` is None for an orphan found by pid file."""
@@ -99,7 +129,7 @@ class TrainerProcess:
     start_ticks: str | None
     gen_dir: Path
     started_at: float
-    popen: subprocess.Popen[bytes] | None = None
+    popen: Child | None = None
     argv: list[str] = field(default_factory=list)
     stop_requested: bool = False
 
@@ -142,6 +172,8 @@ class TrainerWrapper:
         self._event = stop_event or threading.Event()  # only ever waited on, never set here
         self.poll_s = poll_s
         self._signal = signaller
+        self.preload = preload_modules(adapter)
+        self._server: ForkServer | None = None
 
     # --- start ------------------------------------------------------------------------------------
     def launch(self, spec: LaunchSpec) -> TrainerProcess:
@@ -152,38 +184,88 @@ class TrainerWrapper:
         if self.adapter.hparams_style != "env_json":
             env.pop(HPARAMS_ENV, None)
         log_path = spec.gen_dir / LOG_FILE
-        with open(log_path, "ab") as log:
-            log.write(
-                f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
-                f"{shlex.join(argv)}\n".encode()
-            )
-            log.flush()
-            try:
-                popen = subprocess.Popen(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                    cwd=os.getcwd(),
-                    preexec_fn=default_stop_signals,
+        forked = self._fork(argv, env, spec, log_path)
+        child: Child
+        if forked is not None:
+            child = forked
+        else:
+            with open(log_path, "ab") as log:
+                log.write(
+                    f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
+                    f"{shlex.join(argv)}\n".encode()
                 )
-            except OSError as e:
-                raise TrainerError(f"cannot start trainer {argv[0]!r}: {e.strerror or e}") from None
+                log.flush()
+                try:
+                    child = subprocess.Popen(
+                        argv,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        start_new_session=True,
+                        cwd=os.getcwd(),
+                        preexec_fn=default_stop_signals,
+                    )
+                except OSError as e:
+                    raise TrainerError(f"cannot start trainer {argv[0]!r}: {e.strerror or e}") from None
         proc = TrainerProcess(
-            popen.pid, proc_start_ticks(popen.pid), spec.gen_dir, self._clock(), popen, argv
+            child.pid, proc_start_ticks(child.pid), spec.gen_dir, self._clock(), child, argv
         )
         write_pid_file(proc, spec)
         logger.info(
-            "generation %d: trainer started (pid %d, attempt %d, %s), log %s",
+            "generation %d: trainer started (pid %d, attempt %d, %s%s), log %s",
             spec.generation,
             proc.pid,
             spec.attempt,
             spec.checkpoint.mode,
+            ", forked" if forked is not None else "",
             log_path,
         )
         return proc
+
+    def _fork(self, argv: list[str], env: dict[str, str], spec: LaunchSpec, log_path: Path) -> ForkedTrainer | None:
+        """The launch as a child of the fork server, or None: not a Python command, no preload, or
+        the server failed (then never again for this wrapper: one warning, fresh processes)."""
+        target = fork_target(argv, self.python)
+        if not self.preload or target is None:
+            return None
+        try:
+            server = self._fork_server(env, spec.gen_dir.parent / FORK_SERVER_LOG)
+            with open(log_path, "ab") as log:
+                log.write(
+                    f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
+                    f"{shlex.join(argv)} (forked from the fork server, pid {server.pid})\n".encode()
+                )
+            pid = server.spawn(target[0], target[1], argv[3 if target[0] == "module" else 2:], env,
+                               os.getcwd(), log_path)
+        except ForkServerError as e:
+            logger.warning("fork server (preload %s): %s; every launch starts a fresh interpreter",
+                           ", ".join(self.preload), e)
+            self.preload = []
+            self.close()
+            return None
+        ticks = proc_start_ticks(pid)
+        return ForkedTrainer(pid, server, lambda: pid_alive(pid, ticks))
+
+    def _fork_server(self, env: dict[str, str], log_path: Path) -> ForkServer:
+        """The running server if it has this launch's import-time environment, else a new one."""
+        if self._server is not None and self._server.alive and self._server.compatible(env):
+            return self._server
+        if self._server is not None:
+            logger.info("fork server: the environment changed (or it exited): starting a new one")
+            self.close()
+        server = ForkServer(self.python, self.preload, env, log_path)
+        server.start()
+        logger.info("fork server pid %s ready: imported %s in %.1f s", server.pid, ", ".join(self.preload),
+                    server.import_s or 0.0)
+        self._server = server
+        return server
+
+    def close(self) -> None:
+        """Stop the fork server (its children, running trainers, are not touched)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
     # --- stop -------------------------------------------------------------------------------------
     def stop(self, proc: TrainerProcess) -> StopResult:
