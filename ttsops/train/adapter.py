@@ -38,7 +38,7 @@ SAFE_KEYS = frozenset({
 })
 RUN_KEYS = frozenset({"epochs", "val_every_epochs", "val_every_steps", "n_audio_metric_clips", "num_workers", "log_every_steps",
                       "n_free_running_clips", "audio_metrics_every", "intelligibility_every",
-                      "intelligibility_sentences"})
+                      "intelligibility_sentences", "warm_start_optimizer"})
 DATA_KEYS = frozenset({"seed", "val_fraction", "min_wav_seconds", "max_wav_seconds"})
 WARM_RESTART_CLASS: dict[str, str] = {
     **{k: "run" for k in RUN_KEYS},

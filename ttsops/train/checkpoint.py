@@ -49,6 +49,32 @@ def warm_start(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
     return skipped
 
 
+def carry_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any] | None) -> bool:
+    """Load a checkpoint's optimizer state (Adam's moments and step counts) into ``opt`` but keep
+    ``opt``'s hyperparameters (learning rate, weight decay, the scheduler's ``initial_lr``): a warm
+    start whose tensors all fit then continues the optimisation instead of restarting it, as PBT's
+    exploit copies the optimizer with the weights. False (nothing changed) if the state does not fit."""
+    if not saved or len(saved.get("param_groups", ())) != len(opt.param_groups):
+        return False
+    own = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    before = opt.state_dict()
+    try:
+        opt.load_state_dict(saved)
+        fits = all(
+            t.shape == p.shape
+            for g in opt.param_groups for p in g["params"]
+            for t in opt.state.get(p, {}).values() if isinstance(t, torch.Tensor) and t.dim() > 0
+        )
+    except (ValueError, KeyError, RuntimeError):
+        fits = False
+    if not fits:
+        opt.load_state_dict(before)
+        return False
+    for group, settings in zip(opt.param_groups, own, strict=True):
+        group.update(settings)
+    return True
+
+
 class CheckpointManager:
     """Writes ``checkpoint_<step>.pt``, keeps the ``keep_n`` newest plus ``checkpoint_best.pt``."""
 

@@ -93,6 +93,9 @@ class HParams:
     lr_decay_rate: float = 0.5  # x this every lr_decay_steps after lr_decay_start
     lr_decay_steps: int = 10000
     gate_pos_weight: float = 5.0
+    # a --warm_start whose tensors all fit also takes the checkpoint's Adam moments (the new learning
+    # rate and weight decay apply): a fresh optimizer's first steps shake every weight by ~lr
+    warm_start_optimizer: bool = True
     num_workers: int = 0
     log_every_steps: int = 10
 

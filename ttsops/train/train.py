@@ -39,7 +39,7 @@ from ttsops.infra.tracking import Tag
 from ttsops.model.checkpoint import load_checkpoint
 from ttsops.model.inference import Synthesizer
 from ttsops.text.frontend import text_frontend
-from ttsops.train.checkpoint import STATE, CheckpointManager, warm_start
+from ttsops.train.checkpoint import STATE, CheckpointManager, carry_optimizer_state, warm_start
 from ttsops.train.distributed import (
     DistInfo,
     any_rank,
@@ -137,10 +137,12 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
               Tag.SOURCE_WEIGHTS: weights_digest(state["model"])}  # what ttsops reproduce restores first
     if s.warm_start:
         skipped = warm_start(trainer.model, state["model"])
+        carried = not skipped and s.hp.warm_start_optimizer and carry_optimizer_state(trainer.opt, state.get("optimizer"))
         trainer.progress.step = int(state.get("step", 0))
         trainer.progress.epoch_offset = float(state.get("global_epoch", state.get("epoch")) or 0)  # curriculum goes on
-        logger.info("warm start from %s at step %d; skipped %d tensors%s", s.checkpoint, trainer.progress.step,
-                    len(skipped), (": " + ", ".join(skipped)) if skipped else "")
+        logger.info("warm start from %s at step %d; skipped %d tensors%s; %s", s.checkpoint, trainer.progress.step,
+                    len(skipped), (": " + ", ".join(skipped)) if skipped else "",
+                    "optimizer moments carried" if carried else "fresh optimizer")
         trainer.progress.extra["warm_start_skipped"] = skipped
         trainer.progress.extra["source"] = source
         return None

@@ -151,6 +151,10 @@ def test_a_warm_start_continues_the_global_epoch_in_the_early_stop_controllers_v
     proc = run_train(*common(tiny_dataset, child, "--hparams", TINY_HPARAMS + ",epochs=1,learning_rate=5e-4",
                              "-c", ckpt, "--warm_start"))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "optimizer moments carried" in proc.stderr  # every tensor fits: Adam goes on, at the new rate
+    off = run_train(*common(tiny_dataset, tmp_path / "off", "--hparams", TINY_HPARAMS + ",warm_start_optimizer=false",
+                            "--max_steps", "1", "-c", ckpt, "--warm_start"))
+    assert off.returncode == 0 and "fresh optimizer" in off.stderr, off.stderr[-2000:]
     last = max(metric_history(parent, "global_epoch").values())
     assert last == 2.0 == max(metric_history(parent, "epoch").values())
     names = ("epoch", "global_epoch", "val_loss", "attention_alignment_score")
@@ -172,7 +176,7 @@ def test_warm_start_after_architecture_change_names_skipped_tensors(tiny_dataset
                              TINY_HPARAMS + ",encoder_embedding_dim=48", "--max_steps", "3", "-c", ckpt,
                              "--warm_start"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "warm start from" in proc.stderr
+    assert "warm start from" in proc.stderr and "fresh optimizer" in proc.stderr  # Adam's moments no longer fit
     from mlflow.tracking import MlflowClient
 
     b = json.loads((tmp_path / "b" / "train_state.json").read_text())
