@@ -72,7 +72,21 @@ def carry_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any] | No
         return False
     for group, settings in zip(opt.param_groups, own, strict=True):
         group.update(settings)
+    steps_on_cpu(opt)
     return True
+
+
+def steps_on_cpu(opt: torch.optim.Optimizer) -> None:
+    """Adam's step counts where Adam keeps them: on the CPU unless capturable or fused. A checkpoint
+    loaded with ``map_location="cuda"`` puts them on the GPU, and then every step reads each back
+    (``.item()``): a host sync per parameter."""
+    for group in opt.param_groups:
+        if group.get("capturable") or group.get("fused"):
+            continue
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st and isinstance(st.get("step"), torch.Tensor) and st["step"].device.type != "cpu":
+                st["step"] = st["step"].cpu()
 
 
 class CheckpointManager:

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ttsops.model.layers import spectral_dropout
 from ttsops.model.loss import Losses, tacotron2_loss
 from ttsops.model.tacotron2 import DecoderOutput, ModelConfig, Tacotron2
+from ttsops.train.checkpoint import steps_on_cpu
 from ttsops.train.distributed import DistInfo, all_reduce_mean, any_rank
 from ttsops.train.hparams import HParams
 from ttsops.train.reproducibility import seed_everything
@@ -172,6 +173,7 @@ class Trainer:
         """Exact resume: everything, so the continued run follows the same curve."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        steps_on_cpu(self.opt)
         self.sched.load_state_dict(state["scheduler"])
         restore_scaler(self.scaler, state.get("scaler"))
         self.cpu0 = time.process_time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -342,6 +343,7 @@ def test_a_forked_trainer_starts_with_default_stop_signals_whatever_the_tuner_in
     masks = _signal_masks(proc.pid)
     for sig in (signal.SIGINT, signal.SIGTERM):
         assert not masks["SigIgn"] & (1 << (sig - 1)) and not masks["SigBlk"] & (1 << (sig - 1)), (sig, masks)
+    assert masks["SigIgn"] & (1 << (signal.SIGPIPE - 1))  # as Python has it: a broken pipe raises, never kills
     res = w.stop(proc)
     assert (res.escalation, res.returncode) == ("SIGINT", 0)
     assert "saved on KeyboardInterrupt" in log.read_text()
@@ -380,3 +382,33 @@ def test_a_fork_server_that_cannot_start_falls_back_to_fresh_processes(tmp_path,
     assert w.wait_exit(proc, 60) and proc.returncode() == 0
     assert not _forked(w, tmp_path / "gen") and w.preload == []
     assert any(why in r.getMessage() and "fresh interpreter" in r.getMessage() for r in caplog.records)
+
+
+@LAUNCHES
+def test_a_stop_right_after_the_launch_is_not_lost(tmp_path, preload):
+    """The wrapper may signal a trainer the moment ``launch`` returns: a forked child must already lead
+    its own process group with its SIGINT handling in place (the server answers only then)."""
+    w = _wrapper(epoch_seconds=2.0, preload=preload, stop_grace_s=30.0)
+    proc = w.launch(_spec(tmp_path, epochs=50))
+    res = w.stop(proc)
+    assert res.escalation == "SIGINT" and res.seconds < 15, res  # not the 30 s grace, then SIGTERM
+    w.close()
+
+
+def test_the_fork_server_writes_the_pid_file_before_it_answers(tmp_path):
+    from ttsops.smart_tuner.trainer.fork_server import ForkServer
+
+    script = tmp_path / "probe.py"
+    script.write_text(_PROBE)
+    server = ForkServer(sys.executable, ["numpy"], dict(os.environ), tmp_path / FORK_SERVER_LOG)
+    server.start()
+    try:
+        pid, ticks = server.spawn("path", str(script), ["0"], dict(os.environ), str(tmp_path), tmp_path / "log",
+                                  tmp_path / PID_FILE, {"generation": 7})
+        info = read_pid_file(tmp_path)
+        assert info == {"generation": 7, "pid": pid, "start_ticks": ticks} and ticks is not None
+        wait_for(lambda: server.exit_code(pid) is not None, 30, "the child's exit")
+        assert server.exit_code(pid) == 0
+    finally:
+        server.close()
+    assert not server.alive

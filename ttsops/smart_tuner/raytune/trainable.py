@@ -142,8 +142,9 @@ class GenerationTrainable(tune.Trainable):
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Ray reuses this actor for another trial (or this trial with PBT's new params): a trainer
-        still running is stopped first, then the trial starts over as ``setup`` would."""
-        self.cleanup()
+        still running is stopped first, then the trial starts over as ``setup`` would (the fork server
+        stays: the actor's next trainer is forked from it)."""
+        self._stop_segment()
         self._begin(new_config)
         return True
 

@@ -75,16 +75,18 @@ def _send(fd: int, msg: dict[str, Any]) -> None:
         data = data[os.write(fd, data):]
 
 
-def _become(req: dict[str, Any], proto: tuple[int, int]) -> None:
+def _become(req: dict[str, Any], proto: tuple[int, int], ready: int) -> None:
     """In the forked child: turn into the requested command, run it, and exit as it exits."""
     import runpy
 
     os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+    for sig in (signal.SIGTERM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it: a broken pipe is an exception, not death
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
-    for fd in proto:
+    os.write(ready, b"1")  # session and signals in place: the tuner may signal it from now on
+    for fd in (*proto, ready):
         os.close(fd)
     null = os.open(os.devnull, os.O_RDONLY)
     log = os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -111,26 +113,77 @@ def _become(req: dict[str, Any], proto: tuple[int, int]) -> None:
 
 
 def _reseed() -> None:
-    """A fresh interpreter seeds numpy's and torch's global generators from the OS; forked children
-    would all share the server's (``random`` reseeds itself after a fork)."""
+    """As a fresh interpreter has them: numpy's global generator seeded from the OS (forked children
+    would share the server's), torch's at its initial seed (a fresh process always starts there;
+    ``random`` reseeds itself after a fork)."""
     np = sys.modules.get("numpy")
     if np is not None:
         np.random.seed()
     torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "seed"):
-        torch.seed()
+    if torch is not None and hasattr(torch, "default_generator"):
+        torch.default_generator.manual_seed(torch.initial_seed())
+
+
+def proc_start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), or None if gone.
+
+    A zombie counts as gone: it has exited and only waits to be reaped.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields_ = raw[raw.rfind(")") + 2 :].split()  # the command name may contain spaces
+    if fields_[0] in ("Z", "X"):
+        return None
+    return fields_[19]
+
+
+def _start_child(req: dict[str, Any], proto: tuple[int, int]) -> tuple[int, str | None]:
+    """Fork the request's child; returns once it has its own session and signal handlers, with its pid
+    file written (so a reply lost on the way still leaves the trainer findable)."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _become(req, proto, w)  # never returns: the child exits as its command does
+    os.close(w)
+    os.read(r, 1)  # b"1", or b"" if it died first
+    os.close(r)
+    ticks = proc_start_ticks(pid)  # not reaped yet: only this loop reaps
+    if req.get("pid_file"):
+        path = req["pid_file"]
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({**req.get("pid_info", {}), "pid": pid, "start_ticks": ticks}, f)
+        os.replace(tmp, path)
+    return pid, ticks
 
 
 def _reap(proto_out: int, children: set[int]) -> None:
     for pid in list(children):
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
+        except ChildProcessError:  # reaped elsewhere: its status is lost
             children.discard(pid)
+            _send(proto_out, {"exited": pid, "code": -1})
             continue
         if done:
             children.discard(pid)
             _send(proto_out, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _cuda_driver_loaded() -> bool:
+    """Whether the CUDA driver library is mapped (``torch.cuda.is_available()`` loads it without
+    ``is_initialized()`` saying so); a fork cannot carry it."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "libcuda.so" in f.read()
+    except OSError:
+        return False
 
 
 def serve(preload: list[str]) -> None:
@@ -143,6 +196,7 @@ def serve(preload: list[str]) -> None:
     os.close(null)
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the tuner stops it by closing stdin
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # inherited SIG_IGN would reap children unseen
     t0 = time.perf_counter()
     try:
         for name in preload:
@@ -151,8 +205,8 @@ def serve(preload: list[str]) -> None:
         _send(proto_out, {"error": f"importing {name}: {type(e).__name__}: {e}"})
         raise SystemExit(1) from None
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        _send(proto_out, {"error": "the preloaded modules initialised CUDA: a forked child could not use it"})
+    if (torch is not None and torch.cuda.is_initialized()) or _cuda_driver_loaded():
+        _send(proto_out, {"error": "the preloaded modules started CUDA: a forked child could not use it"})
         raise SystemExit(1)
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
@@ -173,13 +227,9 @@ def serve(preload: list[str]) -> None:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             req = json.loads(line)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                _become(req, (proto_in, proto_out))  # never returns: the child exits as its command does
+            pid, ticks = _start_child(req, (proto_in, proto_out))
             children.add(pid)
-            _send(proto_out, {"started": req["id"], "pid": pid})
+            _send(proto_out, {"started": req["id"], "pid": pid, "start_ticks": ticks})
 
 
 # --- the tuner's side ------------------------------------------------------------------------------
@@ -191,8 +241,8 @@ class ForkedTrainer:
     """A trainer the fork server started: ``pid`` and ``poll()`` as a ``Popen``. If the server is
     gone before the child, the exit status is lost: ``poll()`` says -1 once ``running()`` is False."""
 
-    def __init__(self, pid: int, server: ForkServer, running: Callable[[], bool]) -> None:
-        self.pid, self._server, self._running = pid, server, running
+    def __init__(self, pid: int, server: ForkServer, running: Callable[[], bool], start_ticks: str | None = None) -> None:
+        self.pid, self._server, self._running, self.start_ticks = pid, server, running, start_ticks
 
     def poll(self) -> int | None:
         code = self._server.exit_code(self.pid)
@@ -216,11 +266,13 @@ class ForkServer:
         self.import_s: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._cond = threading.Condition()
-        self._started: dict[int, int] = {}  # request id -> pid
+        self._started: dict[int, tuple[int, str | None]] = {}  # request id -> pid, start ticks
         self._exits: dict[int, int] = {}  # pid -> exit code
         self._error: str | None = None
         self._ready = False
         self._eof = False
+        self._closed = False
+        self._reader: threading.Thread | None = None
         self._next_id = 0
         self._lock = threading.Lock()  # one request at a time
 
@@ -230,6 +282,7 @@ class ForkServer:
 
     @property
     def alive(self) -> bool:
+        """Started and not yet at the end of its output (so no exit it reported can still be unread)."""
         with self._cond:
             return self._proc is not None and not self._eof
 
@@ -252,7 +305,8 @@ class ForkServer:
                 )
             except OSError as e:
                 raise ForkServerError(f"cannot start {self.python!r}: {e.strerror or e}") from None
-        threading.Thread(target=self._read, name="fork-server-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
+        self._reader.start()
         with self._cond:
             self._cond.wait_for(lambda: self._ready or self._error or self._eof, self.start_timeout_s)
             if self._ready:
@@ -261,21 +315,22 @@ class ForkServer:
         self.close()
         raise ForkServerError(f"{why} (log: {self.log_path})")
 
-    def spawn(self, kind: str, target: str, args: list[str], env: dict[str, str], cwd: str,
-              log: Path, timeout_s: float = 30.0) -> int:
-        """Fork one child running ``target`` with ``args``; its pid."""
+    def spawn(self, kind: str, target: str, args: list[str], env: dict[str, str], cwd: str, log: Path,
+              pid_file: Path, pid_info: dict[str, Any], timeout_s: float = 30.0) -> tuple[int, str | None]:
+        """Fork one child running ``target`` with ``args``; its pid and start ticks. The server writes
+        ``pid_file`` (``pid_info`` plus pid and start ticks) before it answers."""
         proc = self._proc
-        if proc is None or proc.stdin is None or not self.alive:
+        if proc is None or proc.stdin is None or self._closed or not self.alive:
             raise ForkServerError("the fork server is not running")
         with self._lock:
             rid = self._next_id
             self._next_id += 1
             req = {"id": rid, "kind": kind, "target": target, "argv": args, "env": env, "cwd": cwd,
-                   "log": str(log)}
+                   "log": str(log), "pid_file": str(pid_file), "pid_info": pid_info}
             try:
                 proc.stdin.write((json.dumps(req) + "\n").encode())
                 proc.stdin.flush()
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 raise ForkServerError(f"the fork server stopped reading: {e}") from None
             with self._cond:
                 self._cond.wait_for(lambda: rid in self._started or self._eof, timeout_s)
@@ -284,10 +339,11 @@ class ForkServer:
                 return self._started.pop(rid)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Close its stdin (it exits; its children run on) and reap it."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """Close its stdin (it exits; its children run on), reap it and read what it still reported."""
+        proc = self._proc
+        if proc is None or self._closed:
             return
+        self._closed = True
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -295,6 +351,8 @@ class ForkServer:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout_s)
 
     def _read(self) -> None:
         proc = self._proc
@@ -310,7 +368,9 @@ class ForkServer:
                 elif "error" in msg:
                     self._error = str(msg["error"])
                 elif "started" in msg:
-                    self._started[int(msg["started"])] = int(msg["pid"])
+                    pid = int(msg["pid"])
+                    self._exits.pop(pid, None)  # a recycled pid: an earlier child's exit is not this one's
+                    self._started[int(msg["started"])] = (pid, msg.get("start_ticks"))
                 elif "exited" in msg:
                     self._exits[int(msg["exited"])] = int(msg["code"])
                 self._cond.notify_all()

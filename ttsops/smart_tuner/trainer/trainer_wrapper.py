@@ -55,6 +55,7 @@ from ttsops.smart_tuner.trainer.fork_server import (
     ForkServer,
     ForkServerError,
     fork_target,
+    proc_start_ticks,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,21 +69,6 @@ Signaller = Callable[[int, int], None]  # (pgid, signal) -> None; os.killpg by d
 
 
 # --- processes ------------------------------------------------------------------------------------
-def proc_start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux ``/proc``), or None if gone.
-
-    A zombie counts as gone: it has exited and only waits to be reaped.
-    """
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields_ = raw[raw.rfind(")") + 2 :].split()  # the command name may contain spaces
-    if fields_[0] in ("Z", "X"):
-        return None
-    return fields_[19]
-
-
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -208,9 +194,8 @@ class TrainerWrapper:
                     )
                 except OSError as e:
                     raise TrainerError(f"cannot start trainer {argv[0]!r}: {e.strerror or e}") from None
-        proc = TrainerProcess(
-            child.pid, proc_start_ticks(child.pid), spec.gen_dir, self._clock(), child, argv
-        )
+        ticks = getattr(child, "start_ticks", None) or proc_start_ticks(child.pid)
+        proc = TrainerProcess(child.pid, ticks, spec.gen_dir, self._clock(), child, argv)
         write_pid_file(proc, spec)
         logger.info(
             "generation %d: trainer started (pid %d, attempt %d, %s%s), log %s",
@@ -223,7 +208,7 @@ class TrainerWrapper:
         )
         return proc
 
-    def _fork(self, argv: list[str], env: dict[str, str], spec: LaunchSpec, log_path: Path) -> ForkedTrainer | None:
+    def _fork(self, argv: list[str], env: dict[str, str], spec: LaunchSpec, log_path: Path) -> Child | None:
         """The launch as a child of the fork server, or None: not a Python command, no preload, or
         the server failed (then never again for this wrapper: one warning, fresh processes)."""
         target = fork_target(argv, self.python)
@@ -236,16 +221,17 @@ class TrainerWrapper:
                     f"\n=== ttsops tuner: generation {spec.generation} attempt {spec.attempt}: "
                     f"{shlex.join(argv)} (forked from the fork server, pid {server.pid})\n".encode()
                 )
-            pid = server.spawn(target[0], target[1], argv[3 if target[0] == "module" else 2:], env,
-                               os.getcwd(), log_path)
+            (spec.gen_dir / PID_FILE).unlink(missing_ok=True)  # the server writes this launch's
+            pid, ticks = server.spawn(target[0], target[1], argv[3 if target[0] == "module" else 2:], env,
+                                      os.getcwd(), log_path, spec.gen_dir / PID_FILE, pid_info(spec, argv))
         except ForkServerError as e:
             logger.warning("fork server (preload %s): %s; every launch starts a fresh interpreter",
                            ", ".join(self.preload), e)
             self.preload = []
             self.close()
-            return None
-        ticks = proc_start_ticks(pid)
-        return ForkedTrainer(pid, server, lambda: pid_alive(pid, ticks))
+            orphan = self.find_orphan(spec.gen_dir)  # forked before the answer was lost: keep watching it
+            return _Adopted(orphan.pid, orphan.start_ticks) if orphan is not None else None
+        return ForkedTrainer(pid, server, lambda: pid_alive(pid, ticks), ticks)
 
     def _fork_server(self, env: dict[str, str], log_path: Path) -> ForkServer:
         """The running server if it has this launch's import-time environment, else a new one."""
@@ -337,17 +323,25 @@ class TrainerWrapper:
         return self.trainer.train_state(Path(gen_dir))
 
 
+def pid_info(spec: LaunchSpec, argv: list[str]) -> dict[str, Any]:
+    """What the pid file says besides the pid and its start time."""
+    return {"host": socket.gethostname(), "generation": spec.generation, "attempt": spec.attempt,
+            "run_id": spec.run_id, "argv": argv}
+
+
 def write_pid_file(proc: TrainerProcess, spec: LaunchSpec) -> None:
-    info = {
-        "pid": proc.pid,
-        "start_ticks": proc.start_ticks,
-        "host": socket.gethostname(),
-        "generation": spec.generation,
-        "attempt": spec.attempt,
-        "run_id": spec.run_id,
-        "argv": proc.argv,
-    }
+    info = {"pid": proc.pid, "start_ticks": proc.start_ticks, **pid_info(spec, proc.argv)}
     atomic_write_text(spec.gen_dir / PID_FILE, json.dumps(info))
+
+
+class _Adopted:
+    """A forked trainer whose server went away before it answered: watched by its pid, as an orphan."""
+
+    def __init__(self, pid: int, start_ticks: str | None) -> None:
+        self.pid, self._ticks = pid, start_ticks
+
+    def poll(self) -> int | None:
+        return None if pid_alive(self.pid, self._ticks) else -1
 
 
 def last_line(path: Path) -> str:
