@@ -32,6 +32,7 @@ the newest checkpoint of its line with its objectives so far (``Carry``). Neithe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -44,7 +45,7 @@ from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
-from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR
+from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, line_level
 from ttsops.smart_tuner.session import StudySession
 from ttsops.smart_tuner.study import history, recovery
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
@@ -208,6 +209,10 @@ class Tuner(StudySession):
             reference = self.engine.frozen(carry.trial).user_attrs.get(REFERENCE_ATTR)
         elif plan.mode != "fresh" and (best := self.registry.best()) is not None:
             reference = best.objective
+            if best.pulled_from is None:  # this study's trial: its curve gives the line's level
+                with contextlib.suppress(TunerError):
+                    curve = self.engine.frozen(best.generation).intermediate_values
+                    reference = line_level([v for _, v in sorted(curve.items())], best.objective)
         else:
             reference = None
         if reference is not None and math.isfinite(float(reference)):

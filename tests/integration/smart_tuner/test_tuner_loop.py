@@ -30,7 +30,7 @@ from tests.integration.smart_tuner.fixtures.tuner_testkit import (
 from ttsops.registry.model_registry import BEST_FILE
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.search.baseline import BASELINE_ATTR
-from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR
+from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, line_level
 from ttsops.smart_tuner.study import history
 from ttsops.smart_tuner.trainer.generation import RunnerConfig
 from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, read_pid_file
@@ -246,7 +246,8 @@ def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus):
     t0, t1 = load_study(cfg).get_trials()
     assert t0.state == t1.state == TrialState.COMPLETE
     assert t0.params["learning_rate"] == pytest.approx(1e-3) and t0.user_attrs[BASELINE_ATTR]  # train.py's default
-    assert t1.user_attrs[REFERENCE_ATTR] == pytest.approx(t0.value)  # judged against the line it continues
+    curve = [v for _, v in sorted(t0.intermediate_values.items())]
+    assert t1.user_attrs[REFERENCE_ATTR] == pytest.approx(line_level(curve, t0.value))  # the line it continues
     assert t0.user_attrs[history.RESULT_ATTR]["attempts"] == 2
     assert "--checkpoint_path" in (gen0 / LOG_FILE).read_text().split("attempt 1")[1]
     assert read_train_state(gen0)["epoch"] == 2  # the retry trained to the generation's total

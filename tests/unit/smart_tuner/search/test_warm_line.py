@@ -11,7 +11,13 @@ from optuna.trial import TrialState, create_trial
 
 from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
-from ttsops.smart_tuner.search.warm_line import MIN_DIFFS, continuation_verdict, projection, validation_noise
+from ttsops.smart_tuner.search.warm_line import (
+    MIN_DIFFS,
+    continuation_verdict,
+    line_level,
+    projection,
+    validation_noise,
+)
 
 SPACE = {"learning_rate": ParamSpec(type="loguniform", low=1e-5, high=1e-2)}
 FRESH = [  # objectives per validation of five fresh trials: a restart transient, then a noisy level
@@ -135,3 +141,26 @@ def test_until_the_noise_is_known_the_pruner_judges_a_warm_trial():
         eng.tell(t, values[1], TrialState.COMPLETE)
     step, why = run(eng, [1.05, 1.06, 1.07])
     assert step is not None and why is None  # the median rule, as for a fresh trial
+
+
+# the demo's line (2026-12-04, generation 4's objectives) ending in a lucky validation, and the first
+# four objectives of three continuations of it (learning rates 3.4e-4, 2.3e-3, 2.9e-3)
+DEMO_LINE = [2.22, 2.164, 2.199, 2.147, 2.172, 2.178, 2.167, 2.173, 2.193, 2.016]
+DEMO_CONTINUATIONS = [[2.145, 2.131, 2.139, 2.172], [2.17, 2.152, 2.157, 2.185], [2.151, 2.131, 2.144, 2.176]]
+
+
+def test_the_line_level_ignores_a_lucky_last_validation_and_follows_a_descent():
+    assert line_level(DEMO_LINE, 2.016) == pytest.approx(2.151, abs=0.005)  # the plateau, not the dip
+    assert line_level([3.0, 2.9, 2.8, 2.7, 2.6, 2.5], 2.5) == pytest.approx(2.5)  # a steady descent: its end
+    assert line_level([2.6, 2.5, 2.2, 2.45, 2.5, 2.55], 2.2) == pytest.approx(2.5, abs=0.05)  # a dip mid-curve
+    assert line_level([2.5, 2.4], 2.4) == 2.4 and line_level([], 1.0) == 1.0  # too few: the value itself
+
+
+def test_continuations_as_good_as_the_line_run_on_against_its_level_not_its_best_validation():
+    noise = 0.0448  # the study's validation noise then
+    for values in DEMO_CONTINUATIONS:
+        args = dict(sigmas=2.0, min_step=4, horizon=12)
+        assert continuation_verdict(values, 4, 2.016, noise, **args) is not None  # pruned against the dip
+        assert continuation_verdict(values, 4, line_level(DEMO_LINE, 2.016), noise, **args) is None
+    worse = [2.3, 2.35, 2.4, 2.45]  # a continuation that does spoil the line is still pruned
+    assert continuation_verdict(worse, 4, line_level(DEMO_LINE, 2.016), noise, sigmas=2.0, min_step=4, horizon=12)
