@@ -140,11 +140,9 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
         carried = not skipped and s.hp.warm_start_optimizer and carry_optimizer_state(trainer.opt, state.get("optimizer"))
         trainer.progress.step = int(state.get("step", 0))
         trainer.progress.epoch_offset = float(state.get("global_epoch", state.get("epoch")) or 0)  # curriculum goes on
-        logger.info("warm start from %s at step %d; skipped %d tensors%s; %s", s.checkpoint, trainer.progress.step,
-                    len(skipped), (": " + ", ".join(skipped)) if skipped else "",
-                    "optimizer moments carried" if carried else "fresh optimizer")
-        trainer.progress.extra["warm_start_skipped"] = skipped
-        trainer.progress.extra["source"] = source
+        logger.info("warm start from %s at step %d; skipped %d tensors%s; %s", s.checkpoint, trainer.progress.step, len(skipped),
+                    (": " + ", ".join(skipped)) if skipped else "", "optimizer moments carried" if carried else "fresh optimizer")
+        trainer.progress.extra.update(warm_start_skipped=skipped, source=source)
         return None
     try:
         trainer.load_state_dict(state)
