@@ -119,16 +119,21 @@ def _signal_masks(pid: int) -> dict[str, int]:
     return {k: int(v, 16) for k, _, v in (ln.partition(":\t") for ln in lines) if k in ("SigIgn", "SigBlk")}
 
 
-def test_trainer_starts_with_default_stop_signals_whatever_the_tuner_inherited(tmp_path):
+_KI_TRAINER = (
+    "import sys, time\nprint('re' + 'ady', flush=True)\n"
+    "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('saved on KeyboardInterrupt'); sys.exit(0)\n"
+)
+
+
+@LAUNCHES
+def test_trainer_starts_with_default_stop_signals_whatever_the_tuner_inherited(tmp_path, preload):
     """A shell's ``ttsops tune ... &`` starts the tuner with SIGINT ignored, and ``exec`` keeps an
-    ignored signal and the signal mask: the trainer must still get its KeyboardInterrupt on SIGINT."""
-    code = (
-        "import sys, time\nprint('re' + 'ady', flush=True)\n"
-        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('saved on KeyboardInterrupt'); sys.exit(0)\n"
-    )
-    adapter = AdapterConfig(
-        command=["{python}", "-c", code], hparams_style="env_json", stop_grace_s=3.0, kill_grace_s=1.0
-    )
+    ignored signal and the signal mask (a fork server started by it inherits them too): the trainer
+    must still get its KeyboardInterrupt on SIGINT."""
+    script = tmp_path / "ki.py"
+    script.write_text(_KI_TRAINER)
+    adapter = AdapterConfig(command=["{python}", str(script)], hparams_style="env_json", preload=preload,
+                            stop_grace_s=3.0, kill_grace_s=1.0)
     w = TrainerWrapper(adapter)
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -139,12 +144,16 @@ def test_trainer_starts_with_default_stop_signals_whatever_the_tuner_inherited(t
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     log = tmp_path / "gen" / LOG_FILE
     wait_for(lambda: "\nready" in log.read_text(), 30, "process start")
+    assert _forked(w, tmp_path / "gen") == bool(preload)
     masks = _signal_masks(proc.pid)
     for sig in (signal.SIGINT, signal.SIGTERM):
         assert not masks["SigIgn"] & (1 << (sig - 1)) and not masks["SigBlk"] & (1 << (sig - 1)), (sig, masks)
+    if preload:
+        assert masks["SigIgn"] & (1 << (signal.SIGPIPE - 1))  # as Python has it: a broken pipe raises, never kills
     res = w.stop(proc)
     assert (res.escalation, res.returncode) == ("SIGINT", 0)
     assert "saved on KeyboardInterrupt" in log.read_text()
+    w.close()
 
 
 @LAUNCHES
@@ -316,37 +325,6 @@ def test_a_forked_trainer_exits_with_its_own_code(tmp_path, arg, code):
     assert _forked(w, tmp_path / "gen")
     if arg == "raise":
         assert "RuntimeError: the trainer's own error" in (tmp_path / "gen" / LOG_FILE).read_text()
-    w.close()
-
-
-def test_a_forked_trainer_starts_with_default_stop_signals_whatever_the_tuner_inherited(tmp_path):
-    """As the Popen test above, through the fork server: a tuner started with SIGINT ignored (a shell's
-    ``&``) starts its server that way too; the child must still raise KeyboardInterrupt on SIGINT."""
-    script = tmp_path / "ki.py"
-    script.write_text(
-        "import sys, time\nprint('re' + 'ady', flush=True)\n"
-        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('saved on KeyboardInterrupt'); sys.exit(0)\n"
-    )
-    adapter = AdapterConfig(command=["{python}", str(script)], hparams_style="env_json", preload=["numpy"],
-                            stop_grace_s=3.0, kill_grace_s=1.0)
-    w = TrainerWrapper(adapter)
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        proc = w.launch(_spec(tmp_path))
-    finally:
-        signal.signal(signal.SIGINT, old)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    log = tmp_path / "gen" / LOG_FILE
-    wait_for(lambda: "\nready" in log.read_text(), 30, "process start")
-    assert _forked(w, tmp_path / "gen")
-    masks = _signal_masks(proc.pid)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        assert not masks["SigIgn"] & (1 << (sig - 1)) and not masks["SigBlk"] & (1 << (sig - 1)), (sig, masks)
-    assert masks["SigIgn"] & (1 << (signal.SIGPIPE - 1))  # as Python has it: a broken pipe raises, never kills
-    res = w.stop(proc)
-    assert (res.escalation, res.returncode) == ("SIGINT", 0)
-    assert "saved on KeyboardInterrupt" in log.read_text()
     w.close()
 
 
