@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tuner_vs_baselines.py [--dataset DIR | --clips 80] [--budget-min 6]
         [--seeds 0,1,2] [--arms smart,optuna,default] [--n-trials 11] [--hparams "k=v,..."]
-        [--eval-sentences 10] [--no-eval] [--out DIR] [--json out.json] [--png curves.png]
+        [--set KEY=VALUE ...] [--eval-sentences 10] [--no-eval] [--out DIR] [--json out.json] [--png curves.png]
 
 Three arms, each given the same budget of CPU seconds, one after the other (one trainer at a time,
 ``resources.num_threads: 1``), for every seed:
@@ -174,7 +174,9 @@ class CpuMeter:
 
 # --- the arms -----------------------------------------------------------------------------------
 def arm_config(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """configs/demo.yaml, re-pointed at ``out`` and ``dataset``, changed only as the arm says."""
+    """configs/demo.yaml, re-pointed at ``out`` and ``dataset``, changed as the arm says, then ``--set``."""
+    from ttsops.config.loading import apply_overrides
+
     data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     ce = data["core_engine"]
     ce.update(
@@ -200,7 +202,7 @@ def arm_config(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Nam
         data["optimization"]["enqueue_baseline"] = False  # every trial sampled, none given
         ce["resume_from_checkpoint"] = False
         data["smart_early_stopping"] = {**data.get("smart_early_stopping", {}), "enabled": False}
-    return data
+    return apply_overrides(data, args.set, f"--set for the {arm} arm")
 
 
 def run_study(arm: str, seed: int, out: Path, dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -422,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         "--n-trials", type=int, default=11, help="tuner arms' n_trials (the budget should end them)"
     )
     ap.add_argument("--hparams", default="", help="k=v,... over the demo hparams, every arm")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override for every arm after its own changes (e.g. core_engine.epochs_per_generation=12)",
+    )
     ap.add_argument("--eval-sentences", type=int, default=10, help="in-domain sentences for the final WER")
     ap.add_argument("--no-eval", action="store_true", help="skip the final WER")
     ap.add_argument("--out", help="work directory (default: a temporary one)")
@@ -474,6 +480,7 @@ def save(
             "budget_cpu_s": args.budget_min * 60,
             "seeds": args.seeds,
             "hparams": args.hparams,
+            "set": args.set,
             "n_trials": args.n_trials,
             "eval_sentences": args.eval_sentences,
         }

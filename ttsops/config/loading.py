@@ -45,7 +45,8 @@ def _resolve_env(value: Any, key: str, source: str) -> Any:
     return _ENV_REF.sub(sub, value)
 
 
-def _apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """``key.path=value`` overrides (OmegaConf dot-list) merged into ``data``; a malformed one is a ConfigError."""
     if not overrides:
         return data
     for item in overrides:
@@ -100,7 +101,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: not UTF-8 text (offset {e.start}): is it a YAML file?") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
-    return parse_config(_apply_overrides(data, overrides or [], source), source)
+    return parse_config(apply_overrides(data, overrides or [], source), source)
 
 
 def dump_config(cfg: TunerConfig) -> str:

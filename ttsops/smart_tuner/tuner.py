@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 
 from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
+from ttsops.smart_tuner.search.line_head import LineHead
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
 from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, line_level
@@ -189,25 +190,32 @@ class Tuner(StudySession):
             why = f"resumes generation {carry.trial} after its preemption ({carry.validations} epochs done)"
             return RestartPlan("resume", carry.checkpoint, (), why), f"generation {carry.trial}: {carry.checkpoint}"
         self.pull_best()  # another host's champion, when the registry line has a better one
-        best = self.registry.best()
-        if best is None or not self.cfg.core_engine.resume_from_checkpoint:
+        line = self.line.source()
+        if line is None or not self.cfg.core_engine.resume_from_checkpoint:
             return RestartPlan(
                 "fresh",
                 None,
                 (),
-                "no checkpoint yet" if best is None else "core_engine.resume_from_checkpoint is off",
+                "no checkpoint yet" if line is None else "core_engine.resume_from_checkpoint is off",
             ), "none"
-        plan = self.scheduler.plan(params, self.registry.best_path, best.hparams)
-        source = f"generation {best.generation}: {self.registry.best_path}" if plan.checkpoint else "none"
+        plan = self.scheduler.plan(params, line.path, line.record.hparams)
+        head = " (the line's head)" if line.is_head else ""
+        source = f"generation {line.record.generation}{head}: {line.path}" if plan.checkpoint else "none"
         return plan, source
+
+    @functools.cached_property
+    def line(self) -> LineHead:
+        """The line's head (search/line_head.py): where continuations start."""
+        return LineHead(self.engine, self.registry, self.scheduler.merged, self.cfg.optimization.warm_prune_sigmas)
 
     def _judge_by_line(self, trial: Any, plan: RestartPlan, carry: Carry | None) -> None:
         """A generation that continues a line is judged against it (search/warm_line.py): a warm
-        start or resume from ``best_model.pt`` against the best's objective; a preempted one's re-run
-        against what its source was judged against."""
+        start or resume from the line's head or ``best_model.pt`` against that generation's level; a
+        preempted one's re-run against what its source was judged against."""
         if carry is not None:
             reference = self.engine.frozen(carry.trial).user_attrs.get(REFERENCE_ATTR)
-        elif plan.mode != "fresh" and (best := self.registry.best()) is not None:
+        elif plan.mode != "fresh" and (line := self.line.source()) is not None:
+            best = line.record
             reference = best.objective
             if best.pulled_from is None:  # this study's trial: its curve gives the line's level
                 with contextlib.suppress(TunerError):
@@ -227,10 +235,10 @@ class Tuner(StudySession):
         if carry is not None and carry.checkpoint is not None:
             total = self.trainer.train_state(Path(carry.checkpoint).parent) is not None
             return epochs_to_run(n, carry.validations, total, carry.epoch_base), carry.epoch_base
-        best = self.registry.best()
-        if plan.mode != "resume" or best is None:
+        line = self.line.source()
+        if plan.mode != "resume" or line is None:
             return n, 0
-        base = int((self.trainer.train_state(Path(best.source).parent) or {}).get("epoch") or 0)
+        base = int((self.trainer.train_state(Path(line.record.source).parent) or {}).get("epoch") or 0)
         return n + base, base
 
     def _inherited_alignment(self, plan: RestartPlan, carry: Carry | None) -> float | None:
@@ -238,9 +246,10 @@ class Tuner(StudySession):
         starts from its checkpoint with the weights whole (only run, safe or data hparams changed): the
         in-trial collapse rule then counts from the first validation. None for a fresh start, a changed
         architecture or features, a trainer that classes no hparams, or a preempted line's own resume."""
-        best = self.registry.best()
-        if carry is not None or plan.checkpoint is None or best is None or not plan.keeps_weights:
+        line = self.line.source()
+        if carry is not None or plan.checkpoint is None or line is None or not plan.keeps_weights:
             return None
+        best = line.record
         try:
             held = self.engine.frozen(best.generation).user_attrs.get(history.ALIGNMENT_ATTR)
         except TunerError:  # a best_model.pt from before this study's trials
@@ -335,6 +344,8 @@ class Tuner(StudySession):
         if event == "generation_finished":
             self.notifier.notify(event, generation=n, value=r.value, reason=r.reason)
             self._register(n, r, params, run_id)
+            if self.line.advance(n) and (best := self.registry.best()) is not None and best.generation != n:
+                logger.info("generation %d carries the line on: the next continuation starts from it", n)
         elif event:
             self.notifier.notify(event, generation=n, reason=r.reason)
         logger.info("generation %d: %s (%s), value %s", n, r.state, r.reason, r.value)

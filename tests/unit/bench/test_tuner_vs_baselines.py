@@ -1,12 +1,15 @@
-"""The pure parts of benchmarks/tuner_vs_baselines.py: curves, time to target, the verdict."""
+"""The pure parts of benchmarks/tuner_vs_baselines.py: curves, time to target, the verdict, each arm's config."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+
+from ttsops.errors import ConfigError
 
 _PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "tuner_vs_baselines.py"
 _spec = importlib.util.spec_from_file_location("tuner_vs_baselines", _PATH)
@@ -85,3 +88,16 @@ def test_verdict(smart, default, ratios, accepted):
 def test_json_safe_writes_null_for_non_finite():
     doc = {"ratios": [math.inf, 0.5], "best": math.nan, "curve": [(1.0, 2.0)], "n": 3}
     assert tvb.json_safe(doc) == {"ratios": [None, 0.5], "best": None, "curve": [[1.0, 2.0]], "n": 3}
+
+
+def test_arm_config_applies_set_overrides_after_the_arms_own_changes(tmp_path):
+    args = argparse.Namespace(n_trials=11, hparams="batch_size=12", set=[
+        "core_engine.epochs_per_generation=12", "optimization.pruner=hyperband"])
+    data = tvb.arm_config("optuna", 0, tmp_path, tmp_path / "data", args)
+    assert data["core_engine"]["epochs_per_generation"] == 12
+    assert data["optimization"]["pruner"] == "hyperband"  # --set wins over the arm's median pruner
+    assert data["core_engine"]["resume_from_checkpoint"] is False  # the arm's other changes stay
+    assert data["training"]["hparams"]["batch_size"] == 12
+    args.set = ["core_engine.epochs_per_generation=[oops"]
+    with pytest.raises(ConfigError, match="bad override"):
+        tvb.arm_config("smart", 0, tmp_path, tmp_path / "data", args)
