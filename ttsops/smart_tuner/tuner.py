@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 
 from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
-from ttsops.smart_tuner.search.line_head import LineHead
+from ttsops.smart_tuner.search.line_head import LineHead, LineSource
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
 from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, line_level
@@ -127,9 +127,11 @@ class Tuner(StudySession):
         trial.set_user_attr(history.WORKER_ATTR, self.me)
         trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir))
         carry = self._carry(trial.user_attrs.get(history.RESUME_ATTR))
-        plan, source = self._plan(params, carry)
-        self._judge_by_line(trial, plan, carry)
-        epochs, epoch_base = self._epochs(plan, carry)
+        resumes = carry is not None and carry.checkpoint is not None
+        line = None if resumes else self._line()  # once: another worker may move the head meanwhile
+        plan, source = self._plan(params, carry, line)
+        self._judge_by_line(trial, plan, carry, line)
+        epochs, epoch_base = self._epochs(plan, carry, line)
         trial.set_user_attr(
             history.PLAN_ATTR,
             {"mode": plan.mode, "source": source, "changed": list(plan.changed), "epoch_base": epoch_base},
@@ -159,7 +161,7 @@ class Tuner(StudySession):
             epochs,
         )
         try:
-            runner = self._runner(trial, run_id, self._inherited_alignment(plan, carry))
+            runner = self._runner(trial, run_id, self._inherited_alignment(plan, carry, line))
             result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry)
         except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
             trial.set_user_attr(history.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
@@ -185,12 +187,14 @@ class Tuner(StudySession):
         values = {int(k): float(v) for k, v in src.intermediate_values.items()}
         return Carry(src.number, ckpt, values, metrics, Streak.from_dict(resume), int(resume.get("epoch_base", 0)))
 
-    def _plan(self, params: dict[str, Any], carry: Carry | None = None) -> tuple[RestartPlan, str]:
+    def _line(self) -> LineSource | None:
+        self.pull_best()  # another host's champion, when the registry line has a better one
+        return self.line.source()
+
+    def _plan(self, params: dict[str, Any], carry: Carry | None, line: LineSource | None) -> tuple[RestartPlan, str]:
         if carry is not None and carry.checkpoint is not None:
             why = f"resumes generation {carry.trial} after its preemption ({carry.validations} epochs done)"
             return RestartPlan("resume", carry.checkpoint, (), why), f"generation {carry.trial}: {carry.checkpoint}"
-        self.pull_best()  # another host's champion, when the registry line has a better one
-        line = self.line.source()
         if line is None or not self.cfg.core_engine.resume_from_checkpoint:
             return RestartPlan(
                 "fresh",
@@ -208,13 +212,13 @@ class Tuner(StudySession):
         """The line's head (search/line_head.py): where continuations start."""
         return LineHead(self.engine, self.registry, self.scheduler.merged, self.cfg.optimization.warm_prune_sigmas)
 
-    def _judge_by_line(self, trial: Any, plan: RestartPlan, carry: Carry | None) -> None:
+    def _judge_by_line(self, trial: Any, plan: RestartPlan, carry: Carry | None, line: LineSource | None) -> None:
         """A generation that continues a line is judged against it (search/warm_line.py): a warm
         start or resume from the line's head or ``best_model.pt`` against that generation's level; a
         preempted one's re-run against what its source was judged against."""
         if carry is not None:
             reference = self.engine.frozen(carry.trial).user_attrs.get(REFERENCE_ATTR)
-        elif plan.mode != "fresh" and (line := self.line.source()) is not None:
+        elif plan.mode != "fresh" and line is not None:
             best = line.record
             reference = best.objective
             if best.pulled_from is None:  # this study's trial: its curve gives the line's level
@@ -226,7 +230,7 @@ class Tuner(StudySession):
         if reference is not None and math.isfinite(float(reference)):
             self.engine.set_reference(trial, float(reference))
 
-    def _epochs(self, plan: RestartPlan, carry: Carry | None = None) -> tuple[int, int]:
+    def _epochs(self, plan: RestartPlan, carry: Carry | None, line: LineSource | None) -> tuple[int, int]:
         """``(epochs for the launch, epoch base)``. train.py counts epochs in total and an exact
         resume restores the counter, so a resumed generation needs the checkpoint's epoch on top
         (the base, read from the ``train_state.json`` beside the source checkpoint; other trainers
@@ -235,18 +239,16 @@ class Tuner(StudySession):
         if carry is not None and carry.checkpoint is not None:
             total = self.trainer.train_state(Path(carry.checkpoint).parent) is not None
             return epochs_to_run(n, carry.validations, total, carry.epoch_base), carry.epoch_base
-        line = self.line.source()
         if plan.mode != "resume" or line is None:
             return n, 0
         base = int((self.trainer.train_state(Path(line.record.source).parent) or {}).get("epoch") or 0)
         return n + base, base
 
-    def _inherited_alignment(self, plan: RestartPlan, carry: Carry | None) -> float | None:
+    def _inherited_alignment(self, plan: RestartPlan, carry: Carry | None, line: LineSource | None) -> float | None:
         """Where the alignment held at the end of the best generation (``ALIGNMENT_ATTR``), when this one
         starts from its checkpoint with the weights whole (only run, safe or data hparams changed): the
         in-trial collapse rule then counts from the first validation. None for a fresh start, a changed
         architecture or features, a trainer that classes no hparams, or a preempted line's own resume."""
-        line = self.line.source()
         if carry is not None or plan.checkpoint is None or line is None or not plan.keeps_weights:
             return None
         best = line.record
