@@ -220,8 +220,8 @@ class Tuner(StudySession):
             reference = self.engine.frozen(carry.trial).user_attrs.get(REFERENCE_ATTR)
         elif plan.mode != "fresh" and line is not None:
             best = line.record
-            reference = best.objective
-            if best.pulled_from is None:  # this study's trial: its curve gives the line's level
+            reference = best.objective if line.level is None else line.level
+            if best.pulled_from is None and line.level is None:  # this study's trial: its curve gives the level
                 with contextlib.suppress(TunerError):
                     curve = self.engine.frozen(best.generation).intermediate_values
                     reference = line_level([v for _, v in sorted(curve.items())], best.objective)
@@ -346,8 +346,9 @@ class Tuner(StudySession):
         if event == "generation_finished":
             self.notifier.notify(event, generation=n, value=r.value, reason=r.reason)
             self._register(n, r, params, run_id)
-            if self.line.advance(n) and (best := self.registry.best()) is not None and best.generation != n:
-                logger.info("generation %d carries the line on: the next continuation starts from it", n)
+            newest = self.wrapper.latest_checkpoint(self.study_dir / "generations" / f"gen_{n:04d}")
+            if self.line.advance(n, newest) and (head := self.line.head()) and head.get("checkpoint"):
+                logger.info("generation %d carries the line on: the next one starts from %s", n, head["checkpoint"])
         elif event:
             self.notifier.notify(event, generation=n, reason=r.reason)
         logger.info("generation %d: %s (%s), value %s", n, r.state, r.reason, r.value)

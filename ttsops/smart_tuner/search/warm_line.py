@@ -39,7 +39,7 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 REFERENCE_ATTR = "ttsops.line_reference"  # the objective of the checkpoint a warm-started trial continues
-HEAD_ATTR = "ttsops.line_head"  # study attr: the generation whose kept checkpoint the line continues from
+HEAD_ATTR = "ttsops.line_head"  # study attr: the generation (its checkpoint, its level) the line continues from
 MIN_DIFFS = 4
 MIN_REL = 0.01  # the margin's floor, of |reference|: a noiseless line (a toy trainer) has noise ~0
 WINDOW = 2
@@ -74,10 +74,22 @@ def line_level(values: Sequence[float], kept: float, before: int = 4, after: int
     if not finite:
         return kept
     i = min(range(len(finite)), key=lambda k: abs(finite[k] - kept))
+    return level_at(finite, i, before, after, default=kept)
+
+
+def end_level(values: Sequence[float], before: int = 4) -> float | None:
+    """The line's level at a generation's last validation (where its newest checkpoint is): the
+    same robust line as ``line_level``, through the last ``before`` + 1 values. None without values."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return level_at(finite, len(finite) - 1, before, 0, default=finite[-1]) if finite else None
+
+
+def level_at(finite: Sequence[float], i: int, before: int, after: int, *, default: float) -> float:
+    """Theil-Sen line through ``finite[i - before : i + after + 1]`` read at ``i`` (``default`` with fewer than 3)."""
     lo, hi = max(0, i - before), min(len(finite), i + after + 1)
-    y = np.asarray(finite[lo:hi])
+    y = np.asarray(finite[lo:hi], dtype=float)
     if len(y) < 3:
-        return kept
+        return default
     x = np.arange(lo, hi, dtype=float)
     a, b = np.triu_indices(len(y), k=1)
     slope = float(np.median((y[b] - y[a]) / (x[b] - x[a])))
@@ -108,11 +120,10 @@ def continuation_verdict(
             f"trend {projected:.4g} in {ahead} validations")
 
 
-def keeps_the_line(values: Sequence[float], kept: float, reference: float, noise: float, *, sigmas: float,
-                   maximize: bool = False) -> bool:
-    """Whether a completed continuation carries the line on: its level at its kept validation
-    (``line_level`` of its own objectives) is no worse than the ``reference`` it was judged against
-    by more than the warm-line margin (``sigmas`` x ``noise``, at least ``MIN_REL``).
+def keeps_the_line(level: float, reference: float, noise: float, *, sigmas: float, maximize: bool = False) -> bool:
+    """Whether a completed continuation carries the line on: its ``level`` (``end_level`` at its
+    newest checkpoint, or ``line_level`` at its kept one) is no worse than ``reference`` by more than
+    the warm-line margin (``sigmas`` x ``noise``, at least ``MIN_REL``).
 
     Without it the next continuation starts from the best checkpoint again, and the best is the
     lowest of many noisy validations: measured on 80 clips, after a lucky 3.04 every one of six
@@ -122,7 +133,7 @@ def keeps_the_line(values: Sequence[float], kept: float, reference: float, noise
     ``HEAD_ATTR``), as population-based training keeps a member that is not clearly worse."""
     margin = max(sigmas * noise, MIN_REL * abs(reference))
     sign = -1.0 if maximize else 1.0
-    return sign * (line_level(values, kept) - reference) <= margin
+    return sign * (level - reference) <= margin
 
 
 def projection(values: Sequence[float], noise: float, ahead: int, sign: float = 1.0) -> float:
