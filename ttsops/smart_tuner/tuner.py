@@ -100,8 +100,10 @@ class Tuner(StudySession):
         if self.cfg.smart_early_stopping.enabled:
             values, align = history.generation_objectives(trials, completed_only=True)
             if len(values) >= 2:
+                done = sorted(t.number for t in trials if t.state == TrialState.COMPLETE)
                 d = self.early.decide_study(
-                    values, generation_alignment=align if any(math.isfinite(a) for a in align) else None
+                    values, generation_alignment=align if any(math.isfinite(a) for a in align) else None,
+                    line_levels=self.line.levels(done),
                 )
                 self.tracking.log_decision(self.tracking.parent_id, d, f"study_after_{len(values)}_generations")
                 if d.should_end:

@@ -145,15 +145,22 @@ class EarlyStopController:
 
     def decide_study(
         self, generation_objectives: Sequence[float], *, generation_alignment: Sequence[float] | None = None,
-        direction: Literal["minimize", "maximize"] = "minimize",
+        direction: Literal["minimize", "maximize"] = "minimize", line_levels: Sequence[float] | None = None,
     ) -> Decision:
         """End the study? ``generation_objectives``: the objective of each finished generation in
         order (NaN for a failed one); ``generation_alignment``: where each generation's alignment
         held at its end (the tuner passes the median of its last 5 scores), if known (the study
-        does not end on a plateau before some generation aligned)."""
+        does not end on a plateau before some generation aligned); ``line_levels``: the level of the
+        line's head after each of them (the study does not end while it still falls significantly)."""
         t0 = self._clock()
-        y = as_array(generation_objectives) * (-1.0 if direction == "maximize" else 1.0)
+        sign = -1.0 if direction == "maximize" else 1.0
+        y = as_array(generation_objectives) * sign
         verdicts = self._study_verdicts(y, generation_alignment)
+        if line_levels is not None:  # a gate like the in-trial training progress (rule 5), on the line
+            pat = self.cfg.tuner_patience
+            verdicts.append(training_progress_detector(
+                as_array(line_levels) * sign, window=2 * pat + 2, horizon=pat, floor=self.cfg.tuner_min_delta,
+                alpha=self.params.alpha, min_points=4, name="line_progress", what="the line's level", per="generations"))
         decision = self._study_decision(y, verdicts)
         return self._record(dataclasses.replace(decision, elapsed_ms=(self._clock() - t0) * 1e3))
 
@@ -343,10 +350,15 @@ class EarlyStopController:
             return make(Action.CONTINUE, Reason.INSUFFICIENT_DATA, 1.0, f"{y.size} generation(s) so far")
         if by["attention"].reason is Reason.NOT_YET_ALIGNED:
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0, by["attention"].message)
+        early_ok = y.size >= self.cfg.tuner_patience and wait >= max(2, math.ceil(self.cfg.tuner_patience / 2))
+        lp = by.get("line_progress")
+        if lp is not None and lp.score >= 0.5 and (wait >= self.cfg.tuner_patience or (
+                early_ok and score >= self.params.stop_threshold)):
+            return make(Action.CONTINUE, Reason.TRAINING_PROGRESS, 1.0,
+                        f"{wait} generations without a better objective, but the line still descends: {lp.message}")
         if wait >= self.cfg.tuner_patience:
             return make(Action.STOP, Reason.STUDY_NO_IMPROVEMENT, 1.0,
                         f"end study: {by['generation_patience'].message}")
-        early_ok = y.size >= self.cfg.tuner_patience and wait >= max(2, math.ceil(self.cfg.tuner_patience / 2))
         if early_ok and score >= self.params.stop_threshold:
             return self._by_vote(make, verdicts, score)
         return make(Action.CONTINUE, Reason.VOTE_CONTINUE, 1.0 - score,

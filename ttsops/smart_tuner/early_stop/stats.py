@@ -267,7 +267,8 @@ def cusum_detector(
 # --- training progress --------------------------------------------------------------------------
 def training_progress_detector(
     train_loss: Sequence[float] | np.ndarray | None, *, window: int, horizon: float, floor: float,
-    alpha: float = 0.05, min_points: int = 6,
+    alpha: float = 0.05, min_points: int = 6, name: str = "training_progress", what: str = "train_loss",
+    per: str = "validations",
 ) -> DetectorResult:
     """Is the *training* loss still falling by more than ``floor`` (relative) over ``horizon``
     validations? Prechelt's "training progress" (1998): while the model still learns the training
@@ -277,16 +278,16 @@ def training_progress_detector(
     ``train_loss`` is the value current at each validation (train.py logs it every N steps, so
     neighbouring validations often repeat a value): repeats are collapsed before Mann-Kendall and
     Sen's slope (at its median, not the optimistic end: this is a gate, not a stop signal) on the
-    last ``window`` validations. Score 1 = still progressing.
+    last ``window`` validations. Score 1 = still progressing. The study level asks the same of the
+    line's level per generation (``name`` ``line_progress``, ``what`` and ``per`` for the messages).
     """
-    name = "training_progress"
     raw = as_array(train_loss)
     idx, y = finite_points(raw[-window:])
     if y.size:
         keep = np.r_[True, np.diff(y) != 0]  # one point per logged value
         idx, y = idx[keep], y[keep]
     if y.size < min_points:
-        return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} distinct train_loss values, need {min_points}",
+        return abstain(name, Reason.INSUFFICIENT_DATA, f"{y.size} distinct {what} values, need {min_points}",
                        points=int(y.size))
     mk = mann_kendall(y, idx.astype(float), alpha=alpha)
     level = _sen_level(mk, idx, y)
@@ -295,8 +296,8 @@ def training_progress_detector(
     info: dict[str, Any] = dict(fall=fall, horizon=horizon, floor=floor, p_decreasing=mk.p_decreasing, points=int(y.size))
     if progressing:
         return result(name, 1.0, Reason.IMPROVING,
-                      f"train_loss still falling: {fall:.1%} per {horizon:g} validations at Sen's slope "
+                      f"{what} still falling: {fall:.1%} per {horizon:g} {per} at Sen's slope "
                       f"(MK p={mk.p_decreasing:.3g}) >= {floor:.1%}", voting=False, ends=False, **info)
     return result(name, 0.0, Reason.PLATEAU,
-                  f"train_loss stalled: {fall:.1%} per {horizon:g} validations (MK p={mk.p_decreasing:.3g}), "
+                  f"{what} stalled: {fall:.1%} per {horizon:g} {per} (MK p={mk.p_decreasing:.3g}), "
                   f"floor {floor:.1%}", voting=False, ends=False, **info)

@@ -26,6 +26,7 @@ noise, only a new best moves it, at its kept checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ttsops.errors import TunerError
 from ttsops.registry.model_registry import BestRecord
 from ttsops.smart_tuner.search.warm_line import (
     HEAD_ATTR,
+    LEVEL_PREFIX,
     REFERENCE_ATTR,
     end_level,
     keeps_the_line,
@@ -94,7 +96,20 @@ class LineHead:
     def advance(self, number: int, newest: Path | None = None) -> bool:
         """After generation ``number`` completed (and was registered), with ``newest`` its newest
         checkpoint: it becomes the head at that checkpoint when its end carries the line on, else at
-        its kept checkpoint when it is the new best. Returns whether it moved the head."""
+        its kept checkpoint when it is the new best. Returns whether it moved the head. The head's
+        level after it is recorded either way (``levels``: the study-level stop reads the line)."""
+        moved = self._move(number, newest)
+        head = self.head()
+        if head is not None and head.get("level") is not None:
+            self.engine.study.set_user_attr(f"{LEVEL_PREFIX}{number}", float(head["level"]))
+        return moved
+
+    def levels(self, numbers: list[int]) -> list[float]:
+        """The head's level after each of these generations (NaN where none was recorded)."""
+        attrs = self.engine.study.user_attrs
+        return [float(attrs.get(f"{LEVEL_PREFIX}{n}", math.nan)) for n in numbers]
+
+    def _move(self, number: int, newest: Path | None) -> bool:
         t = self.engine.frozen(number)
         if t.state != TrialState.COMPLETE or t.value is None:
             return False

@@ -94,6 +94,8 @@ def test_the_next_continuation_starts_where_the_head_stopped_and_the_best_stays_
     assert src.record.objective == pytest.approx(3.10) and src.record.hparams["base"] == 1
     n2, _, newest2 = generation(eng, reg, tmp_path, WORSE, reference=src.level)
     assert not line.advance(n2, newest2) and line.source().path == newest1  # worse: the head stays
+    level1 = line.source().level  # the head's level after each generation, for the study-level stop:
+    assert line.levels([n0, n1, n2, 99]) == pytest.approx([3.12, level1, level1, float("nan")], nan_ok=True)
     n3, _, newest3 = generation(eng, reg, tmp_path, AS_GOOD[0], reference=src.level)
     assert not line.advance(n3, newest3)  # as good at its best validation, but it ended rising (3.46)
     n4, ckpt4, _ = generation(eng, reg, tmp_path, [2.9, 3.3, 3.5, 3.6], reference=src.level)
