@@ -4,7 +4,10 @@ Randomness: every generator is seeded from ``hparams.seed`` before the model is 
 ``random``, NumPy's global generator, torch's CPU and CUDA generators); the model's dropout masks
 (also the fused decoder's, drawn up front for every step) and spectral/frame dropout draw from
 torch's generator in a fixed order; the data order is the sampler's own ``random.Random(seed +
-epoch)``; the train/validation split is a hash of each clip id. Nothing in a run depends on the
+epoch)``; the train/validation split is a hash of each clip id. A ``--warm_start`` reseeds the
+generators with ``seed + its source's step`` and the data order with ``seed + 1000 x its source's
+global epoch``, so a continuation does not replay its source's dropout noise and batch order (a tuner
+line of 20 generations used to train on the same 6-epoch sequence of batches and masks 20 times). Nothing in a run depends on the
 wall clock (validation comes every ``val_every_epochs`` epochs; ``cpu_minutes`` is only a metric).
 
 What differs between runs that share all of that, and why (docs/train_contract.md, "Reproducibility"):
@@ -95,11 +98,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown cpu"
 
 
+WARM_START_SEEDS = "generators: seed + the source's step; data order: seed + 1000 x the source's global epoch + epoch"
+
+
 def record_tags(seed: int, data_order: str, data_split: str, device: torch.device, deterministic: bool,
                 world_size: int = 1) -> dict[str, str]:
     """The tags of a run that say how to rerun it (see the module docstring)."""
     return {
-        Tag.SEEDS: json.dumps({"python": seed, "numpy": seed, "torch": seed, "data_order": f"{seed} + epoch"}),
+        Tag.SEEDS: json.dumps({"python": seed, "numpy": seed, "torch": seed, "data_order": f"{seed} + epoch",
+                               "warm_start": WARM_START_SEEDS}),
         Tag.DATA_ORDER: data_order,
         Tag.DATA_SPLIT: data_split,
         Tag.LIBRARIES: json.dumps(library_versions()),

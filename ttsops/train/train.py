@@ -4,8 +4,7 @@
     python -m ttsops.train ... -c runs/demo/checkpoint_00000400.pt            # exact resume
     python -m ttsops.train ... -c best.pt --warm_start --hparams "encoder_embedding_dim=256"
 
-SIGINT/SIGTERM finish the current step, write a checkpoint atomically and exit 0; a second signal
-exits at once (130).
+SIGINT/SIGTERM finish the current step, write a checkpoint atomically and exit 0; a second one: 130.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from ttsops.train.distributed import (
     shutdown,
     verify_replicas,
 )
-from ttsops.train.reproducibility import apply_determinism, record_tags, weights_digest
+from ttsops.train.reproducibility import apply_determinism, record_tags, seed_everything, weights_digest
 from ttsops.train.setup import RunSetup, resolve_setup
 from ttsops.train.tracking import Tracker
 from ttsops.train.trainer import Trainer
@@ -94,8 +93,7 @@ class StartupClock:
 
     def done(self, phase: str) -> None:
         now = time.perf_counter()
-        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.mark
-        self.mark = now
+        self.phases[phase], self.mark = self.phases.get(phase, 0.0) + now - self.mark, now
 
     def metrics(self) -> dict[str, float]:
         return {f"startup_{k}_s": v for k, v in self.phases.items()} | {"startup_s": sum(self.phases.values())}
@@ -140,6 +138,7 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
         carried = not skipped and s.hp.warm_start_optimizer and carry_optimizer_state(trainer.opt, state.get("optimizer"))
         trainer.progress.step = int(state.get("step", 0))
         trainer.progress.epoch_offset = float(state.get("global_epoch", state.get("epoch")) or 0)  # curriculum goes on
+        seed_everything(s.hp.seed + trainer.progress.step)  # new dropout noise, not its source's again (reproducibility.py)
         logger.info("warm start from %s at step %d; skipped %d tensors%s; %s", s.checkpoint, trainer.progress.step, len(skipped),
                     (": " + ", ".join(skipped)) if skipped else "", "optimizer moments carried" if carried else "fresh optimizer")
         trainer.progress.extra.update(warm_start_skipped=skipped, source=source)
@@ -194,6 +193,7 @@ class Run:
         self.clock: StartupClock | None = clock  # None once the first step has logged it
         ck = s.cfg.resources.checkpointing
         self.train_set, self.val_set, self.sampler = build_data(s, dist)  # unusable data: nothing written yet
+        self.sampler.seed += round(trainer.progress.epoch_offset * 1000)  # a warm start's own data order
         clock.done("data")
         self.ckpts = CheckpointManager(s.out_dir, ck.keep_n_checkpoints)  # creates the output directory
         self.save_every = ck.save_frequency_steps

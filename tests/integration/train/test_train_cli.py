@@ -165,6 +165,14 @@ def test_a_warm_start_continues_the_global_epoch_in_the_early_stop_controllers_v
     attention = d.verdict("attention")
     assert attention is not None and attention.details["epoch"] == last + 1
     assert json.loads((child / "train_state.json").read_text())["global_epoch"] == last + 1
+    from mlflow.tracking import MlflowClient
+
+    def data_order(out: Path) -> str:
+        run = json.loads((out / "train_state.json").read_text())["mlflow_run_id"]
+        return MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}").get_run(run).data.tags["data_order"]
+
+    # the continuation's own batch order, not its parent's first epochs again (reproducibility.py)
+    assert "seed=1234," in data_order(parent) and "seed=3234," in data_order(child)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ttsops.infra.tracking import Tag
-from ttsops.train.reproducibility import record_tags, seed_everything, weights_digest
+from ttsops.train.reproducibility import WARM_START_SEEDS, record_tags, seed_everything, weights_digest
 
 
 def draws() -> tuple[float, float, float]:
@@ -39,7 +39,8 @@ def test_the_weights_digest_sees_one_bit_and_ignores_order():
 
 def test_record_tags_say_how_to_rerun():
     tags = record_tags(1234, "bucket-shuffle/1 ...", "sha1-id/1 ...", torch.device("cpu"), False, 1)
-    assert json.loads(tags[Tag.SEEDS]) == {"python": 1234, "numpy": 1234, "torch": 1234, "data_order": "1234 + epoch"}
+    assert json.loads(tags[Tag.SEEDS]) == {"python": 1234, "numpy": 1234, "torch": 1234, "data_order": "1234 + epoch",
+                                           "warm_start": WARM_START_SEEDS}
     assert tags[Tag.TORCH_THREADS] == str(torch.get_num_threads()) and tags[Tag.DEVICE].startswith("cpu (")
     assert tags[Tag.DETERMINISTIC] == "false" and tags[Tag.WORLD_SIZE] == "1"
     libs = json.loads(tags[Tag.LIBRARIES])
