@@ -100,7 +100,7 @@ class Tuner(StudySession):
         if self.cfg.smart_early_stopping.enabled:
             values, align = history.generation_objectives(trials, completed_only=True)
             if len(values) >= 2:
-                done = sorted(t.number for t in trials if t.state == TrialState.COMPLETE)
+                done = [t.number for t in history.finished_generations(trials, completed_only=True)]
                 d = self.early.decide_study(
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None,
                     line_levels=self.line.levels(done),
@@ -125,7 +125,7 @@ class Tuner(StudySession):
         self._recover_stale()  # a worker that died on another host: its trial goes back in the queue
         trial = self.engine.ask()
         n, params = trial.number, dict(trial.params)
-        gen_dir = self.study_dir / "generations" / f"gen_{n:04d}"
+        gen_dir = self._gen_dir(n)
         trial.set_user_attr(history.WORKER_ATTR, self.me)
         trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir))
         carry = self._carry(trial.user_attrs.get(history.RESUME_ATTR))
@@ -171,6 +171,9 @@ class Tuner(StudySession):
             self.tracking.finish_child(run_id, "failed", {Tag.REASON: f"tuner error: {e}"})
             raise
         self._conclude(trial, params, run_id, result)
+
+    def _gen_dir(self, n: int) -> Path:
+        return self.study_dir / "generations" / f"gen_{n:04d}"
 
     def _carry(self, resume: dict[str, Any] | None) -> Carry | None:
         """What a re-queued preempted trial takes over (None for any other trial): the newest
@@ -348,7 +351,7 @@ class Tuner(StudySession):
         if event == "generation_finished":
             self.notifier.notify(event, generation=n, value=r.value, reason=r.reason)
             self._register(n, r, params, run_id)
-            newest = self.wrapper.latest_checkpoint(self.study_dir / "generations" / f"gen_{n:04d}")
+            newest = self.wrapper.latest_checkpoint(self._gen_dir(n))
             if self.line.advance(n, newest) and (head := self.line.head()) and head.get("checkpoint"):
                 logger.info("generation %d carries the line on: the next one starts from %s", n, head["checkpoint"])
         elif event:
@@ -357,7 +360,7 @@ class Tuner(StudySession):
         if r.refused_input:  # every generation would fail the same way: say why and stop
             raise TunerError(
                 f"the trainer refused its input (exit 2) in generation {n}: "
-                f"{last_line(self.study_dir / 'generations' / f'gen_{n:04d}' / LOG_FILE)}"
+                f"{last_line(self._gen_dir(n) / LOG_FILE)}"
             )
 
     def _register(self, n: int, r: GenerationResult, params: dict[str, Any], run_id: str) -> None:

@@ -77,6 +77,15 @@ def elapsed_s(study_attrs: dict[str, Any]) -> float:
     return sum(float(v) for k, v in study_attrs.items() if k.startswith(ELAPSED_PREFIX))
 
 
+def finished_generations(trials: list[FrozenTrial], *, completed_only: bool = False) -> list[FrozenTrial]:
+    """The finished generations in trial order, re-queued FAILs left out (with ``completed_only``,
+    every generation that did not complete): what ``generation_objectives`` lists, one per value."""
+    again = requeued_numbers(trials)
+    return [t for t in sorted(trials, key=lambda t: t.number)
+            if t.state in FINISHED and not (t.state == TrialState.FAIL and t.number in again)
+            and (not completed_only or t.state == TrialState.COMPLETE)]
+
+
 def generation_objectives(
     trials: list[FrozenTrial], *, completed_only: bool = False
 ) -> tuple[list[float], list[float]]:
@@ -84,13 +93,8 @@ def generation_objectives(
     it held at the end (``ALIGNMENT_ATTR``, the median of its last 5 scores; studies written before
     it existed: the last score; NaN if unknown); re-queued FAILs are left out, and with
     ``completed_only`` every generation that did not complete."""
-    again = requeued_numbers(trials)
     values, align = [], []
-    for t in sorted(trials, key=lambda t: t.number):
-        if t.state not in FINISHED or (t.state == TrialState.FAIL and t.number in again):
-            continue
-        if completed_only and t.state != TrialState.COMPLETE:
-            continue
+    for t in finished_generations(trials, completed_only=completed_only):
         ok = t.state == TrialState.COMPLETE and t.value is not None
         values.append(float(t.value) if ok and t.value is not None else math.nan)
         a = t.user_attrs.get(ALIGNMENT_ATTR)
