@@ -75,10 +75,10 @@ class OptimizationConfig(_Section):
     seed: int | None = 0
     # the study's first trial runs the config's own hparams for the searched keys (search/baseline.py)
     enqueue_baseline: bool = True
-    # a warm-started generation is pruned only when its last two objectives are both this many noise
-    # deviations worse than the line it continues, and its trend does not bring it back
-    # (search/warm_line.py); null: the pruner judges it
+    # a warm start is pruned when clearly worse than its line (search/warm_line.py); null: by the pruner
     warm_prune_sigmas: float | None = Field(2.0, gt=0)
+    # after this many rejected continuations the head resumes as one run, unjudged (search/line_head.py)
+    line_patience: int | None = Field(2, ge=1)
 
 
 # --- search_space ------------------------------------------------------------------------------

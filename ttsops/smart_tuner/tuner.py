@@ -46,7 +46,7 @@ from ttsops.infra.tracking import Tag
 from ttsops.smart_tuner.search.line_head import LineHead, LineSource
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
-from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, line_level
+from ttsops.smart_tuner.search.warm_line import CARRY_ON_ATTR, REFERENCE_ATTR, line_level
 from ttsops.smart_tuner.session import StudySession
 from ttsops.smart_tuner.study import history, recovery
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
@@ -123,11 +123,11 @@ class Tuner(StudySession):
 
     def _generation(self) -> None:
         self._recover_stale()  # a worker that died on another host: its trial goes back in the queue
+        self.line.queue_carry_on()  # the head resumed as one run, after line_patience rejections in a row
         trial = self.engine.ask()
         n, params = trial.number, dict(trial.params)
-        gen_dir = self._gen_dir(n)
         trial.set_user_attr(history.WORKER_ATTR, self.me)
-        trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir))
+        trial.set_user_attr(history.GEN_DIR_ATTR, str(gen_dir := self._gen_dir(n)))
         carry = self._carry(trial.user_attrs.get(history.RESUME_ATTR))
         resumes = carry is not None and carry.checkpoint is not None
         line = None if resumes else self._line()  # once: another worker may move the head meanwhile
@@ -215,14 +215,21 @@ class Tuner(StudySession):
     @functools.cached_property
     def line(self) -> LineHead:
         """The line's head (search/line_head.py): where continuations start."""
-        return LineHead(self.engine, self.registry, self.scheduler.merged, self.cfg.optimization.warm_prune_sigmas)
+        opt = self.cfg.optimization
+        return LineHead(self.engine, self.registry, self.scheduler.merged, opt.warm_prune_sigmas, opt.line_patience)
 
     def _judge_by_line(self, trial: Any, plan: RestartPlan, carry: Carry | None, line: LineSource | None) -> None:
         """A generation that continues a line is judged against it (search/warm_line.py): a warm
         start or resume from the line's head or ``best_model.pt`` against that generation's level; a
-        preempted one's re-run against what its source was judged against."""
-        if carry is not None:
-            reference = self.engine.frozen(carry.trial).user_attrs.get(REFERENCE_ATTR)
+        preempted one's re-run against what its source was judged against; a carry-on (line_head.py),
+        and any exact resume of the line (the same run going on), by nothing but the in-trial rules."""
+        source = self.engine.frozen(carry.trial).user_attrs if carry is not None else {}
+        resumes_line = carry is None and line is not None and plan.mode == "resume"  # its own hparams
+        if trial.user_attrs.get(CARRY_ON_ATTR) or source.get(CARRY_ON_ATTR) or resumes_line:  # the line as one run
+            trial.set_user_attr(CARRY_ON_ATTR, True)
+            reference = None
+        elif carry is not None:
+            reference = source.get(REFERENCE_ATTR)
         elif plan.mode != "fresh" and line is not None:
             best = line.record
             reference = best.objective if line.level is None else line.level

@@ -30,7 +30,7 @@ from tests.integration.smart_tuner.fixtures.tuner_testkit import (
 from ttsops.registry.model_registry import BEST_FILE
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.search.baseline import BASELINE_ATTR
-from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, line_level
+from ttsops.smart_tuner.search.warm_line import CARRY_ON_ATTR, HEAD_ATTR, REFERENCE_ATTR, line_level
 from ttsops.smart_tuner.study import history
 from ttsops.smart_tuner.trainer.generation import RunnerConfig
 from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, read_pid_file
@@ -325,3 +325,26 @@ def test_epochs_per_generation_is_capped_by_hyperband_max_resource(tmp_path):
     (t0,) = load_study(cfg).get_trials()
     assert t0.state == TrialState.COMPLETE and max(t0.intermediate_values) == 2
     assert t0.user_attrs[history.RESULT_ATTR]["epochs"] == 2
+
+
+@pytest.mark.usefixtures("mlflow_uri")
+def test_an_exact_resume_of_the_line_is_the_same_run_going_on(tmp_path, monkeypatch):
+    """The search space pinned to one point: every continuation is an exact resume of the line's
+    head. It is a carry-on (search/line_head.py): not judged by value, and the head wherever it
+    ends, even rising (each process gets worse after its second epoch), so the line goes on from
+    where the last one stopped instead of replaying the same hump (benchmarks/README.md, seventh run)."""
+    monkeypatch.setenv("FOREIGN_WORSEN_AFTER_EPOCH", "2")
+    data = foreign_config(tmp_path, n_trials=4, epochs=4)
+    data["search_space"] = {"lr": {"type": "choice", "choices": [0.1]}, "layers": {"type": "choice", "choices": [1]}}
+    _, cfg = write_config(tmp_path, data)
+    _tuner(cfg).run()
+    study = load_study(cfg)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for prev, t in zip(trials[1:], trials[2:], strict=False):
+        plan = t.user_attrs[history.PLAN_ATTR]
+        assert plan["mode"] == "resume" and t.user_attrs[CARRY_ON_ATTR] and REFERENCE_ATTR not in t.user_attrs
+        assert plan["source"].startswith(f"generation {prev.number} (the line's head)")
+    gen3 = tmp_path / "runs" / "foreign" / "generations" / "gen_0003"
+    assert study.user_attrs[HEAD_ATTR]["generation"] == 3
+    assert Path(study.user_attrs[HEAD_ATTR]["checkpoint"]).parent == gen3

@@ -21,11 +21,22 @@ checkpoint, ``best_model.pt``. The next continuation is judged against the head'
 study attribute (``HEAD_ATTR``: generation, checkpoint, level), so every worker of a shared study
 continues the same line. Without ``optimization.warm_prune_sigmas`` (no margin) or a known validation
 noise, only a new best moves it, at its kept checkpoint.
+
+A greedy line cannot cross a hump of its own objective that one continuous run crosses: with the
+search space pinned to the default point, a continuation from step 90 (level 3.10) rose to 3.4-3.85
+while its alignment formed, as the continuous default run does at that step, and was rejected 24
+times in a row (benchmarks/README.md, seventh run). So after ``optimization.line_patience``
+continuations in a row finished without moving the head (pruned, or completed short of the line),
+the next one is a **carry-on** (``CARRY_ON_ATTR``): the head's own hparams, so its plan is an exact
+resume (weights, optimizer, schedule, epoch), not judged by value (only the in-trial failure rules:
+never aligned, divergence, collapse) and, completed, it becomes the head at its newest checkpoint
+wherever it ends. The line then always moves on within ``line_patience`` + 1 generations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -35,6 +46,7 @@ from optuna.trial import TrialState
 from ttsops.errors import TunerError
 from ttsops.registry.model_registry import BestRecord
 from ttsops.smart_tuner.search.warm_line import (
+    CARRY_ON_ATTR,
     HEAD_ATTR,
     LEVEL_PREFIX,
     REFERENCE_ATTR,
@@ -45,6 +57,7 @@ from ttsops.smart_tuner.search.warm_line import (
 )
 from ttsops.smart_tuner.study import history
 
+logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class LineSource:
@@ -57,8 +70,10 @@ class LineSource:
 class LineHead:
     """Chooses and moves the line's head (see the module doc)."""
 
-    def __init__(self, engine: Any, registry: Any, merged_hparams: Any, sigmas: float | None) -> None:
+    def __init__(self, engine: Any, registry: Any, merged_hparams: Any, sigmas: float | None,
+                 patience: int | None = None) -> None:
         self.engine, self.registry, self._merged, self.sigmas = engine, registry, merged_hparams, sigmas
+        self.patience = patience  # optimization.line_patience
 
     def source(self) -> LineSource | None:
         """The head, when it is a completed generation of this study whose checkpoint is still there
@@ -104,6 +119,29 @@ class LineHead:
             self.engine.study.set_user_attr(f"{LEVEL_PREFIX}{number}", float(head["level"]))
         return moved
 
+    def rejections(self) -> int:
+        """Continuations finished (completed or pruned) since the head last moved: those numbered
+        after the head's generation that started from a checkpoint; none of them moved it."""
+        head = self.head()
+        if head is None:
+            return 0
+        done = self.engine.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return sum(1 for t in done if t.number > int(head["generation"])
+                   and (t.user_attrs.get(history.PLAN_ATTR) or {}).get("mode") in ("resume", "warm_start"))
+
+    def queue_carry_on(self) -> dict[str, Any] | None:
+        """After ``patience`` rejections in a row, queue the line's source's own params as the next
+        trial, a carry-on (unless one is queued or running already); returns the params queued."""
+        if self.patience is None or (rejected := self.rejections()) < self.patience:
+            return None
+        pending = self.engine.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        if any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending) or (src := self.source()) is None:
+            return None
+        params = dict(src.record.params)
+        self.engine.study.enqueue_trial(params, user_attrs={CARRY_ON_ATTR: True}, skip_if_exists=False)
+        logger.info("the line was not carried on %d times in a row: its source resumes as one run %s", rejected, params)
+        return params
+
     def levels(self, numbers: list[int]) -> list[float]:
         """The head's level after each of these generations (NaN where none was recorded)."""
         attrs = self.engine.study.user_attrs
@@ -115,7 +153,9 @@ class LineHead:
             return False
         values = [v for _, v in sorted(t.intermediate_values.items())]
         level = end_level(values)
-        if newest is not None and Path(newest).is_file() and level is not None and self._keeps(t, level, values[-1]):
+        carried = bool(t.user_attrs.get(CARRY_ON_ATTR))  # the line itself, wherever it ends
+        if newest is not None and Path(newest).is_file() and level is not None and (
+                carried or self._keeps(t, level, values[-1])):
             self.engine.study.set_user_attr(HEAD_ATTR, {"generation": number, "checkpoint": str(newest), "level": level})
             return True
         best = self.registry.best()

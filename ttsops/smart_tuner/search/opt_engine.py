@@ -42,7 +42,12 @@ from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.errors import ConfigError, TunerError
 from ttsops.smart_tuner.search.baseline import BASELINE_ATTR
 from ttsops.smart_tuner.search.samplers import PRUNERS, SAMPLERS, default_n_brackets
-from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, continuation_verdict, validation_noise
+from ttsops.smart_tuner.search.warm_line import (
+    CARRY_ON_ATTR,
+    REFERENCE_ATTR,
+    continuation_verdict,
+    validation_noise,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -241,12 +246,7 @@ class OptimizationEngine:
         t = self._trial(trial)
         last = self.last_step(t.number)
         if last is not None and step <= last:
-            logger.warning(
-                "trial %d: step %d refused, last reported step is %d (steps must increase)",
-                t.number,
-                step,
-                last,
-            )
+            logger.warning("trial %d: step %d refused, last reported step is %d (steps must increase)", t.number, step, last)
             return bool(t.should_prune())
         value = float(value)
         if math.isnan(value):
@@ -254,10 +254,10 @@ class OptimizationEngine:
             value = math.inf if self.direction == "minimize" else -math.inf
         t.report(value, step)
         self._last_step[t.number] = int(step)
+        if t.user_attrs.get(CARRY_ON_ATTR):  # the line carried on as one run: only the in-trial rules judge it
+            return False
         reference = t.user_attrs.get(REFERENCE_ATTR) if self.cfg.warm_prune_sigmas is not None else None
-        if reference is None:
-            return bool(t.should_prune())
-        return self._judge_continuation(t, float(reference), int(step))
+        return bool(t.should_prune()) if reference is None else self._judge_continuation(t, float(reference), int(step))
 
     def _judge_continuation(self, t: Trial, reference: float, step: int) -> bool:
         trials = self.study.get_trials(deepcopy=False)
@@ -271,9 +271,8 @@ class OptimizationEngine:
             min_step=self.cfg.hyperband.min_resource, maximize=self.direction == "maximize",
             horizon=self.cfg.hyperband.max_resource if self.pruner_name == "hyperband" else None,
         )
-        number = t.number
         if why:
-            self._prune_reasons[number] = why
+            self._prune_reasons[t.number] = why
         return why is not None
 
     def prune_reason(self, trial: Trial | int) -> str | None:

@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 REFERENCE_ATTR = "ttsops.line_reference"  # the objective of the checkpoint a warm-started trial continues
 HEAD_ATTR = "ttsops.line_head"  # study attr: the generation (its checkpoint, its level) the line continues from
 LEVEL_PREFIX = "ttsops.line_level."  # study attr + generation number: the head's level after it completed
+CARRY_ON_ATTR = "ttsops.carry_on"  # user attr: the head resumed with its own hparams, not judged by value (line_head.py)
 MIN_DIFFS = 4
 MIN_REL = 0.01  # the margin's floor, of |reference|: a noiseless line (a toy trainer) has noise ~0
 WINDOW = 2

@@ -13,6 +13,7 @@ from ttsops.registry.model_registry import Candidate, ModelRegistry
 from ttsops.smart_tuner.search.line_head import LineHead
 from ttsops.smart_tuner.search.opt_engine import OptimizationEngine
 from ttsops.smart_tuner.search.warm_line import (
+    CARRY_ON_ATTR,
     HEAD_ATTR,
     end_level,
     keeps_the_line,
@@ -58,10 +59,12 @@ def study(tmp_path: Path):
     return eng, reg, LineHead(eng, reg, lambda p: {"base": 1, **p}, 2.0)
 
 
-def generation(eng, reg, tmp_path: Path, values, reference=None, register=True):
+def generation(eng, reg, tmp_path: Path, values, reference=None, register=True, mode=None):
     """One completed generation: its objectives, kept checkpoint (its best validation), newest
-    checkpoint (its last) and value."""
+    checkpoint (its last) and value; ``mode``: its restart plan's."""
     t = eng.ask()
+    if mode is not None:
+        t.set_user_attr(history.PLAN_ATTR, {"mode": mode})
     if reference is not None:
         eng.set_reference(t, reference)
     for step, v in enumerate(values, start=1):
@@ -146,3 +149,53 @@ def test_a_last_validation_past_the_margin_hands_on_the_kept_checkpoint_not_the_
     assert line.advance(n0, newest0)  # the best: the head, but at its kept checkpoint
     src = line.source()
     assert src.path == reg.best_path and not src.is_head and src.level == pytest.approx(line_level(values, 3.11))
+
+
+def test_after_line_patience_rejections_the_head_carries_on_as_one_run(study, tmp_path):
+    """The pinned-space diagnostic (benchmarks/README.md, seventh run): from a head at 3.10 every
+    continuation rose to 3.4-3.85 while the alignment formed, as the continuous run does there, and
+    was pruned 24 times in a row. After ``line_patience`` rejections the head resumes with its own
+    params, is not judged by value, and becomes the head wherever it ends."""
+    eng, reg, _ = study
+    line = LineHead(eng, reg, dict, 2.0, patience=2)
+    n0, _, newest0 = generation(eng, reg, tmp_path, LINE)
+    assert line.advance(n0, newest0) and line.rejections() == 0 and line.queue_carry_on() is None
+    head_params = dict(eng.frozen(n0).params)
+    hump = [3.42, 3.61, 3.77, 3.85, 3.80]
+    for k in (1, 2):  # two continuations of the head on the hump: the warm-line rule prunes each
+        t = eng.ask()
+        t.set_user_attr(history.PLAN_ATTR, {"mode": "warm_start"})
+        eng.set_reference(t, line.source().level)
+        assert any(eng.report(t, v, step) for step, v in enumerate(hump, start=1))
+        eng.tell(t, None, TrialState.PRUNED)
+        assert line.rejections() == k
+    fresh = eng.ask()  # a fresh trial (no checkpoint) is not a rejection of the head
+    fresh.set_user_attr(history.PLAN_ATTR, {"mode": "fresh"})
+    eng.tell(fresh, 9.0, TrialState.COMPLETE)
+    assert line.rejections() == 2
+    assert line.queue_carry_on() == head_params
+    assert line.queue_carry_on() is None  # one at a time: it is queued already
+    t = eng.ask()
+    assert t.params == head_params and t.user_attrs[CARRY_ON_ATTR]
+    eng.set_reference(t, line.source().level)  # even with a reference, its value does not prune it
+    assert not any(eng.report(t, v, step) for step, v in enumerate(hump, start=1))
+    newest = tmp_path / "carried.pt"
+    newest.write_bytes(b"weights at the end of the hump")
+    eng.tell(t, min(hump), TrialState.COMPLETE)
+    assert line.advance(t.number, newest)  # ended at 3.8, far past the margin: the head all the same
+    assert line.source().path == newest and line.source().level == pytest.approx(end_level(hump))
+    assert line.rejections() == 0 and line.queue_carry_on() is None
+    assert LineHead(eng, reg, dict, 2.0, patience=None).queue_carry_on() is None
+
+
+def test_a_completed_continuation_short_of_the_line_is_a_rejection_too(study, tmp_path):
+    eng, reg, _ = study
+    line = LineHead(eng, reg, dict, 2.0, patience=1)
+    assert line.rejections() == 0 and line.queue_carry_on() is None  # no head yet
+    n0, _, newest0 = generation(eng, reg, tmp_path, LINE)
+    line.advance(n0, newest0)
+    n1, _, newest1 = generation(eng, reg, tmp_path, [3.25, 3.2, 3.15, 3.12, 3.10], reference=3.12, mode="resume")
+    assert line.advance(n1, newest1) and line.rejections() == 0  # within the margin: it moved the head
+    n2, _, newest2 = generation(eng, reg, tmp_path, WORSE, reference=line.source().level, mode="warm_start")
+    assert not line.advance(n2, newest2) and line.rejections() == 1
+    assert line.queue_carry_on() == dict(eng.frozen(n1).params)  # the head's, not the best's (n0)
