@@ -119,27 +119,29 @@ class LineHead:
             self.engine.study.set_user_attr(f"{LEVEL_PREFIX}{number}", float(head["level"]))
         return moved
 
-    def rejections(self) -> int:
-        """Continuations finished (completed or pruned) since the head last moved: those numbered
-        after the head's generation that started from a checkpoint; none of them moved it."""
+    def rejections(self) -> list[Any]:
+        """Continuations finished (completed or pruned) since the head last moved, in order: those
+        numbered after the head's generation that started from a checkpoint; none of them moved it."""
         head = self.head()
         if head is None:
-            return 0
+            return []
         done = self.engine.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        return sum(1 for t in done if t.number > int(head["generation"])
-                   and (t.user_attrs.get(history.PLAN_ATTR) or {}).get("mode") in ("resume", "warm_start"))
+        return [t for t in done if t.number > int(head["generation"])
+                and (t.user_attrs.get(history.PLAN_ATTR) or {}).get("mode") in ("resume", "warm_start")]
 
     def queue_carry_on(self) -> dict[str, Any] | None:
         """After ``patience`` rejections in a row, queue the line's source's own params as the next
-        trial, a carry-on (unless one is queued or running already); returns the params queued."""
-        if self.patience is None or (rejected := self.rejections()) < self.patience:
+        trial, a carry-on (unless one is queued or running already, or the last rejection was one: a
+        carry-on an in-trial rule stopped would be replayed); returns the params queued."""
+        rejected = self.rejections()
+        if self.patience is None or len(rejected) < self.patience or rejected[-1].user_attrs.get(CARRY_ON_ATTR):
             return None
         pending = self.engine.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
         if any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending) or (src := self.source()) is None:
             return None
         params = dict(src.record.params)
         self.engine.study.enqueue_trial(params, user_attrs={CARRY_ON_ATTR: True}, skip_if_exists=False)
-        logger.info("the line was not carried on %d times in a row: its source resumes as one run %s", rejected, params)
+        logger.info("the line was not carried on %d times in a row: its source resumes as one run %s", len(rejected), params)
         return params
 
     def levels(self, numbers: list[int]) -> list[float]:

@@ -159,7 +159,7 @@ def test_after_line_patience_rejections_the_head_carries_on_as_one_run(study, tm
     eng, reg, _ = study
     line = LineHead(eng, reg, dict, 2.0, patience=2)
     n0, _, newest0 = generation(eng, reg, tmp_path, LINE)
-    assert line.advance(n0, newest0) and line.rejections() == 0 and line.queue_carry_on() is None
+    assert line.advance(n0, newest0) and len(line.rejections()) == 0 and line.queue_carry_on() is None
     head_params = dict(eng.frozen(n0).params)
     hump = [3.42, 3.61, 3.77, 3.85, 3.80]
     for k in (1, 2):  # two continuations of the head on the hump: the warm-line rule prunes each
@@ -168,13 +168,22 @@ def test_after_line_patience_rejections_the_head_carries_on_as_one_run(study, tm
         eng.set_reference(t, line.source().level)
         assert any(eng.report(t, v, step) for step, v in enumerate(hump, start=1))
         eng.tell(t, None, TrialState.PRUNED)
-        assert line.rejections() == k
+        assert len(line.rejections()) == k
     fresh = eng.ask()  # a fresh trial (no checkpoint) is not a rejection of the head
     fresh.set_user_attr(history.PLAN_ATTR, {"mode": "fresh"})
     eng.tell(fresh, 9.0, TrialState.COMPLETE)
-    assert line.rejections() == 2
+    assert len(line.rejections()) == 2
     assert line.queue_carry_on() == head_params
     assert line.queue_carry_on() is None  # one at a time: it is queued already
+    stopped = eng.ask()  # an in-trial rule (never aligned, divergence) stops the carry-on
+    stopped.set_user_attr(history.PLAN_ATTR, {"mode": "resume"})
+    eng.tell(stopped, None, TrialState.PRUNED)
+    assert stopped.user_attrs[CARRY_ON_ATTR] and len(line.rejections()) == 3
+    assert line.queue_carry_on() is None  # replaying it exactly would end the same way: the sampler's turn
+    explored = eng.ask()
+    explored.set_user_attr(history.PLAN_ATTR, {"mode": "warm_start"})
+    eng.tell(explored, None, TrialState.PRUNED)
+    assert line.queue_carry_on() == head_params
     t = eng.ask()
     assert t.params == head_params and t.user_attrs[CARRY_ON_ATTR]
     eng.set_reference(t, line.source().level)  # even with a reference, its value does not prune it
@@ -184,18 +193,18 @@ def test_after_line_patience_rejections_the_head_carries_on_as_one_run(study, tm
     eng.tell(t, min(hump), TrialState.COMPLETE)
     assert line.advance(t.number, newest)  # ended at 3.8, far past the margin: the head all the same
     assert line.source().path == newest and line.source().level == pytest.approx(end_level(hump))
-    assert line.rejections() == 0 and line.queue_carry_on() is None
+    assert len(line.rejections()) == 0 and line.queue_carry_on() is None
     assert LineHead(eng, reg, dict, 2.0, patience=None).queue_carry_on() is None
 
 
 def test_a_completed_continuation_short_of_the_line_is_a_rejection_too(study, tmp_path):
     eng, reg, _ = study
     line = LineHead(eng, reg, dict, 2.0, patience=1)
-    assert line.rejections() == 0 and line.queue_carry_on() is None  # no head yet
+    assert len(line.rejections()) == 0 and line.queue_carry_on() is None  # no head yet
     n0, _, newest0 = generation(eng, reg, tmp_path, LINE)
     line.advance(n0, newest0)
     n1, _, newest1 = generation(eng, reg, tmp_path, [3.25, 3.2, 3.15, 3.12, 3.10], reference=3.12, mode="resume")
-    assert line.advance(n1, newest1) and line.rejections() == 0  # within the margin: it moved the head
+    assert line.advance(n1, newest1) and len(line.rejections()) == 0  # within the margin: it moved the head
     n2, _, newest2 = generation(eng, reg, tmp_path, WORSE, reference=line.source().level, mode="warm_start")
-    assert not line.advance(n2, newest2) and line.rejections() == 1
+    assert not line.advance(n2, newest2) and len(line.rejections()) == 1
     assert line.queue_carry_on() == dict(eng.frozen(n1).params)  # the head's, not the best's (n0)
