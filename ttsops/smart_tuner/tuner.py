@@ -33,6 +33,7 @@ the newest checkpoint of its line with its objectives so far (``Carry``). Neithe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -43,7 +44,8 @@ from optuna.trial import TrialState
 
 from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
-from ttsops.smart_tuner.search.line_head import LineHead, LineSource
+from ttsops.smart_tuner.early_stop.detectors import Action
+from ttsops.smart_tuner.search.line_head import CARRIED_ON, LineHead, LineSource
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
 from ttsops.smart_tuner.search.warm_line import CARRY_ON_ATTR, REFERENCE_ATTR, line_level
@@ -105,6 +107,8 @@ class Tuner(StudySession):
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None,
                     line_levels=self.line.levels(done),
                 )
+                if d.should_end and self.line.carry_on_before_end(done, self.cfg.smart_early_stopping.tuner_patience):
+                    d = dataclasses.replace(d, action=Action.CONTINUE, message=f"{d.message}; {CARRIED_ON}")
                 self.tracking.log_decision(self.tracking.parent_id, d, f"study_after_{len(values)}_generations")
                 if d.should_end:
                     self.notifier.notify("early_stop", stop=True, reasons={"message": d.message})

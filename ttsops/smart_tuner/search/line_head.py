@@ -58,6 +58,7 @@ from ttsops.smart_tuner.search.warm_line import (
 from ttsops.smart_tuner.study import history
 
 logger = logging.getLogger(__name__)
+CARRIED_ON = "but the search stalled, not the line: it carries on as one run first (a carry-on)"
 
 @dataclasses.dataclass(frozen=True)
 class LineSource:
@@ -137,12 +138,30 @@ class LineHead:
         if self.patience is None or len(rejected) < self.patience or rejected[-1].user_attrs.get(CARRY_ON_ATTR):
             return None
         pending = self.engine.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-        if any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending) or (src := self.source()) is None:
+        if any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending):
+            return None
+        logger.info("the line was not carried on %d times in a row: its source resumes as one run", len(rejected))
+        return self._enqueue()
+
+    def _enqueue(self) -> dict[str, Any] | None:
+        """Queue a carry-on: the line's source's own params (None: no source yet)."""
+        if (src := self.source()) is None:
             return None
         params = dict(src.record.params)
         self.engine.study.enqueue_trial(params, user_attrs={CARRY_ON_ATTR: True}, skip_if_exists=False)
-        logger.info("the line was not carried on %d times in a row: its source resumes as one run %s", len(rejected), params)
         return params
+
+    def carry_on_before_end(self, completed: list[int], n: int) -> bool:
+        """The study-level stop says the search stalled: unless the last ``n`` of these completed
+        generations were carry-ons already (the line as one run stalled too), a carry-on is queued
+        (or already pending) and the study goes on. False without carry-ons (``patience`` None)."""
+        if self.patience is None or not completed:
+            return False
+        attrs = [self.engine.frozen(k).user_attrs for k in completed[-n:]]
+        if len(attrs) == n and all(a.get(CARRY_ON_ATTR) for a in attrs):
+            return False
+        pending = self.engine.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        return any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending) or self._enqueue() is not None
 
     def levels(self, numbers: list[int]) -> list[float]:
         """The head's level after each of these generations (NaN where none was recorded)."""
