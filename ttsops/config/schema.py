@@ -79,6 +79,8 @@ class OptimizationConfig(_Section):
     warm_prune_sigmas: float | None = Field(2.0, gt=0)
     # after this many rejected continuations the head resumes as one run, unjudged (search/line_head.py)
     line_patience: int | None = Field(2, ge=1)
+    # what the sampler learns from: each continuation's effect on the line, or its objective (search/line_effect.py)
+    sampler_value: Literal["line_effect", "objective"] = "line_effect"
 
 
 # --- search_space ------------------------------------------------------------------------------
@@ -174,8 +176,7 @@ class SmartEarlyStoppingConfig(_Section):
 
 # --- monitoring --------------------------------------------------------------------------------
 class MlflowConfig(_Section):
-    # None = embedded store: sqlite:///<work dir>/mlflow.db with artifacts beside it (no server needed).
-    # SPEC's "http://localhost:5000" is what a team with an `mlflow server` sets here.
+    # None: embedded sqlite:///<work dir>/mlflow.db (no server); SPEC's "http://localhost:5000" needs an `mlflow server`
     tracking_uri: str | None = None
     experiment_name: str = "ttsops"
 

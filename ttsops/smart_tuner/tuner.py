@@ -45,6 +45,7 @@ from optuna.trial import TrialState
 from ttsops.errors import TunerError
 from ttsops.infra.tracking import Tag
 from ttsops.smart_tuner.early_stop.detectors import Action
+from ttsops.smart_tuner.search.line_effect import queue_proposal
 from ttsops.smart_tuner.search.line_head import CARRIED_ON, LineHead, LineSource
 from ttsops.smart_tuner.search.objective import objective, objective_weights
 from ttsops.smart_tuner.search.param_scheduler import RestartPlan
@@ -127,7 +128,8 @@ class Tuner(StudySession):
 
     def _generation(self) -> None:
         self._recover_stale()  # a worker that died on another host: its trial goes back in the queue
-        self.line.queue_carry_on()  # the head resumed as one run, after line_patience rejections in a row
+        if self.line.queue_carry_on() is None:  # the head resumed as one run after line_patience rejections, or
+            queue_proposal(self.study, self.cfg.optimization, self.cfg.search_space)  # what the line effects say
         trial = self.engine.ask()
         n, params = trial.number, dict(trial.params)
         trial.set_user_attr(history.WORKER_ATTR, self.me)
@@ -229,10 +231,9 @@ class Tuner(StudySession):
         and any exact resume of the line (the same run going on), by nothing but the in-trial rules."""
         source = self.engine.frozen(carry.trial).user_attrs if carry is not None else {}
         resumes_line = carry is None and line is not None and plan.mode == "resume"  # its own hparams
-        if trial.user_attrs.get(CARRY_ON_ATTR) or source.get(CARRY_ON_ATTR) or resumes_line:  # the line as one run
-            trial.set_user_attr(CARRY_ON_ATTR, True)
-            reference = None
-        elif carry is not None:
+        if trial.user_attrs.get(CARRY_ON_ATTR) or source.get(CARRY_ON_ATTR) or resumes_line:  # the line as one run:
+            trial.set_user_attr(CARRY_ON_ATTR, True)  # its reference is for the line effect, not judged by it
+        if carry is not None:
             reference = source.get(REFERENCE_ATTR)
         elif plan.mode != "fresh" and line is not None:
             best = line.record

@@ -30,6 +30,7 @@ from tests.integration.smart_tuner.fixtures.tuner_testkit import (
 from ttsops.registry.model_registry import BEST_FILE
 from ttsops.smart_tuner.early_stop.attention import held_alignment
 from ttsops.smart_tuner.search.baseline import BASELINE_ATTR
+from ttsops.smart_tuner.search.line_effect import PROPOSED_ATTR
 from ttsops.smart_tuner.search.warm_line import CARRY_ON_ATTR, HEAD_ATTR, REFERENCE_ATTR, line_level
 from ttsops.smart_tuner.study import history
 from ttsops.smart_tuner.trainer.generation import RunnerConfig
@@ -343,7 +344,8 @@ def test_an_exact_resume_of_the_line_is_the_same_run_going_on(tmp_path, monkeypa
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     for prev, t in zip(trials[1:], trials[2:], strict=False):
         plan = t.user_attrs[history.PLAN_ATTR]
-        assert plan["mode"] == "resume" and t.user_attrs[CARRY_ON_ATTR] and REFERENCE_ATTR not in t.user_attrs
+        assert plan["mode"] == "resume" and t.user_attrs[CARRY_ON_ATTR]
+        assert REFERENCE_ATTR in t.user_attrs  # for its line effect (search/line_effect.py), not to judge it
         assert plan["source"].startswith(f"generation {prev.number} (the line's head)")
     gen3 = tmp_path / "runs" / "foreign" / "generations" / "gen_0003"
     assert study.user_attrs[HEAD_ATTR]["generation"] == 3
@@ -376,3 +378,17 @@ def test_a_stalled_search_ends_only_after_the_line_carried_on_as_one_run(tmp_pat
     for t in trials[carried.index(True):]:
         if t.user_attrs.get(CARRY_ON_ATTR):  # the line's own params: an exact resume of its head
             assert t.user_attrs[history.PLAN_ATTR]["mode"] == "resume"
+
+
+@pytest.mark.usefixtures("mlflow_uri")
+@pytest.mark.parametrize("sampler_value", ["line_effect", "objective"])
+def test_the_sampler_learns_from_line_effects(tmp_path, sampler_value):
+    """From the third continuation on (two line effects known) the tuner queues the shadow study's
+    proposal (search/line_effect.py); with ``sampler_value: objective`` the study's sampler asks."""
+    data = foreign_config(tmp_path, n_trials=5, epochs=2, extra={"optimization": {"sampler_value": sampler_value}})
+    _, cfg = write_config(tmp_path, data)
+    _tuner(cfg).run()
+    trials = load_study(cfg).get_trials()
+    proposed = [bool(t.user_attrs.get(PROPOSED_ATTR)) for t in trials]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert proposed == ([False, False, False, True, True] if sampler_value == "line_effect" else [False] * 5)
