@@ -60,6 +60,7 @@ from ttsops.smart_tuner.study import history
 logger = logging.getLogger(__name__)
 CARRIED_ON = "but the search stalled, not the line: it carries on as one run first (a carry-on)"
 
+
 @dataclasses.dataclass(frozen=True)
 class LineSource:
     record: BestRecord  # the registry's best, or the head described as one (its generation, value, hparams)
@@ -137,8 +138,7 @@ class LineHead:
         rejected = self.rejections()
         if self.patience is None or len(rejected) < self.patience or rejected[-1].user_attrs.get(CARRY_ON_ATTR):
             return None
-        pending = self.engine.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-        if any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending):
+        if self._pending():
             return None
         logger.info("the line was not carried on %d times in a row: its source resumes as one run", len(rejected))
         return self._enqueue()
@@ -160,8 +160,12 @@ class LineHead:
         attrs = [self.engine.frozen(k).user_attrs for k in completed[-n:]]
         if len(attrs) == n and all(a.get(CARRY_ON_ATTR) for a in attrs):
             return False
+        return self._pending() or self._enqueue() is not None
+
+    def _pending(self) -> bool:
+        """A carry-on is queued or running already (by this worker or another)."""
         pending = self.engine.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-        return any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending) or self._enqueue() is not None
+        return any(t.user_attrs.get(CARRY_ON_ATTR) for t in pending)
 
     def levels(self, numbers: list[int]) -> list[float]:
         """The head's level after each of these generations (NaN where none was recorded)."""
