@@ -208,3 +208,25 @@ def test_a_completed_continuation_short_of_the_line_is_a_rejection_too(study, tm
     n2, _, newest2 = generation(eng, reg, tmp_path, WORSE, reference=line.source().level, mode="warm_start")
     assert not line.advance(n2, newest2) and len(line.rejections()) == 1
     assert line.queue_carry_on() == dict(eng.frozen(n1).params)  # the head's, not the best's (n0)
+
+
+def test_at_a_stall_a_head_clearly_worse_than_the_best_goes_back_to_the_best(study, tmp_path):
+    """Measured (eighth run, 10 CPU-min, seed 1): a continuation at lr 3e-3 / batch 24 moved the head
+    to 3.39 while the best stood at 2.87, and the study's last carry-ons trained that line on."""
+    eng, reg, _ = study
+    line = LineHead(eng, reg, dict, 2.0, patience=2)
+    n0, _, newest0 = generation(eng, reg, tmp_path, LINE)
+    n1, _, newest1 = generation(eng, reg, tmp_path, [3.3, 3.25, 3.2, 3.15, 3.2], reference=3.12, mode="warm_start")
+    eng.study.set_user_attr(HEAD_ATTR, {"generation": n1, "checkpoint": str(newest1), "level": 3.18})
+    assert line.carry_on_before_end([n0, n1], 2)  # 3.18 is within the margin of the best's 3.27: it stays
+    assert eng.study.user_attrs[HEAD_ATTR]["generation"] == n1
+    carried = eng.ask()  # the queued carry-on ran (and is no longer pending) ...
+    assert carried.user_attrs[CARRY_ON_ATTR] and line.carry_on_before_end([n0, n1], 2)  # (while it runs: pending)
+    eng.tell(carried, None, TrialState.PRUNED)
+    eng.study.set_user_attr(HEAD_ATTR, {"generation": n1, "checkpoint": str(newest1), "level": 3.9})
+    assert line.carry_on_before_end([n0, n1], 2)  # ... a head at 3.9 goes back to the best
+    assert eng.study.user_attrs[HEAD_ATTR] == {"generation": n0, "checkpoint": None, "level": pytest.approx(line_level(LINE, 3.04))}
+    src = line.source()
+    assert src.path == reg.best_path and not src.is_head
+    t = eng.ask()  # the carry-on: the champion's own params, from best_model.pt
+    assert t.params == eng.frozen(n0).params and t.user_attrs[CARRY_ON_ATTR]
