@@ -92,7 +92,9 @@ def end_level(values: Sequence[float], before: int = 4) -> float | None:
 
 
 def level_at(finite: Sequence[float], i: int, before: int, after: int, *, default: float) -> float:
-    """Theil-Sen line through ``finite[i - before : i + after + 1]`` read at ``i`` (``default`` with fewer than 3)."""
+    """Theil-Sen line through ``finite[i - before : i + after + 1]`` read at ``i`` (``default`` with fewer
+    than 3), kept within those values: a generation coming down a hump (8.12, 4.71, 3.65, 3.50, 3.85)
+    read 2.66 at its end, below every value it had, and its continuation was judged against that."""
     lo, hi = max(0, i - before), min(len(finite), i + after + 1)
     y = np.asarray(finite[lo:hi], dtype=float)
     if len(y) < 3:
@@ -100,7 +102,7 @@ def level_at(finite: Sequence[float], i: int, before: int, after: int, *, defaul
     x = np.arange(lo, hi, dtype=float)
     a, b = np.triu_indices(len(y), k=1)
     slope = float(np.median((y[b] - y[a]) / (x[b] - x[a])))
-    return float(np.median(y + slope * (i - x)))
+    return float(np.clip(np.median(y + slope * (i - x)), y.min(), y.max()))
 
 
 def continuation_verdict(

@@ -48,6 +48,7 @@ def test_the_level_at_the_end_of_a_generation():
     assert end_level([3.0, 3.0, 3.0, 3.0, 2.5]) == pytest.approx(3.0)  # a last lucky dip does not count
     assert end_level(LINE) == pytest.approx(3.12)  # the measured line went on down after its dip
     assert end_level([2.5, 2.4]) == 2.4 and end_level([]) is None and end_level([float("nan")]) is None
+    assert end_level([4.20, 7.07, 8.12, 4.71, 3.65, 3.50, 3.85]) == pytest.approx(3.50)  # down a hump: not 2.66
 
 
 @pytest.fixture
