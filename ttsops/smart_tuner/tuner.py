@@ -128,8 +128,7 @@ class Tuner(StudySession):
 
     def _generation(self) -> None:
         self._recover_stale()  # a worker that died on another host: its trial goes back in the queue
-        if self.line.queue_carry_on() is None:  # the head resumed as one run after line_patience rejections, or
-            queue_proposal(self.study, self.cfg.optimization, self.cfg.search_space)  # what the line effects say
+        self._queue_next()
         trial = self.engine.ask()
         n, params = trial.number, dict(trial.params)
         trial.set_user_attr(history.WORKER_ATTR, self.me)
@@ -146,28 +145,13 @@ class Tuner(StudySession):
         )
         if carry is not None and carry.metrics:  # what a preemption of this run would carry on
             trial.set_user_attr(history.METRICS_ATTR, carry.metrics)
-        run_id = self.tracking.open_child(
-            n,
-            params,
-            mode=plan.mode,
-            source=source,
-            reason=plan.reason,
-            attempt_of=trial.user_attrs.get(history.RETRY_OF_ATTR),
-        )
+        run_id = self.tracking.open_child(n, params, mode=plan.mode, source=source, reason=plan.reason,
+                                          attempt_of=trial.user_attrs.get(history.RETRY_OF_ATTR))
         trial.set_user_attr(history.RUN_ID_ATTR, run_id)
         logger.info("generation %d: %s (%s) params %s", n, plan.mode, plan.reason, params)
         self.notifier.notify("generation_started", generation=n, hparams=params)
-        spec = LaunchSpec(
-            n,
-            gen_dir,
-            params,
-            Checkpoint.from_plan(plan),
-            run_id,
-            self.tracking_uri,
-            self.config_path,
-            self.cfg.training.dataset,
-            epochs,
-        )
+        spec = LaunchSpec(n, gen_dir, params, Checkpoint.from_plan(plan), run_id, self.tracking_uri, self.config_path,
+                          self.cfg.training.dataset, epochs)
         try:
             runner = self._runner(trial, run_id, self._inherited_alignment(plan, carry, line))
             result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry)
@@ -177,6 +161,11 @@ class Tuner(StudySession):
             self.tracking.finish_child(run_id, "failed", {Tag.REASON: f"tuner error: {e}"})
             raise
         self._conclude(trial, params, run_id, result)
+
+    def _queue_next(self) -> None:
+        """The head resumed as one run after line_patience rejections, else what the line effects say."""
+        if self.line.queue_carry_on() is None:
+            queue_proposal(self.study, self.cfg.optimization, self.cfg.search_space)
 
     def _gen_dir(self, n: int) -> Path:
         return self.study_dir / "generations" / f"gen_{n:04d}"
