@@ -22,7 +22,6 @@ learns from changes. ``objective``: the sampler sees the objectives, as before.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -35,8 +34,6 @@ from ttsops.config import OptimizationConfig, ParamSpec
 from ttsops.smart_tuner.search.opt_engine import suggest
 from ttsops.smart_tuner.search.samplers import SAMPLERS
 from ttsops.smart_tuner.search.warm_line import REFERENCE_ATTR, end_level
-
-logger = logging.getLogger(__name__)
 
 PROPOSED_ATTR = "ttsops.proposed_by_line_effect"  # user attr: params from the shadow study
 MIN_EFFECTS = 2
@@ -69,8 +66,9 @@ def propose(study: optuna.Study, cfg: OptimizationConfig, space: dict[str, Param
     """The next generation's params from the shadow study (None: the study's sampler decides)."""
     if cfg.sampler_value != "line_effect" or str(cfg.sampler) not in TPE_SAMPLERS:
         return None
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    seeded = cfg.model_copy(update={"seed": (cfg.seed or 0) + len(study.get_trials(deepcopy=False))})
+    everything = study.get_trials(deepcopy=False)  # one read of the storage per proposal
+    trials = [t for t in everything if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    seeded = cfg.model_copy(update={"seed": (cfg.seed or 0) + len(everything)})
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory" per generation
     try:

@@ -136,9 +136,8 @@ class LineHead:
         trial, a carry-on (unless one is queued or running already, or the last rejection was one: a
         carry-on an in-trial rule stopped would be replayed); returns the params queued."""
         rejected = self.rejections()
-        if self.patience is None or len(rejected) < self.patience or rejected[-1].user_attrs.get(CARRY_ON_ATTR):
-            return None
-        if self._pending():
+        if (self.patience is None or len(rejected) < self.patience or rejected[-1].user_attrs.get(CARRY_ON_ATTR)
+                or self._pending()):
             return None
         logger.info("the line was not carried on %d times in a row: its source resumes as one run", len(rejected))
         return self._enqueue()
@@ -174,8 +173,8 @@ class LineHead:
         if best is None or head is None or level is None or best.pulled_from is not None:
             return
         noise = validation_noise(self.engine.study.get_trials(deepcopy=False)) or 0.0
-        if int(head["generation"]) == best.generation or head.get("level") is None or keeps_the_line(
-                float(head["level"]), level, noise, sigmas=float(self.sigmas or 0), maximize=self.engine.direction == "maximize"):
+        if int(head["generation"]) == best.generation or head.get("level") is None or self._within(
+                float(head["level"]), level, noise):
             return
         logger.info("the line's head (generation %s, level %.4g) goes back to the best, generation %d (level %.4g)",
                     head["generation"], float(head["level"]), best.generation, level)
@@ -218,12 +217,15 @@ class LineHead:
         if noise is None:
             return False
         refs = [float(r) for r in (t.user_attrs.get(REFERENCE_ATTR), self._best_level()) if r is not None]
-        maximize = self.engine.direction == "maximize"
         if not refs:
             return False
-        reference = max(refs) if maximize else min(refs)
-        return all(keeps_the_line(v, reference, noise, sigmas=float(self.sigmas), maximize=maximize)
-                   for v in (level, last))
+        reference = max(refs) if self.engine.direction == "maximize" else min(refs)
+        return all(self._within(v, reference, noise) for v in (level, last))
+
+    def _within(self, level: float, reference: float, noise: float) -> bool:
+        """``level`` no worse than ``reference`` by more than the warm-line margin (warm_line.keeps_the_line)."""
+        return keeps_the_line(level, reference, noise, sigmas=float(self.sigmas or 0),
+                              maximize=self.engine.direction == "maximize")
 
     def _best_level(self) -> float | None:
         """The best generation's level at its kept validation (its objective when pulled from elsewhere)."""
