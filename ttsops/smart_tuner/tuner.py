@@ -154,7 +154,7 @@ class Tuner(StudySession):
                           self.cfg.training.dataset, epochs)
         try:
             runner = self._runner(trial, run_id, self._inherited_alignment(plan, carry, line))
-            result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry)
+            result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry, self._kept(plan, line))
         except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
             trial.set_user_attr(history.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
             self.engine.tell(trial, None, TrialState.FAIL)
@@ -183,7 +183,7 @@ class Tuner(StudySession):
             return Carry(src.number, None, {}, {}, Streak.from_dict(resume))
         hist = self.store.history(src.number)
         steps = [s for s, _ in hist.get(VALUE_METRIC, [])]
-        metrics = metrics_at(hist, max(steps)) if steps else dict(src.user_attrs.get(history.METRICS_ATTR) or {})
+        metrics = {**(src.user_attrs.get(history.METRICS_ATTR) or {}), **(metrics_at(hist, max(steps)) if steps else {})}
         values = {int(k): float(v) for k, v in src.intermediate_values.items()}
         return Carry(src.number, ckpt, values, metrics, Streak.from_dict(resume), int(resume.get("epoch_base", 0)))
 
@@ -264,6 +264,12 @@ class Tuner(StudySession):
             held = None
         held = best.metrics.get("attention_alignment_score") if held is None else held
         return float(held) if held is not None else None
+
+    @staticmethod
+    def _kept(plan: RestartPlan, line: LineSource | None) -> dict[str, float] | None:
+        """The metrics the line's checkpoint was kept with: what this generation reads for a metric on a
+        schedule (``mcd``, ``asr_wer``) until it measures it (train.py's cadence goes on along the line)."""
+        return dict(line.record.metrics) if line is not None and plan.checkpoint is not None else None
 
     def _runner(self, trial: Any, run_id: str, inherited: float | None = None) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early

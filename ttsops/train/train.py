@@ -138,6 +138,7 @@ def restore(trainer: Trainer, s: RunSetup) -> str | None:
         carried = not skipped and s.hp.warm_start_optimizer and carry_optimizer_state(trainer.opt, state.get("optimizer"))
         trainer.progress.step = int(state.get("step", 0))
         trainer.progress.epoch_offset = float(state.get("global_epoch", state.get("epoch")) or 0)  # curriculum goes on
+        trainer.progress.validations = 0 if skipped else int(state.get("validations", 0))  # the same weights' cadence
         seed_everything(s.hp.seed + trainer.progress.step)  # new dropout noise, not its source's again (reproducibility.py)
         logger.info("warm start from %s at step %d; skipped %d tensors%s; %s", s.checkpoint, trainer.progress.step, len(skipped),
                     (": " + ", ".join(skipped)) if skipped else "", "optimizer moments carried" if carried else "fresh optimizer")
@@ -204,7 +205,6 @@ class Run:
         clock.done("tracking")
         self.config_yaml = s.config_yaml
         self.last_ckpt: Path | None = None
-        self.n_validations = 0
         self.last_validated = -1  # global step of the latest validation
         self.probe: Any = None  # the intelligibility probe, made at its first use (it loads the ASR)
 
@@ -251,8 +251,8 @@ class Run:
 
     def validate_and_log(self, last: bool = False) -> None:
         t, hp = self.trainer, self.trainer.hp
-        self.n_validations += 1
-        cadence = Cadence.of(self.n_validations, hp.audio_metrics_every, hp.intelligibility_every, last)
+        t.progress.validations += 1
+        cadence = Cadence.of(t.progress.validations, hp.audio_metrics_every, hp.intelligibility_every, last)
         metrics, samples = validate(t, self.val_set, hp.batch_size, cadence)
         if cadence.intelligibility and self.dist.is_main:
             metrics.update(self.intelligibility())

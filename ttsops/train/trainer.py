@@ -77,6 +77,9 @@ class Progress:
     # loaded (its curriculum goes on from there); an exact resume restores it
     epoch_offset: float = 0.0
     cpu_seconds: float = 0.0  # CPU time of this run's processes before this one (resume keeps it)
+    # validations of the line: this run's, all processes, plus those of a warm start's source whose
+    # weights it took whole (what the audio and intelligibility cadence counts, validate.py)
+    validations: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -164,6 +167,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "epoch_offset": p.epoch_offset,
+            "validations": p.validations,
             "best_val_loss": p.best_val_loss, "cpu_seconds": p.cpu_seconds + time.process_time() - self.cpu0,
             "hparams": self.hp.to_dict(), "rng": rng_state(),
             "config": config_yaml, "format": "ttsops-tacotron2/1",
@@ -179,5 +183,6 @@ class Trainer:
         self.cpu0 = time.process_time()
         self.progress = Progress(state["step"], state["epoch"], state.get("batch_in_epoch", 0),
                                  state.get("best_val_loss", math.inf), cpu_seconds=state.get("cpu_seconds", 0.0),
-                                 epoch_offset=float(state.get("epoch_offset", 0.0)))
+                                 epoch_offset=float(state.get("epoch_offset", 0.0)),
+                                 validations=int(state.get("validations", 0)))
         set_rng_state(state["rng"])

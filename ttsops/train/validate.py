@@ -1,18 +1,21 @@
 """One validation pass: losses, attention health, free-running fidelity, and on a schedule audio
 quality, intelligibility and samples for people.
 
-Cadence (validations are every ``val_every_epochs`` epochs; ``N``-th counts this process's validations
-and the run's last one is always complete):
+Cadence (validations are every ``val_every_epochs`` epochs; ``N``-th counts the validations of the
+line: every process of this run, and a warm start's source when its weights were taken whole, so a
+tuner generation continuing a line does not pay a complete validation at its start; the line's
+first validation and the run's last one are always complete):
 
 | metrics | when |
 |---|---|
 | ``val_loss``, ``mel_loss``, ``gate_loss``, ``attention_alignment_score``, ``attention_entropy`` | every validation |
 | ``free_running_distance``, ``free_running_length_ratio`` | every validation |
-| ``mcd``, ``pesq``, ``stoi`` + alignment/mel images and free-running audio | the first and every ``audio_metrics_every``-th |
+| ``mcd``, ``pesq``, ``stoi`` + alignment/mel images and free-running audio | the line's first and every ``audio_metrics_every``-th |
 | ``asr_wer``, ``asr_cer``, ``speaking_rate_ratio``, ``asr_wer_<list>`` | every ``intelligibility_every``-th and the last (0: the last only, -1: never) |
 
-So everything the tuner's objective and the early-stop detectors read (the losses, the attention
-score, the free-running distance) is fresh at every validation.
+So everything the early-stop detectors read (the losses, the attention score, the free-running
+distance) is fresh at every validation; the tuner's objective reads a scheduled metric (``mcd``,
+``asr_wer``) as its latest value on the line (the checkpoint's, until this run measures it again).
 
 Attention is measured on the *prior-free* teacher-forced alignments (what the model has learned,
 not what the training prior imposes). Audio metrics vocode the teacher-forced postnet mel with
@@ -52,7 +55,7 @@ class Cadence:
 
     @classmethod
     def of(cls, n: int, audio_every: int, intelligibility_every: int, last: bool = False) -> Cadence:
-        """``n`` = 1 for this process's first validation."""
+        """``n``: the line's validation count, 1 for its first (``Progress.validations``)."""
         return cls(audio=last or n == 1 or audio_every <= 1 or n % audio_every == 0,
                    intelligibility=intelligibility_every >= 0 and (
                        last or (intelligibility_every > 0 and n % intelligibility_every == 0)))

@@ -271,6 +271,36 @@ def test_real_train_py_study_with_a_killed_trainer(tmp_path, tiny_corpus):
     assert champion.run_id == best.user_attrs[history.RUN_ID_ATTR]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("mlflow_uri")
+def test_a_continuation_reads_the_lines_audio_metrics_until_it_measures_them(tmp_path, tiny_corpus):
+    """train.py counts the audio cadence along the line, so the second generation's first validation has no
+    mcd/pesq/stoi of its own: its objective takes them from the checkpoint it continues (not the worst case)."""
+    from tests.helpers import TINY
+    from ttsops.smart_tuner.search.objective import objective, objective_weights
+
+    pinned = {"learning_rate": {"type": "choice", "choices": [1e-3]},
+              "encoder_embedding_dim": {"type": "choice", "choices": [32]}}
+    data = real_config(tmp_path, tiny_corpus, n_trials=2, epochs=2, extra={
+        "search_space": pinned, "training": {"hparams": {**TINY, "epochs": 2, "audio_metrics_every": 10}}})
+    _, cfg = write_config(tmp_path, data)
+    assert _tuner(cfg).run().status == "finished"
+    t0, t1 = load_study(cfg).get_trials()
+    assert t1.user_attrs[history.PLAN_ATTR]["mode"] in ("resume", "warm_start")
+    client = mlflow_client(cfg)
+    run = t1.user_attrs[history.RUN_ID_ATTR]
+    first = min(m.step for m in client.get_metric_history(run, "val_loss"))
+    assert first not in {m.step for m in client.get_metric_history(run, "mcd")}  # not measured at its start
+    own: dict[str, float] = {}
+    for name in client.get_run(run).data.metrics:
+        at = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run, name) if m.step <= first)
+        if at and name not in ("objective", "tuner_epoch"):
+            own[name] = at[-1][2]
+    weights = objective_weights(cfg)
+    assert t1.intermediate_values[1] == pytest.approx(objective({**t0.user_attrs[history.METRICS_ATTR], **own}, weights))
+    assert t1.intermediate_values[1] < objective(own, weights)  # without them: mcd, stoi, pesq at their worst
+
+
 @pytest.mark.slow  # two tuner processes: about a minute here
 @pytest.mark.usefixtures("mlflow_uri")
 def test_two_tuner_workers_share_one_study(tmp_path):

@@ -176,6 +176,35 @@ def test_a_warm_start_continues_the_global_epoch_in_the_early_stop_controllers_v
 
 
 @pytest.mark.slow
+def test_the_audio_cadence_counts_the_lines_validations_not_the_processes(tiny_dataset, tmp_path) -> None:
+    """A continuation (exact resume, or a warm start whose tensors all fit) goes on counting its source's
+    validations: no complete validation at its start (the tuner reads the checkpoint's audio metrics until
+    the cadence comes round); a warm start that skipped tensors is a new line whose first one is complete."""
+    hp = TINY_HPARAMS + ",audio_metrics_every=4"
+
+    def audio_at(out: Path) -> list[int]:  # which of the run's validations (1-based) had mcd/pesq/stoi
+        steps, pesq = sorted(metric_history(out, "val_loss")), metric_history(out, "pesq")
+        return [i + 1 for i, s in enumerate(steps) if s in pesq]
+
+    parent = tmp_path / "parent"
+    assert run_train(*common(tiny_dataset, parent, "--hparams", hp + ",epochs=2")).returncode == 0
+    assert audio_at(parent) == [1, 2]  # the line's first, the run's last
+    ckpt = json.loads((parent / "train_state.json").read_text())["last_checkpoint"]
+    assert torch.load(ckpt, weights_only=False)["validations"] == 2
+    runs = {"warm": (hp + ",epochs=3,learning_rate=5e-4", "--warm_start"),  # the line's 3rd, 4th, 5th
+            "resume": (hp + ",epochs=4", None),  # the same run's 3rd and 4th
+            "new_line": (hp + ",epochs=3,encoder_embedding_dim=48", "--warm_start")}
+    for name, (hparams, flag) in runs.items():
+        proc = run_train(*common(tiny_dataset, tmp_path / name, "--hparams", hparams, "-c", ckpt,
+                                 *([flag] if flag else [])))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert audio_at(tmp_path / "warm") == [2, 3]  # the line's 4th and the run's last, not its first
+    resumed = sorted(s for s in metric_history(tmp_path / "resume", "val_loss") if s > 0)[-2:]
+    assert [s in metric_history(tmp_path / "resume", "pesq") for s in resumed] == [False, True]
+    assert audio_at(tmp_path / "new_line") == [1, 3]
+
+
+@pytest.mark.slow
 def test_warm_start_after_architecture_change_names_skipped_tensors(tiny_dataset, tmp_path) -> None:
     first = tmp_path / "a"
     assert run_train(*common(tiny_dataset, first, "--hparams", TINY_HPARAMS, "--max_steps", "2")).returncode == 0

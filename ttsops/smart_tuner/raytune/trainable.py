@@ -159,6 +159,7 @@ class GenerationTrainable(tune.Trainable):
         self._bridge = _Bridge()
         self._run_id: str | None = None
         self._value: float | None = None
+        self._kept_with: dict[str, float] | None = None  # the metrics of the checkpoint it starts from
 
     # --- results ----------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -228,7 +229,7 @@ class GenerationTrainable(tune.Trainable):
 
         def run() -> None:
             try:
-                self._bridge.out.put(("done", runner.run(None, spec, watcher)))
+                self._bridge.out.put(("done", runner.run(None, spec, watcher, None, self._kept_with)))
             except BaseException as e:  # the trial fails with it; never a silent hang
                 self._bridge.out.put(("error", e))
             finally:
@@ -305,6 +306,7 @@ class GenerationTrainable(tune.Trainable):
             "objective": self._value,
             "file": None if ckpt is None else ckpt.name,
             "validations": self.iteration,
+            "metrics": self._bridge.metrics,  # what a scheduled metric (mcd, asr_wer) reads until re-measured
         }
         if ckpt is not None:
             shutil.copy2(ckpt, out / ckpt.name)
@@ -327,6 +329,7 @@ class GenerationTrainable(tune.Trainable):
             if (src / name).is_file():
                 shutil.copy2(src / name, start / name)
         plan = self.scheduler.plan(dict(self.params), start / meta["file"], dict(meta["hparams"]))
+        self._kept_with = dict(meta.get("metrics") or {})
         own = int(meta["trial"]) == self.index
         if own:
             why = f"trial {self.index} resumes its own checkpoint ({plan.reason})"

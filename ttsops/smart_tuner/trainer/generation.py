@@ -4,7 +4,9 @@ epoch, prune, detect crashes and stalls, retry.
 What counts as an epoch: a record of the adapter's ``epoch_metric`` (train.py logs ``epoch`` at each
 validation). It is *ready* once ``val_loss`` has arrived at the same global step, or after
 ``settle_polls`` further polls (a trainer that logs validation under another step). The metrics of
-that validation are, per metric, the latest value at or before its step; ``objective_fn`` turns
+that validation are, per metric, the latest value at or before its step (a metric on a schedule
+that this run has not measured yet, e.g. ``mcd`` or ``asr_wer``, is the one the checkpoint it
+started from was kept with: the line's latest, as train.py counts its cadence); ``objective_fn`` turns
 them into one number, reported to the trial at step = the number of validations *in this
 generation* (1, 2, ...). So the pruner compares generations by epochs spent in them, never by the
 trainer's global step: a generation warm-started at global step 5000 is at step 1 after its first
@@ -36,7 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +118,7 @@ class _State:
         self.validations = 0
         self.value: float | None = None
         self.metrics: dict[str, float] = {}
+        self.inherited: dict[str, float] = {}  # what a metric this run has not measured yet reads
         self.last_progress = now
         self.launched_at = now
         self.saw_metric = False
@@ -161,9 +164,12 @@ class GenerationRunner:
         names = {adapter.epoch_metric, adapter.metric_map.get(adapter.epoch_metric, adapter.epoch_metric)}
         self._epoch_names = names
 
-    def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher, carry: Carry | None = None) -> GenerationResult:
+    def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher, carry: Carry | None = None,
+            kept_with: Mapping[str, float] | None = None) -> GenerationResult:
+        """``kept_with``: the metrics of the checkpoint the trainer starts from (a carry's own when None)."""
         kept = KeptCheckpoint(Path(spec.gen_dir), self.wrapper.checkpoint_at, self.wrapper.train_state)
         st = _State(spec, self._clock(), kept)
+        st.inherited = dict(kept_with if kept_with is not None else carry.metrics if carry is not None else {})
         if carry is not None:
             self._take_over(trial, st, carry)
         tracker = ValidationTracker(self._epoch_names, self.cfg.settle_polls)
@@ -238,7 +244,7 @@ class GenerationRunner:
             return False
         history = self.store.history(st.spec.generation)
         for step, logged_at in ready:
-            metrics = metrics_at(history, step)
+            metrics = {**st.inherited, **metrics_at(history, step)}
             value = float(self.objective_fn(metrics))
             st.validations += 1
             st.value, st.metrics = value, metrics
