@@ -231,3 +231,12 @@ def test_at_a_stall_a_head_clearly_worse_than_the_best_goes_back_to_the_best(stu
     assert src.path == reg.best_path and not src.is_head
     t = eng.ask()  # the carry-on: the champion's own params, from best_model.pt
     assert t.params == eng.frozen(n0).params and t.user_attrs[CARRY_ON_ATTR]
+    for step, v in enumerate([3.5, 3.6, 3.7], start=1):
+        eng.report(t, v, step)
+    eng.tell(t, 3.5, TrialState.COMPLETE)
+    newest = tmp_path / "carried.pt"
+    newest.write_bytes(b"the champion's line, three validations on")
+    assert line.advance(t.number, newest)  # the head wherever it ends, clearly worse than the best ...
+    assert line.carry_on_before_end([n0, n1, t.number], 2)
+    assert eng.study.user_attrs[HEAD_ATTR]["generation"] == t.number  # ... and it stays: going back would replay it
+    assert line.source().path == newest
