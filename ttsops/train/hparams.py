@@ -36,7 +36,7 @@ class HParams:
     val_every_steps: int = 0
     n_audio_metric_clips: int = 2  # val clips vocoded for mcd/pesq/stoi
     n_free_running_clips: int = 2  # val clips synthesised free-running for free_running_distance
-    audio_metrics_every: int = 4  # mcd/pesq/stoi, images and audio every N-th validation (and the last)
+    audio_metrics_every: int = 4  # mcd/pesq/stoi, images and audio every N-th validation of the line (and the last)
     intelligibility_every: int = 0  # asr_wer etc. every N-th validation and the last; 0: the last only; -1: never
     intelligibility_sentences: int = 10  # sentences of each held-out list spoken per intelligibility check
     # --- data / audio (FEATURE_KEYS) ---
