@@ -103,12 +103,14 @@ class Tuner(StudySession):
         if self.cfg.smart_early_stopping.enabled:
             values, align = history.generation_objectives(trials, completed_only=True)
             if len(values) >= 2:
-                done = [t.number for t in history.finished_generations(trials, completed_only=True)]
+                done = history.finished_generations(trials, completed_only=True)
                 d = self.early.decide_study(
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None,
-                    line_levels=self.line.levels(done),
+                    line_levels=self.line.levels([t.number for t in done]),
+                    line_train_loss=history.kept_metric(done, "train_loss"),
                 )
-                if d.should_end and self.line.carry_on_before_end(done, self.cfg.smart_early_stopping.tuner_patience):
+                if d.should_end and self.line.carry_on_before_end([t.number for t in done],
+                                                                  self.cfg.smart_early_stopping.tuner_patience):
                     d = dataclasses.replace(d, action=Action.CONTINUE, message=f"{d.message}; {CARRIED_ON}")
                 self.tracking.log_decision(self.tracking.parent_id, d, f"study_after_{len(values)}_generations")
                 if d.should_end:

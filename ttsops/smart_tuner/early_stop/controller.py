@@ -146,21 +146,24 @@ class EarlyStopController:
     def decide_study(
         self, generation_objectives: Sequence[float], *, generation_alignment: Sequence[float] | None = None,
         direction: Literal["minimize", "maximize"] = "minimize", line_levels: Sequence[float] | None = None,
+        line_train_loss: Sequence[float] | None = None,
     ) -> Decision:
         """End the study? ``generation_objectives``: the objective of each finished generation in
         order (NaN for a failed one); ``generation_alignment``: where each generation's alignment
         held at its end (the tuner passes the median of its last 5 scores), if known (the study
         does not end on a plateau before some generation aligned); ``line_levels``: the level of the
-        line's head after each of them (the study does not end while it still falls significantly)."""
+        line's head after each of them, ``line_train_loss``: each one's ``train_loss`` (the study
+        does not end while either still falls significantly: the line is still learning)."""
         t0 = self._clock()
-        sign = -1.0 if direction == "maximize" else 1.0
+        sign, pat = (-1.0 if direction == "maximize" else 1.0), self.cfg.tuner_patience
         y = as_array(generation_objectives) * sign
         verdicts = self._study_verdicts(y, generation_alignment)
-        if line_levels is not None:  # a gate like the in-trial training progress (rule 5), on the line
-            pat = self.cfg.tuner_patience
-            verdicts.append(training_progress_detector(
-                as_array(line_levels) * sign, window=2 * pat + 2, horizon=pat, floor=self.cfg.tuner_min_delta,
-                alpha=self.params.alpha, min_points=4, name="line_progress", what="the line's level", per="generations"))
+        for name, what, series in (("line_progress", "the line's level", as_array(line_levels) * sign),
+                                   ("line_training", "the line's train_loss", as_array(line_train_loss))):
+            if series.size:  # gates like the in-trial training progress (rule 5), on the line
+                verdicts.append(training_progress_detector(
+                    series, window=2 * pat + 2, horizon=pat, floor=self.cfg.tuner_min_delta, alpha=self.params.alpha,
+                    min_points=4, name=name, what=what, per="generations"))
         decision = self._study_decision(y, verdicts)
         return self._record(dataclasses.replace(decision, elapsed_ms=(self._clock() - t0) * 1e3))
 
@@ -315,14 +318,9 @@ class EarlyStopController:
                          f"{wait} generations without a {md:.2%} improvement (best {best:.5g})", wait=wait)
         best_so_far = np.fmin.accumulate(np.where(np.isfinite(y), y, np.inf))
         best_so_far = np.where(np.isfinite(best_so_far), best_so_far, np.nan)
-        verdicts = [
-            pat,
-            trend_detector(best_so_far, window=2 * cfg.tuner_patience + 2, horizon=cfg.tuner_patience,
-                           min_delta=md, alpha=self.params.alpha, min_points=4),
-            self._forecast(y, cfg.tuner_patience, "study"),
-            self._study_attention(y, alignment),
-        ]
-        return verdicts
+        return [pat, trend_detector(best_so_far, window=2 * cfg.tuner_patience + 2, horizon=cfg.tuner_patience,
+                                    min_delta=md, alpha=self.params.alpha, min_points=4),
+                self._forecast(y, cfg.tuner_patience, "study"), self._study_attention(y, alignment)]
 
     def _study_attention(self, y: np.ndarray, alignment: Sequence[float] | None) -> DetectorResult:
         a = as_array(alignment)
@@ -351,8 +349,8 @@ class EarlyStopController:
         if by["attention"].reason is Reason.NOT_YET_ALIGNED:
             return make(Action.CONTINUE, Reason.WAITING_FOR_ALIGNMENT, 1.0, by["attention"].message)
         early_ok = y.size >= self.cfg.tuner_patience and wait >= max(2, math.ceil(self.cfg.tuner_patience / 2))
-        lp = by.get("line_progress")
-        if lp is not None and lp.score >= 0.5 and (wait >= self.cfg.tuner_patience or (
+        lp = next((by[g] for g in ("line_progress", "line_training") if g in by and by[g].score >= 0.5), None)
+        if lp is not None and (wait >= self.cfg.tuner_patience or (
                 early_ok and score >= self.params.stop_threshold)):
             return make(Action.CONTINUE, Reason.TRAINING_PROGRESS, 1.0,
                         f"{wait} generations without a better objective, but the line still descends: {lp.message}")

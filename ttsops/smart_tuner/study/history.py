@@ -104,6 +104,11 @@ def generation_objectives(
     return values, align
 
 
+def kept_metric(trials: list[FrozenTrial], name: str) -> list[float]:
+    """Per trial given, the metric its kept validation had (``METRICS_ATTR``; NaN if unknown)."""
+    return [float((t.user_attrs.get(METRICS_ATTR) or {}).get(name, math.nan)) for t in trials]
+
+
 # --- reporting ----------------------------------------------------------------------------------
 def generation_rows(trials: list[Any]) -> list[dict[str, Any]]:
     rows, again = [], requeued_numbers(trials)
