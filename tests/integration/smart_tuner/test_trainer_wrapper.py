@@ -289,6 +289,14 @@ print("probe", sys.argv[1:], os.getcwd(), os.environ.get("PROBE_VAR"), os.enviro
 code = sys.argv[1]
 if code == "raise":
     raise RuntimeError("the trainer's own error")
+if code == "message":
+    sys.exit("the trainer's own message")
+if code == "shutdown":  # what the interpreter's shutdown does, a forked child does too
+    import atexit, threading, time
+    atexit.register(lambda: print("the atexit handler ran"))
+    threading.Thread(target=lambda: (time.sleep(0.3), print("the thread was joined"))).start()
+    print("buffered output is flushed")
+    code = "0"
 sys.exit(int(code))
 """
 
@@ -317,14 +325,18 @@ def test_a_forked_trainer_gets_its_argv_cwd_environment_and_own_random_state(tmp
     w.close()
 
 
-@pytest.mark.parametrize(("arg", "code"), [("3", 3), ("raise", 1)])
-def test_a_forked_trainer_exits_with_its_own_code(tmp_path, arg, code):
+@pytest.mark.parametrize(("arg", "code", "logged"), [
+    ("3", 3, []), ("raise", 1, ["RuntimeError: the trainer's own error"]), ("message", 1, ["the trainer's own message"]),
+    ("shutdown", 0, ["buffered output is flushed", "the thread was joined", "the atexit handler ran"])])
+def test_a_forked_trainer_exits_with_its_own_code(tmp_path, arg, code, logged):
+    """... and as the interpreter's shutdown would (threads joined, atexit, output flushed), though the
+    fork server skips tearing down the modules it preloaded (fork_server._exit)."""
     w = _probe_wrapper(tmp_path, arg)
     proc = w.launch(_spec(tmp_path))
     assert w.wait_exit(proc, 60) and proc.returncode() == code
     assert _forked(w, tmp_path / "gen")
-    if arg == "raise":
-        assert "RuntimeError: the trainer's own error" in (tmp_path / "gen" / LOG_FILE).read_text()
+    log = (tmp_path / "gen" / LOG_FILE).read_text()
+    assert all(line in log for line in logged), log[-2000:]
     w.close()
 
 
