@@ -59,6 +59,7 @@ from ttsops.smart_tuner.study import history
 
 logger = logging.getLogger(__name__)
 CARRIED_ON = "but the search stalled, not the line: it carries on as one run first (a carry-on)"
+BACK_ATTR = "ttsops.line_back_to"  # study attr: the best a stall last sent the head back to (once per best)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,12 +169,12 @@ class LineHead:
         """At a stall, a head clearly worse than the best generation's level (past the warm-line
         margin) goes back to the best at its kept checkpoint: the study's last carry-ons train the
         champion on, not a line a bad continuation had moved (measured: three carry-ons of a head
-        at 3.04-3.22 ended a study whose best was 2.87). A head that is a carry-on stays: it is the
-        line going on as one run, and sending it back would replay the same resume exactly (measured:
-        three identical carry-ons from ``best_model.pt`` ended a study at 62% of its budget)."""
+        at 3.04-3.22 ended a study whose best was 2.87). Once per best (``BACK_ATTR``): the line
+        from it has been carried on since, and going back again would replay the same exact resume
+        (measured: three identical carry-ons from ``best_model.pt`` ended a study at 62% of its budget)."""
         best, head, level = self.registry.best(), self.head(), self._best_level()
         if best is None or head is None or level is None or best.pulled_from is not None or \
-                self.engine.frozen(int(head["generation"])).user_attrs.get(CARRY_ON_ATTR):
+                self.engine.study.user_attrs.get(BACK_ATTR) == best.generation:
             return
         noise = validation_noise(self.engine.study.get_trials(deepcopy=False)) or 0.0
         if int(head["generation"]) == best.generation or head.get("level") is None or self._within(
@@ -182,6 +183,7 @@ class LineHead:
         logger.info("the line's head (generation %s, level %.4g) goes back to the best, generation %d (level %.4g)",
                     head["generation"], float(head["level"]), best.generation, level)
         self.engine.study.set_user_attr(HEAD_ATTR, {"generation": best.generation, "checkpoint": None, "level": level})
+        self.engine.study.set_user_attr(BACK_ATTR, best.generation)
 
     def _pending(self) -> bool:
         """A carry-on is queued or running already (by this worker or another)."""
