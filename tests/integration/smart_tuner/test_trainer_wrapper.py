@@ -330,7 +330,7 @@ def test_a_forked_trainer_gets_its_argv_cwd_environment_and_own_random_state(tmp
     ("shutdown", 0, ["buffered output is flushed", "the thread was joined", "the atexit handler ran"])])
 def test_a_forked_trainer_exits_with_its_own_code(tmp_path, arg, code, logged):
     """... and as the interpreter's shutdown would (threads joined, atexit, output flushed), though the
-    fork server skips tearing down the modules it preloaded (fork_server._exit)."""
+    fork server skips tearing down the modules it preloaded (fork_child._exit)."""
     w = _probe_wrapper(tmp_path, arg)
     proc = w.launch(_spec(tmp_path))
     assert w.wait_exit(proc, 60) and proc.returncode() == code
