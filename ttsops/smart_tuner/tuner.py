@@ -53,10 +53,7 @@ from ttsops.smart_tuner.search.warm_line import CARRY_ON_ATTR, REFERENCE_ATTR, l
 from ttsops.smart_tuner.session import StudySession
 from ttsops.smart_tuner.study import history, recovery
 from ttsops.smart_tuner.trainer.command import Checkpoint, LaunchSpec
-from ttsops.smart_tuner.trainer.generation import (
-    GenerationResult,
-    GenerationRunner,
-)
+from ttsops.smart_tuner.trainer.generation import GenerationResult, GenerationRunner
 from ttsops.smart_tuner.trainer.log_watcher import make_watcher
 from ttsops.smart_tuner.trainer.preemption import Carry, Streak, epochs_to_run
 from ttsops.smart_tuner.trainer.trainer_wrapper import LOG_FILE, last_line
@@ -183,11 +180,15 @@ class Tuner(StudySession):
         ckpt = self.wrapper.latest_checkpoint(gen_dir) if gen_dir else None
         if ckpt is None:
             return Carry(src.number, None, {}, {}, Streak.from_dict(resume))
-        hist = self.store.history(src.number)
-        steps = [s for s, _ in hist.get(VALUE_METRIC, [])]
-        metrics = {**(src.user_attrs.get(history.METRICS_ATTR) or {}), **(metrics_at(hist, max(steps)) if steps else {})}
+        metrics = self._latest(src.number, src.user_attrs.get(history.METRICS_ATTR) or {})
         values = {int(k): float(v) for k, v in src.intermediate_values.items()}
         return Carry(src.number, ckpt, values, metrics, Streak.from_dict(resume), int(resume.get("epoch_base", 0)))
+
+    def _latest(self, generation: int, kept: dict[str, float]) -> dict[str, float]:
+        """A generation's metrics at its last validation, over ``kept`` (those it was kept with)."""
+        hist = self.store.history(generation)
+        steps = [s for s, _ in hist.get(VALUE_METRIC, [])]
+        return {**kept, **(metrics_at(hist, max(steps)) if steps else {})}
 
     def _line(self) -> LineSource | None:
         self.pull_best()  # another host's champion, when the registry line has a better one
@@ -267,11 +268,13 @@ class Tuner(StudySession):
         held = best.metrics.get("attention_alignment_score") if held is None else held
         return float(held) if held is not None else None
 
-    @staticmethod
-    def _kept(plan: RestartPlan, line: LineSource | None) -> dict[str, float] | None:
-        """The metrics the line's checkpoint was kept with: what this generation reads for a metric on a
-        schedule (``mcd``, ``asr_wer``) until it measures it (train.py's cadence goes on along the line)."""
-        return dict(line.record.metrics) if line is not None and plan.checkpoint is not None else None
+    def _kept(self, plan: RestartPlan, line: LineSource | None) -> dict[str, float] | None:
+        """What a metric on a schedule (``mcd``, ``asr_wer``) reads until this generation measures it: the
+        line's latest (the source's last validation over its kept one: an end-of-run ASR is never kept)."""
+        if line is None or plan.checkpoint is None:
+            return None
+        rec = line.record
+        return dict(rec.metrics) if rec.pulled_from is not None else self._latest(rec.generation, dict(rec.metrics))
 
     def _runner(self, trial: Any, run_id: str, inherited: float | None = None) -> GenerationRunner:
         adapter, early = self.cfg.adapter, self.early

@@ -288,16 +288,22 @@ def test_a_continuation_reads_the_lines_audio_metrics_until_it_measures_them(tmp
     t0, t1 = load_study(cfg).get_trials()
     assert t1.user_attrs[history.PLAN_ATTR]["mode"] in ("resume", "warm_start")
     client = mlflow_client(cfg)
+
+    def logged(run: str, last: bool) -> dict[str, float]:  # the trainer's metrics at its first or last validation
+        steps = [m.step for m in client.get_metric_history(run, "val_loss")]
+        at, out = max(steps) if last else min(steps), {}
+        for name in client.get_run(run).data.metrics:
+            seen = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run, name) if m.step <= at)
+            if seen and name not in ("objective", "tuner_epoch"):
+                out[name] = seen[-1][2]
+        return out
+
     run = t1.user_attrs[history.RUN_ID_ATTR]
     first = min(m.step for m in client.get_metric_history(run, "val_loss"))
     assert first not in {m.step for m in client.get_metric_history(run, "mcd")}  # not measured at its start
-    own: dict[str, float] = {}
-    for name in client.get_run(run).data.metrics:
-        at = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run, name) if m.step <= first)
-        if at and name not in ("objective", "tuner_epoch"):
-            own[name] = at[-1][2]
-    weights = objective_weights(cfg)
-    assert t1.intermediate_values[1] == pytest.approx(objective({**t0.user_attrs[history.METRICS_ATTR], **own}, weights))
+    own, weights = logged(run, last=False), objective_weights(cfg)
+    line = {**t0.user_attrs[history.METRICS_ATTR], **logged(t0.user_attrs[history.RUN_ID_ATTR], last=True)}
+    assert t1.intermediate_values[1] == pytest.approx(objective({**line, **own}, weights))  # the line's latest
     assert t1.intermediate_values[1] < objective(own, weights)  # without them: mcd, stoi, pesq at their worst
 
 

@@ -5,8 +5,8 @@ What counts as an epoch: a record of the adapter's ``epoch_metric`` (train.py lo
 validation). It is *ready* once ``val_loss`` has arrived at the same global step, or after
 ``settle_polls`` further polls (a trainer that logs validation under another step). The metrics of
 that validation are, per metric, the latest value at or before its step (a metric on a schedule
-that this run has not measured yet, e.g. ``mcd`` or ``asr_wer``, is the one the checkpoint it
-started from was kept with: the line's latest, as train.py counts its cadence); ``objective_fn`` turns
+that this run has not measured yet, e.g. ``mcd`` or ``asr_wer``, is ``kept_with``'s: the line's
+latest, as train.py counts its cadence along the line); ``objective_fn`` turns
 them into one number, reported to the trial at step = the number of validations *in this
 generation* (1, 2, ...). So the pruner compares generations by epochs spent in them, never by the
 trainer's global step: a generation warm-started at global step 5000 is at step 1 after its first
