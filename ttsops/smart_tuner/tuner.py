@@ -101,13 +101,12 @@ class Tuner(StudySession):
             values, align = history.generation_objectives(trials, completed_only=True)
             if len(values) >= 2:
                 done = history.finished_generations(trials, completed_only=True)
+                numbers = [t.number for t in done]
                 d = self.early.decide_study(
                     values, generation_alignment=align if any(math.isfinite(a) for a in align) else None,
-                    line_levels=self.line.levels([t.number for t in done]),
-                    line_train_loss=history.kept_metric(done, "train_loss"),
+                    line_levels=self.line.levels(numbers), line_train_loss=history.kept_metric(done, "train_loss"),
                 )
-                if d.should_end and self.line.carry_on_before_end([t.number for t in done],
-                                                                  self.cfg.smart_early_stopping.tuner_patience):
+                if d.should_end and self.line.carry_on_before_end(numbers, self.cfg.smart_early_stopping.tuner_patience):
                     d = dataclasses.replace(d, action=Action.CONTINUE, message=f"{d.message}; {CARRIED_ON}")
                 self.tracking.log_decision(self.tracking.parent_id, d, f"study_after_{len(values)}_generations")
                 if d.should_end:
@@ -153,7 +152,7 @@ class Tuner(StudySession):
                           self.cfg.training.dataset, epochs)
         try:
             runner = self._runner(trial, run_id, self._inherited_alignment(plan, carry, line))
-            result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry, self._kept(plan, line))
+            result = runner.run(trial, spec, self._watcher(n, run_id, spec), carry, self._inherit(plan, line))
         except Exception as e:  # the trainer cannot even start, or the tuner broke: not silently lost
             trial.set_user_attr(history.RESULT_ATTR, {"state": "failed", "reason": f"tuner error: {e}"})
             self.engine.tell(trial, None, TrialState.FAIL)
@@ -268,7 +267,7 @@ class Tuner(StudySession):
         held = best.metrics.get("attention_alignment_score") if held is None else held
         return float(held) if held is not None else None
 
-    def _kept(self, plan: RestartPlan, line: LineSource | None) -> dict[str, float] | None:
+    def _inherit(self, plan: RestartPlan, line: LineSource | None) -> dict[str, float] | None:
         """What a metric on a schedule (``mcd``, ``asr_wer``) reads until this generation measures it: the
         line's latest (the source's last validation over its kept one: an end-of-run ASR is never kept)."""
         if line is None or plan.checkpoint is None:

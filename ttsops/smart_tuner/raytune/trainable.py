@@ -159,7 +159,7 @@ class GenerationTrainable(tune.Trainable):
         self._bridge = _Bridge()
         self._run_id: str | None = None
         self._value: float | None = None
-        self._kept_with: dict[str, float] | None = None  # the metrics of the checkpoint it starts from
+        self._inherited: dict[str, float] | None = None  # the line's latest metrics where it starts
 
     # --- results ----------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -229,7 +229,7 @@ class GenerationTrainable(tune.Trainable):
 
         def run() -> None:
             try:
-                self._bridge.out.put(("done", runner.run(None, spec, watcher, None, self._kept_with)))
+                self._bridge.out.put(("done", runner.run(None, spec, watcher, None, self._inherited)))
             except BaseException as e:  # the trial fails with it; never a silent hang
                 self._bridge.out.put(("error", e))
             finally:
@@ -329,7 +329,7 @@ class GenerationTrainable(tune.Trainable):
             if (src / name).is_file():
                 shutil.copy2(src / name, start / name)
         plan = self.scheduler.plan(dict(self.params), start / meta["file"], dict(meta["hparams"]))
-        self._kept_with = dict(meta.get("metrics") or {})
+        self._inherited = dict(meta.get("metrics") or {})
         own = int(meta["trial"]) == self.index
         if own:
             why = f"trial {self.index} resumes its own checkpoint ({plan.reason})"

@@ -5,7 +5,7 @@ What counts as an epoch: a record of the adapter's ``epoch_metric`` (train.py lo
 validation). It is *ready* once ``val_loss`` has arrived at the same global step, or after
 ``settle_polls`` further polls (a trainer that logs validation under another step). The metrics of
 that validation are, per metric, the latest value at or before its step (a metric on a schedule
-that this run has not measured yet, e.g. ``mcd`` or ``asr_wer``, is ``kept_with``'s: the line's
+that this run has not measured yet, e.g. ``mcd`` or ``asr_wer``, is ``inherited``'s: the line's
 latest, as train.py counts its cadence along the line); ``objective_fn`` turns
 them into one number, reported to the trial at step = the number of validations *in this
 generation* (1, 2, ...). So the pruner compares generations by epochs spent in them, never by the
@@ -165,11 +165,11 @@ class GenerationRunner:
         self._epoch_names = names
 
     def run(self, trial: Any, spec: LaunchSpec, watcher: Watcher, carry: Carry | None = None,
-            kept_with: Mapping[str, float] | None = None) -> GenerationResult:
-        """``kept_with``: the metrics of the checkpoint the trainer starts from (a carry's own when None)."""
+            inherited: Mapping[str, float] | None = None) -> GenerationResult:
+        """``inherited``: the line's latest metrics where the trainer starts (a carry's own when None)."""
         kept = KeptCheckpoint(Path(spec.gen_dir), self.wrapper.checkpoint_at, self.wrapper.train_state)
         st = _State(spec, self._clock(), kept)
-        st.inherited = dict(kept_with if kept_with is not None else carry.metrics if carry is not None else {})
+        st.inherited = dict(inherited if inherited is not None else carry.metrics if carry is not None else {})
         if carry is not None:
             self._take_over(trial, st, carry)
         tracker = ValidationTracker(self._epoch_names, self.cfg.settle_polls)
