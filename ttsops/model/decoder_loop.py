@@ -19,6 +19,11 @@ The prenet's share of the attention LSTM's input projection (with both of its bi
 recurrent: it arrives precomputed for all steps as ``xa``. Gates are in PyTorch's i, f, g, o order.
 Same maths as ``Decoder._step``; only the float summation order differs (and masked energies are
 ``e - 1e4`` instead of ``-1e4``: both underflow to an attention weight of exactly 0).
+
+Steps past an utterance's end are not computed (``LoopDims.lengths``): rows sorted by decoder length,
+longest first, so step t runs the first ``active[t]`` rows only, as a packed sequence does. The
+outputs there are zeros and carry no gradient; the rows before are unchanged (row b at step t depends
+on row b's earlier steps only). On the shared benchmark's batches 15-22% of the steps are padding.
 tests/unit/model/test_decoder_loop.py checks outputs and gradients against a step-by-step
 autograd reference, in float64 and float32.
 """
@@ -39,6 +44,34 @@ class LoopDims:
     decoder_rnn: int  # Hd
     attention: int  # A
     location_kernel: int  # K (odd)
+    lengths: tuple[int, ...] | None = None  # each row's decoder steps, non-increasing; None: all T_dec
+
+    def active(self, t_dec: int, b: int) -> list[int]:
+        """Rows that step t computes, for each step that computes any."""
+        if self.lengths is None:
+            return [b] * t_dec
+        lengths = self.lengths
+        assert len(lengths) == b and lengths[-1] > 0 and list(lengths) == sorted(lengths, reverse=True), lengths
+        return [sum(1 for n in lengths if n > t) for t in range(min(t_dec, lengths[0]))]
+
+
+def steps(x: torch.Tensor | None, active: Sequence[int], k: int = 1) -> list:
+    """(T, B * k, ...) -> per computed step, the view of its ``active[t] * k`` first rows; None -> Nones."""
+    if x is None:
+        return [None] * len(active)
+    return [v if v.size(0) == n * k else v[:n * k] for v, n in zip(x.unbind(0), active, strict=False)]
+
+
+def head(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x if x.size(0) == n else x[:n]
+
+
+def zero_past_end(lengths: tuple[int, ...] | None, *xs: torch.Tensor) -> None:
+    """Zero each (T, B, ...) tensor at the steps its row does not compute (never written there)."""
+    for x in xs:
+        for row, n in enumerate(lengths or ()):
+            if n < x.size(0):
+                x[n:, row].zero_()
 
 
 class LstmBuffers:
@@ -46,14 +79,16 @@ class LstmBuffers:
     views (whole gates, i, f, g, o) made once: building views inside the loop costs more dispatcher
     calls than the cell's arithmetic on these small tensors."""
 
-    def __init__(self, act: torch.Tensor, c: torch.Tensor, tc: torch.Tensor) -> None:
+    def __init__(self, act: torch.Tensor, c: torch.Tensor, tc: torch.Tensor, active: Sequence[int]) -> None:
         self.act, self.c, self.tc = act, c, tc  # (T, B, 4H), (T, B, H), (T, B, H)
-        self.act_, self.c_, self.tc_ = act.unbind(0), c.unbind(0), tc.unbind(0)
-        self.i_, self.f_, self.g_, self.o_ = (x.unbind(0) for x in act.chunk(4, -1))
+        self.act_, self.c_, self.tc_ = steps(act, active), steps(c, active), steps(tc, active)
+        self.i_, self.f_, self.g_, self.o_ = (steps(x, active) for x in act.chunk(4, -1))
+        # step t - 1's cell state over step t's rows
+        self.c_prev_ = [None, *(head(c, n) for c, n in zip(self.c_, active[1:], strict=False))]
 
     @classmethod
-    def empty(cls, t_dec: int, b: int, h: int, like: torch.Tensor) -> LstmBuffers:
-        return cls(like.new_empty(t_dec, b, 4 * h), like.new_empty(t_dec, b, h), like.new_empty(t_dec, b, h))
+    def empty(cls, t_dec: int, b: int, h: int, like: torch.Tensor, active: Sequence[int]) -> LstmBuffers:
+        return cls(like.new_empty(t_dec, b, 4 * h), like.new_empty(t_dec, b, h), like.new_empty(t_dec, b, h), active)
 
     def forward(self, t: int, gates: torch.Tensor, h: torch.Tensor, drop: torch.Tensor | None) -> None:
         """Gate pre-activations (B, 4H), PyTorch's i, f, g, o order -> hidden state (times the
@@ -63,7 +98,7 @@ class LstmBuffers:
         torch.tanh(gates[:, 2 * n:3 * n], out=self.g_[t])
         torch.mul(self.i_[t], self.g_[t], out=self.c_[t])
         if t:
-            self.c_[t].addcmul_(self.f_[t], self.c_[t - 1])
+            self.c_[t].addcmul_(self.f_[t], self.c_prev_[t])
         torch.tanh(self.c_[t], out=self.tc_[t])
         torch.mul(self.o_[t], self.tc_[t], out=h)
         if drop is not None:
@@ -74,26 +109,22 @@ class LstmBuffers:
                  d_all: torch.Tensor) -> torch.Tensor:
         """Gradient of step t's gate pre-activations into ``d_all`` (B, 4H), whose i, f, g, o blocks
         are ``d_gates``; returns the gradient of the previous cell state. ``g_h``: gradient of the
-        hidden state before dropout; ``g_c_next``: of this step's cell state, from step t + 1."""
+        hidden state before dropout; ``g_c_next``: of this step's cell state, from step t + 1 (whose
+        rows may be fewer)."""
         i, f, g, o, tc = self.i_[t], self.f_[t], self.g_[t], self.o_[t], self.tc_[t]
         d_i, d_f, d_g, d_o = d_gates
         g_c = aten.tanh_backward(g_h * o, tc)
         if g_c_next is not None:
-            g_c += g_c_next
+            head(g_c, g_c_next.size(0)).add_(g_c_next)
         torch.mul(g_c, g, out=d_i)
         if t:
-            torch.mul(g_c, self.c_[t - 1], out=d_f)
+            torch.mul(g_c, self.c_prev_[t], out=d_f)
         else:
             d_f.zero_()
         torch.mul(g_h, tc, out=d_o)
         aten.sigmoid_backward.grad_input(d_all, self.act_[t], grad_input=d_all)  # i, f, o (g overwritten next)
         aten.tanh_backward.grad_input(g_c * i, g, grad_input=d_g)
         return g_c * f
-
-
-def gate_views(x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-    """(T, B, 4H) -> per step, the (i, f, g, o) blocks."""
-    return list(zip(*(c.unbind(0) for c in x.chunk(4, -1)), strict=True))
 
 
 class DecoderLoop(torch.autograd.Function):
@@ -107,10 +138,10 @@ class DecoderLoop(torch.autograd.Function):
     def forward(ctx, xa, memory, pm, w_ah, w_ctx, w_dh, b_d, loc_w, v_w, v_b, mask, prior, lam, mask_a, mask_d,
                 dims: LoopDims):
         t_dec, b, _ = xa.shape
-        n, a, k = memory.size(1), dims.attention, dims.location_kernel
+        n, a, k, act = memory.size(1), dims.attention, dims.location_kernel, dims.active(xa.size(0), xa.size(1))
         ha, hd, p = dims.attention_rnn, dims.decoder_rnn, (k - 1) // 2
         new = xa.new_empty
-        cell_a, cell_d = LstmBuffers.empty(t_dec, b, ha, xa), LstmBuffers.empty(t_dec, b, hd, xa)
+        cell_a, cell_d = LstmBuffers.empty(t_dec, b, ha, xa, act), LstmBuffers.empty(t_dec, b, hd, xa, act)
         ah, dh, z, learned, ctxs = new(t_dec, b, ha), new(t_dec, b, hd), new(t_dec, b, n, a), new(t_dec, b, n), \
             new(t_dec, b, memory.size(2))
         cols = new(t_dec, b * n, 2 * k)  # the location conv's input windows (im2col), kept for backward
@@ -119,33 +150,32 @@ class DecoderLoop(torch.autograd.Function):
         e_bias = (v_b + torch.where(mask, 0.0, -1e4)).reshape(-1).to(xa.dtype)
         pm_flat, w_ah_t, w_ctx_t, w_dh_t, v = pm.reshape(b * n, a), w_ah.t(), w_ctx.t(), w_dh.t(), v_w[0]
         # per-step views made once (unbind) rather than by indexing inside the loop
-        windows = att.unfold(-1, k, 1).transpose(-3, -2).unbind(0)  # (B, N, 2, K) each
+        windows = steps(att.unfold(-1, k, 1).transpose(-3, -2), act)  # (B, N, 2, K) each
         cums = att[:, :, 1, p:p + n].unbind(0)
-        xa_, ah_, dh_, z_, learned_, ctxs_, cols_, used_ = (
-            x.unbind(0) for x in (xa, ah, dh, z, learned, ctxs, cols, used))
-        prior_ = prior.unbind(0) if prior is not None else None
-        mask_a_ = mask_a.unbind(0) if mask_a is not None else [None] * t_dec
-        mask_d_ = mask_d.unbind(0) if mask_d is not None else [None] * t_dec
+        xa_, ah_, dh_, z_, learned_, ctxs_, used_, prior_, mask_a_, mask_d_ = (
+            steps(x, act) for x in (xa, ah, dh, z, learned, ctxs, used, prior, mask_a, mask_d))
+        cols_ = steps(cols, act, n)
         g_a, dh_proj = xa_[0], b_d  # pre-activations: attention LSTM at t; dh_{t-1}'s share of g_d(t)
-        for t in range(t_dec):
+        for t, m in enumerate(act):
             cell_a.forward(t, g_a, ah_[t], mask_a_[t])
             q, ah_rest = (ah_[t] @ w_ah_t).split([a, w_ah.size(0) - a], 1)
-            cols_[t].view(b, n, 2, k).copy_(windows[t])
-            pre = torch.addmm(pm_flat, cols_[t], loc_w).view(b, n, a)
+            cols_[t].view(m, n, 2, k).copy_(windows[t])
+            pre = torch.addmm(head(pm_flat, m * n), cols_[t], loc_w).view(m, n, a)
             torch.tanh(pre.add_(q.unsqueeze(1)), out=z_[t])
-            energies = torch.addmv(e_bias, z_[t].view(b * n, a), v).view(b, n)
+            energies = torch.addmv(head(e_bias, m * n), z_[t].view(m * n, a), v).view(m, n)
             aten._softmax.out(energies, -1, False, out=learned_[t])
-            if prior_ is None:
+            if prior_[t] is None:
                 used_[t].copy_(learned_[t])
             else:
                 torch.add(prior_[t], learned_[t], alpha=1.0 - lam, out=used_[t])
-            torch.add(cums[t], used_[t], out=cums[t + 1])
-            torch.bmm(used_[t].unsqueeze(1), memory, out=ctxs_[t].unsqueeze(1))
+            torch.add(head(cums[t], m), used_[t], out=head(cums[t + 1], m))
+            torch.bmm(used_[t].unsqueeze(1), head(memory, m), out=ctxs_[t].unsqueeze(1))
             g_d, g_a_next = torch.addmm(ah_rest, ctxs_[t], w_ctx_t).split([4 * hd, 4 * ha], 1)
-            cell_d.forward(t, g_d + dh_proj, dh_[t], mask_d_[t])
-            if t + 1 < t_dec:
+            cell_d.forward(t, g_d + (head(dh_proj, m) if t else dh_proj), dh_[t], mask_d_[t])
+            if t + 1 < len(act):
                 dh_proj = torch.addmm(b_d, dh_[t], w_dh_t)
-                g_a = xa_[t + 1] + g_a_next
+                g_a = xa_[t + 1] + head(g_a_next, act[t + 1])
+        zero_past_end(dims.lengths, ah, dh, z, learned, ctxs, cols.view(t_dec, b, -1))  # read by the weight grads
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d, cell_a.act, cell_a.c,
                                   cell_a.tc, cell_d.act, cell_d.c, cell_d.tc, ah, dh, z, learned, ctxs, att, cols)
@@ -159,9 +189,9 @@ class DecoderLoop(torch.autograd.Function):
             return (*_backward(ctx, g_dh, g_ctx_out, g_used, g_learned), None, None, None, None, None, None)
 
 
-def _per_step(t_dec: int, *xs: torch.Tensor | None) -> list[Sequence[torch.Tensor | None]]:
-    """Each (T_dec, ...) tensor as its steps; an absent one as T_dec Nones."""
-    return [[None] * t_dec if x is None else x.unbind(0) for x in xs]
+def _pad_rows(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``x`` with zero rows appended up to ``m`` rows (a step before has more rows than the one after)."""
+    return x if x.size(0) == m else torch.cat([x, x.new_zeros(m - x.size(0), *x.shape[1:])])
 
 
 def _prior_free_grad(carry, g_used, g_ctx, memory_t, g_learned, lam: float) -> torch.Tensor:
@@ -194,28 +224,25 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
     (memory, w_ah, w_ctx, w_dh, loc_w, v_w, mask_a, mask_d, a_act, a_c, a_tc, d_act, d_c, d_tc,
      ah, dh, z, learned, ctxs, att, cols) = ctx.saved_tensors
     (t_dec, b, n, a), dims, lam = z.shape, ctx.dims, ctx.lam
-    hd, k = dims.decoder_rnn, dims.location_kernel
-    cell_a, cell_d = LstmBuffers(a_act, a_c, a_tc), LstmBuffers(d_act, d_c, d_tc)
-    # rows[t] = d(ah_t @ w_ah.T) = [d query_t | d g_d(t) | d g_a(t+1)]; its last two blocks are also
-    # d(ctx_t @ w_ctx.T), and d g_d(t + 1) is d(dh_t @ w_dh.T + b_d)
-    rows = a_act.new_zeros(t_dec, b, a + 4 * hd + 4 * dims.attention_rnn)
-    d_ga0 = a_act.new_empty(b, 4 * dims.attention_rnn)
+    hd, k, act = dims.decoder_rnn, dims.location_kernel, dims.active(t_dec, b)
+    cell_a, cell_d = LstmBuffers(a_act, a_c, a_tc, act), LstmBuffers(d_act, d_c, d_tc, act)
+    rows, d_ga0 = a_act.new_zeros(t_dec, b, a + 4 * hd + 4 * dims.attention_rnn), a_act.new_empty(b, 4 * dims.attention_rnn)
     g_ctx_all, d_e, d_pre = ctxs.new_empty(ctxs.shape), z.new_empty(t_dec, b, n), torch.empty_like(z)
     memory_t, v, loc_w_t = memory.transpose(1, 2).contiguous(), v_w[0], loc_w.t()  # (B, E, N): fast row @ memory.T
-    zero = z.new_zeros(b, n)
-    d_gd_all, d_ga_next_all = rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:]
-    rows_, d_q_, d_gd_, rows_ctx_ = (x.unbind(0) for x in (rows, rows[:, :, :a], d_gd_all, rows[:, :, a:]))
-    d_gd_gates, d_ga_ = gate_views(d_gd_all), [d_ga0, *d_ga_next_all[:-1].unbind(0)]  # d g_a(t) for each t
-    d_ga_gates = [tuple(d_ga0.chunk(4, 1)), *gate_views(d_ga_next_all[:-1])]
-    z_, learned_, g_ctx_all_, d_e_, d_pre_ = (x.unbind(0) for x in (z, learned, g_ctx_all, d_e, d_pre))
-    g_dh_, g_ctx_out_, g_used_, g_learned_, mask_a_, mask_d_ = _per_step(t_dec, g_dh, g_ctx_out, g_used, g_learned,
-                                                                          mask_a, mask_d)
+    rows_, d_q_, d_gd_, rows_ctx_, d_gd_next_, d_ga_ = _row_views(rows, d_ga0, a, hd, act)
+    d_gd_gates, d_ga_gates = [x.chunk(4, -1) for x in d_gd_], [x.chunk(4, -1) for x in d_ga_]
+    z_, learned_, g_ctx_all_, d_e_, d_pre_ = (steps(x, act) for x in (z, learned, g_ctx_all, d_e, d_pre))
+    g_dh_, g_ctx_out_, g_used_, g_learned_, mask_a_, mask_d_ = (
+        steps(x, act) for x in (g_dh, g_ctx_out, g_used, g_learned, mask_a, mask_d))
     # carry: the gradient reaching w_t from step t+1's location features and from w_cum_t (g_cum)
-    d_ac, d_dc, carry, g_cum = None, None, zero, zero
-    for t in reversed(range(t_dec)):
-        g_h = g_dh_[t] if g_dh_[t] is not None else zero.new_zeros(b, hd)
-        if t + 1 < t_dec:
-            g_h = torch.addmm(g_h, d_gd_[t + 1], w_dh)
+    d_ac, d_dc, carry = None, None, z.new_zeros(act[-1], n)
+    g_cum = carry
+    for t in reversed(range(len(act))):
+        m = act[t]
+        carry, g_cum = _pad_rows(carry, m), _pad_rows(g_cum, m)
+        g_h = g_dh_[t] if g_dh_[t] is not None else z.new_zeros(m, hd)
+        if t + 1 < len(act):
+            g_h = torch.addmm(g_h, d_gd_next_[t], w_dh)
         if mask_d_[t] is not None:
             g_h = g_h * mask_d_[t]
         d_dc = cell_d.backward(t, g_h, d_dc, d_gd_gates[t], d_gd_[t])
@@ -224,7 +251,7 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
             g_ctx = torch.mm(rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
         else:
             g_ctx = torch.addmm(g_ctx_out_[t], rows_ctx_[t], w_ctx, out=g_ctx_all_[t])
-        g_w = _prior_free_grad(carry, g_used_[t], g_ctx, memory_t, g_learned_[t], lam)
+        g_w = _prior_free_grad(carry, g_used_[t], g_ctx, head(memory_t, m), g_learned_[t], lam)
         _energy_backward(g_w, learned_[t], z_[t], v, d_e_[t], d_pre_[t], d_q_[t])
         if t > 0:  # step 0's location input is all zeros: nothing to propagate
             d_w_prev, d_cum_prev = _location_backward(d_pre_[t], loc_w_t, k)
@@ -235,11 +262,23 @@ def _backward(ctx, g_dh, g_ctx_out, g_used, g_learned):
         if mask_a_[t] is not None:
             g_h *= mask_a_[t]
         d_ac = cell_a.backward(t, g_h, d_ac, d_ga_gates[t], d_ga_[t])
-    d_xa = torch.cat([d_ga0.unsqueeze(0), d_ga_next_all[:-1]])
+    zero_past_end(dims.lengths, g_ctx_all, d_e, d_pre)
+    d_xa = torch.cat([d_ga0.unsqueeze(0), rows[:-1, :, a + 4 * hd:]])
     p = (k - 1) // 2
     d_memory = torch.bmm(att[1:, :, 0, p:p + n].permute(1, 2, 0), g_ctx_all.transpose(0, 1))
     return (d_xa, d_memory, d_pre.sum(0),
-            *_weight_grads(rows, ah, ctxs, dh, d_gd_all, cols, d_pre, z, d_e, a, hd, b))
+            *_weight_grads(rows, ah, ctxs, dh, rows[:, :, a:a + 4 * hd], cols, d_pre, z, d_e, a, hd, b))
+
+
+def _row_views(rows: torch.Tensor, d_ga0: torch.Tensor, a: int, hd: int, act: Sequence[int]) -> tuple[list, ...]:
+    """rows[t] = d(ah_t @ w_ah.T) = [d query_t | d g_d(t) | d g_a(t+1)]; its last two blocks are also
+    d(ctx_t @ w_ctx.T), and d g_d(t + 1) is d(dh_t @ w_dh.T + b_d); zero where a row is past its end.
+    -> per computed step over its rows: rows, d query, d g_d(t), the last two blocks, d g_d(t + 1),
+    d g_a(t) (``d_ga0`` at t = 0)."""
+    d_gd_all, d_ga_next_all = rows[:, :, a:a + 4 * hd], rows[:, :, a + 4 * hd:]
+    d_gd_next_ = [head(x, m) for x, m in zip(d_gd_all[1:].unbind(0), act, strict=False)]
+    d_ga_ = [d_ga0, *(head(x, m) for x, m in zip(d_ga_next_all.unbind(0), act[1:], strict=False))]
+    return (*(steps(x, act) for x in (rows, rows[:, :, :a], d_gd_all, rows[:, :, a:])), d_gd_next_, d_ga_)
 
 
 def _weight_grads(rows, ah, ctxs, dh, d_gd_all, cols, d_pre, z, d_e, a: int, hd: int, b: int):

@@ -156,39 +156,54 @@ class Decoder(nn.Module):
         prenet_out = self.prenet(prev)  # all steps at once: (B, T_dec, P)
         processed = self.attention.memory_layer(memory)
         mask = torch.arange(memory.size(1), device=memory.device)[None] < text_lens[:, None]
-        prior = None
+        prior, steps = None, torch.div(mel_lens + r - 1, r, rounding_mode="floor")
         if prior_weight > 0:
-            steps = torch.div(mel_lens + r - 1, r, rounding_mode="floor")
             prior = beta_binomial_log_prior(
                 text_lens, steps, memory.size(1), t_dec, self.cfg.attention_prior_scaling).exp() * mask[:, None]
         mask_a, mask_d = self._dropout_masks(memory, t_dec)
         dt = self.attention_rnn.weight_ih.dtype  # under autocast the loop still runs in the weights' dtype
         with torch.autocast(memory.device.type, enabled=False):
             dh, ctx, used, learned = self._loop(prenet_out.to(dt), memory.to(dt), processed.to(dt), mask,
-                                                prior, prior_weight, mask_a, mask_d)
+                                                prior, prior_weight, mask_a, mask_d, steps)
         h = torch.cat([dh, ctx], -1).transpose(0, 1)  # (B, T_dec, D+E): projections batched over all steps
-        mel_out = self.projection(h).reshape(b, t_dec * r, -1).transpose(1, 2)
+        # frames past an utterance's last decoder step are zeros, what the postnet's padding reads at inference
+        computed = torch.arange(t_dec * r, device=mels.device)[None] < (steps * r)[:, None]
+        mel_out = (self.projection(h).reshape(b, t_dec * r, -1) * computed[..., None]).transpose(1, 2)
         gates = self.gate(h).reshape(b, t_dec * r)
         ctx_mels = None
         if self.context_mel is not None:
             ctx_mels = self.context_mel(h[..., self.cfg.decoder_rnn_dim:]).reshape(b, t_dec * r, -1).transpose(1, 2)
         return DecoderOutput(mel_out, gates, used.transpose(0, 1), learned.transpose(0, 1), ctx_mels)
 
-    def _loop(self, prenet_out, memory, processed, mask, prior, prior_weight, mask_a, mask_d):
+    def _loop(self, prenet_out, memory, processed, mask, prior, prior_weight, mask_a, mask_d, steps):
         """The recurrence of ``_step`` over all teacher-forced steps as one autograd node
-        (``decoder_loop.DecoderLoop``), with the weights fused as that node expects."""
+        (``decoder_loop.DecoderLoop``), with the weights fused as that node expects. Each row runs its
+        own ``steps`` decoder steps (the node wants them longest first: rows are reordered and back)."""
         att, dec, p = self.attention_rnn, self.decoder_rnn, self.cfg.prenet_dim
         ha = self.cfg.attention_rnn_dim
         # the prenet's share of the attention LSTM's input projection, for all steps in one matmul
         xa = F.linear(prenet_out.transpose(0, 1), att.weight_ih[:, :p], att.bias_ih + att.bias_hh)
         w_ah = torch.cat([self.attention.query_layer.weight, dec.weight_ih[:, :ha], att.weight_hh])
         w_ctx = torch.cat([dec.weight_ih[:, ha:], att.weight_ih[:, p:]])
-        dims = LoopDims(ha, self.cfg.decoder_rnn_dim, self.cfg.attention_dim, self.cfg.attention_location_kernel_size)
-        return DecoderLoop.apply(
+        lengths = [min(int(n), xa.size(0)) for n in steps.tolist()]
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable
+        dims = LoopDims(ha, self.cfg.decoder_rnn_dim, self.cfg.attention_dim, self.cfg.attention_location_kernel_size,
+                        tuple(lengths[i] for i in order))
+        prior = None if prior is None else prior_weight * prior.transpose(0, 1)
+        mask_a = None if mask_a is None else mask_a.to(xa.dtype)
+        mask_d = None if mask_d is None else mask_d.to(xa.dtype)
+        if order != sorted(order):
+            idx = torch.tensor(order, device=xa.device)
+            xa, prior, mask_a, mask_d = (None if x is None else x.index_select(1, idx) for x in (xa, prior, mask_a, mask_d))
+            memory, processed, mask = (x.index_select(0, idx) for x in (memory, processed, mask))
+        out = DecoderLoop.apply(
             xa, memory, processed, w_ah, w_ctx, dec.weight_hh, dec.bias_ih + dec.bias_hh,
             self.attention.fused_location_weight(), self.attention.v.weight, self.attention.v.bias, mask,
-            None if prior is None else prior_weight * prior.transpose(0, 1), float(prior_weight),
-            None if mask_a is None else mask_a.to(xa.dtype), None if mask_d is None else mask_d.to(xa.dtype), dims)
+            prior, float(prior_weight), mask_a, mask_d, dims)
+        if order != sorted(order):
+            back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=xa.device)
+            out = tuple(x.index_select(1, back) for x in out)
+        return out
 
     def project(self, s: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frames (B, r, n_mels) and gate logits (B, r) of the step that left state ``s``."""

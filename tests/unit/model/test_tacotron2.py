@@ -46,8 +46,14 @@ def test_shapes_and_alignment_rows_are_distributions() -> None:
     out, post = model(text, text_lens, mels, mel_lens)
     assert out.mels.shape == post.shape == mels.shape
     assert out.gates.shape == (3, STEPS * R) and out.alignments.shape == (3, STEPS, 12)
-    torch.testing.assert_close(out.alignments.sum(-1), torch.ones(3, STEPS))
+    steps = torch.div(mel_lens + R - 1, R, rounding_mode="floor")
+    computed = torch.arange(STEPS)[None] < steps[:, None]
+    assert steps[0] == STEPS and (steps[1:] < STEPS).all()
+    # a distribution at each computed step; past a row's last decoder step nothing is computed: zeros
+    torch.testing.assert_close(out.alignments.sum(-1), computed.float())
     assert out.alignments[1, :, 9:].max() < 1e-3  # padded tokens get no attention
+    frames = torch.arange(STEPS * R)[None] < (steps * R)[:, None]
+    assert (out.mels.abs().sum(1) > 0).equal(frames)  # decoder frames past the end are zeros for the postnet
 
 
 def test_prior_pulls_attention_onto_the_diagonal() -> None:
