@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 LOG_CLAMP = 1e-5
+MEL_PAD = math.log(LOG_CLAMP)  # silence in log-mel: what padded frames hold
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,12 @@ implementing the ``Vocoder`` protocol."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ttsops.audio.mel import LOG_CLAMP, MelConfig, MelExtractor
+from ttsops.audio.mel import MEL_PAD, MelConfig, MelExtractor
 
 
 class Vocoder(Protocol):
@@ -46,7 +45,7 @@ class GriffinLim:
         # center=True reflect-pads n_fft // 2 samples, which needs (frames - 1) * hop samples beyond that
         short = cfg.n_fft // (2 * cfg.hop_length) + 2 - log_mel.shape[-1]
         if short > 0:
-            log_mel = torch.nn.functional.pad(log_mel, (0, short), value=math.log(LOG_CLAMP))
+            log_mel = torch.nn.functional.pad(log_mel, (0, short), value=MEL_PAD)
         mag = self.mel.mel_to_linear(log_mel) ** self.power
         gen = torch.Generator(device="cpu").manual_seed(0)  # deterministic audio for a given mel
         angles = torch.exp(2j * np.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)

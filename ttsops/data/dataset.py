@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ttsops.audio.io import load_audio
-from ttsops.audio.mel import LOG_CLAMP, MelConfig, MelExtractor
+from ttsops.audio.mel import MEL_PAD, MelConfig, MelExtractor
 from ttsops.errors import DataError
 from ttsops.infra.atomic import atomic_write
 from ttsops.text.cleaners import english_cleaners
@@ -31,7 +31,6 @@ from ttsops.text.frontend import TextFrontend, text_frontend
 from ttsops.text.symbols import PAD_ID, text_to_ids
 
 logger = logging.getLogger(__name__)
-MEL_PAD = math.log(LOG_CLAMP)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ttsops.audio.mel import MEL_PAD
 from ttsops.model.autoregress import LoopSettings, autoregress
 from ttsops.model.config import ModelConfig
 from ttsops.model.decoder_loop import DecoderLoop, LoopDims
@@ -166,9 +167,10 @@ class Decoder(nn.Module):
             dh, ctx, used, learned = self._loop(prenet_out.to(dt), memory.to(dt), processed.to(dt), mask,
                                                 prior, prior_weight, mask_a, mask_d, steps)
         h = torch.cat([dh, ctx], -1).transpose(0, 1)  # (B, T_dec, D+E): projections batched over all steps
-        # frames past an utterance's last decoder step are zeros, what the postnet's padding reads at inference
+        # frames past an utterance's last decoder step are silence, as the targets are padded (zeros, a
+        # loud frame in log-mel, skewed the postnet's batch norm and slowed alignment: benchmarks/README.md)
         computed = torch.arange(t_dec * r, device=mels.device)[None] < (steps * r)[:, None]
-        mel_out = (self.projection(h).reshape(b, t_dec * r, -1) * computed[..., None]).transpose(1, 2)
+        mel_out = self.projection(h).reshape(b, t_dec * r, -1).masked_fill(~computed[..., None], MEL_PAD).transpose(1, 2)
         gates = self.gate(h).reshape(b, t_dec * r)
         ctx_mels = None
         if self.context_mel is not None:

@@ -1,7 +1,8 @@
 """The fused teacher-forced decoder (decoder_loop.DecoderLoop, hand-written backward) against a
 straightforward step-by-step autograd reference: the pre-fusion ``Decoder.forward``, a loop over
 ``Decoder._step`` (the step ``Decoder.infer`` still uses) over every step of every row, whose outputs
-past each row's last decoder step are then replaced by zeros (the fused loop does not compute them).
+past each row's last decoder step are then replaced by zeros, its mel frames by silence (the fused
+loop does not compute them).
 
 Tolerance: float64 agrees to 1e-10 (relative to each tensor's largest value; measured ~1e-15), so the
 maths is the same; float32 to 1e-4 (measured ~1e-6), the float error of a different summation order.
@@ -12,6 +13,7 @@ import torch
 
 from tests.unit.model.test_tacotron2 import TINY_HP as TINY
 from tests.unit.model.test_tacotron2 import batch
+from ttsops.audio.mel import MEL_PAD
 from ttsops.model.decoder_loop import DecoderLoop, LoopDims
 from ttsops.model.layers import beta_binomial_log_prior
 from ttsops.model.loss import tacotron2_loss
@@ -44,7 +46,7 @@ def reference_decoder_forward(dec, memory, text_lens, mels, mel_lens, prior_weig
         learned.append(lw)
     computed = (torch.arange(t_dec)[None] < torch.div(mel_lens + r - 1, r, rounding_mode="floor")[:, None])[..., None]
     h = torch.stack(outs, 1) * computed
-    mel_out = dec.projection(h).view(b, t_dec, r, -1) * computed[..., None]
+    mel_out = dec.projection(h).view(b, t_dec, r, -1).masked_fill(~computed[..., None], MEL_PAD)
     gates = dec.gate(h).reshape(b, t_dec * r)
     return DecoderOutput(mel_out.view(b, t_dec * r, -1).transpose(1, 2), gates, torch.stack(used, 1) * computed,
                          torch.stack(learned, 1) * computed)
@@ -125,3 +127,19 @@ def test_state_dict_keys_unchanged_and_loop_runs_without_grad() -> None:
     with torch.inference_mode():
         out, _ = model(text, text_lens, mels, mel_lens)
     assert out.mels.shape == mels.shape and out.mels.isfinite().all() and out.alignments.sum(-1).max() <= 1 + 1e-6
+
+
+def test_steps_past_the_end_never_read_unwritten_memory() -> None:
+    """With deterministic algorithms on, torch fills every uninitialised tensor with NaN: a buffer the
+    loop did not write (a row's steps past its end) that reached an output or a gradient shows up."""
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    torch.manual_seed(0)
+    model = Tacotron2(ModelConfig.from_hparams(TINY)).to(torch.float64).train()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.empty(2, dtype=torch.float64).isnan().all()
+        out, grads = run(model, False, torch.float64, 0.7, (2, 0, 1))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(bool(x.isfinite().all()) for x in out)
+    assert grads and all(bool(g.isfinite().all()) for g in grads.values())
