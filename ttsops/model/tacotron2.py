@@ -194,7 +194,8 @@ class Decoder(nn.Module):
         prior = None if prior is None else prior_weight * prior.transpose(0, 1)
         mask_a = None if mask_a is None else mask_a.to(xa.dtype)
         mask_d = None if mask_d is None else mask_d.to(xa.dtype)
-        if order != sorted(order):
+        reordered = order != sorted(order)
+        if reordered:
             idx = torch.tensor(order, device=xa.device)
             xa, prior, mask_a, mask_d = (None if x is None else x.index_select(1, idx) for x in (xa, prior, mask_a, mask_d))
             memory, processed, mask = (x.index_select(0, idx) for x in (memory, processed, mask))
@@ -202,7 +203,7 @@ class Decoder(nn.Module):
             xa, memory, processed, w_ah, w_ctx, dec.weight_hh, dec.bias_ih + dec.bias_hh,
             self.attention.fused_location_weight(), self.attention.v.weight, self.attention.v.bias, mask,
             prior, float(prior_weight), mask_a, mask_d, dims)
-        if order != sorted(order):
+        if reordered:
             back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=xa.device)
             out = tuple(x.index_select(1, back) for x in out)
         return out
