@@ -83,8 +83,8 @@ class LstmBuffers:
         self.act, self.c, self.tc = act, c, tc  # (T, B, 4H), (T, B, H), (T, B, H)
         self.act_, self.c_, self.tc_ = steps(act, active), steps(c, active), steps(tc, active)
         self.i_, self.f_, self.g_, self.o_ = (steps(x, active) for x in act.chunk(4, -1))
-        # step t - 1's cell state over step t's rows
-        self.c_prev_ = [None, *(head(c, n) for c, n in zip(self.c_, active[1:], strict=False))]
+        # step t - 1's cell state over step t's rows (t = 0 has none: an empty placeholder, never read)
+        self.c_prev_ = [c[0, :0], *(head(x, n) for x, n in zip(self.c_, active[1:], strict=False))]
 
     @classmethod
     def empty(cls, t_dec: int, b: int, h: int, like: torch.Tensor, active: Sequence[int]) -> LstmBuffers:
