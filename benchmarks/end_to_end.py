@@ -87,8 +87,11 @@ def one_round(data: Path, out: Path, minutes: float, threads: int, hparams: str)
     for who, (cmd, cwd) in runs.items():
         (out / who).mkdir(parents=True, exist_ok=True)
         log = open(out / who / "log.txt", "w")
+        # SIGINT at its default in the child: a benchmark started as a background job (`cmd &`, nohup)
+        # inherits it ignored, and Coqui's Trainer then never saves its step count (found 2026-12-05)
         procs[who] = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True,
+                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + minutes * 60
     while time.time() < deadline:
         for who, p in procs.items():
