@@ -41,6 +41,7 @@ from ttsops.model.layers import (
     dropout_masks,
     masked_mean_frame,
 )
+from ttsops.model.loss import sequence_mask
 
 
 class Encoder(nn.Module):
@@ -169,7 +170,7 @@ class Decoder(nn.Module):
         h = torch.cat([dh, ctx], -1).transpose(0, 1)  # (B, T_dec, D+E): projections batched over all steps
         # frames past an utterance's last decoder step are silence, as the targets are padded (zeros, a
         # loud frame in log-mel, skewed the postnet's batch norm and slowed alignment: benchmarks/README.md)
-        computed = torch.arange(t_dec * r, device=mels.device)[None] < (steps * r)[:, None]
+        computed = sequence_mask(steps * r, t_dec * r)
         mel_out = self.projection(h).reshape(b, t_dec * r, -1).masked_fill(~computed[..., None], MEL_PAD).transpose(1, 2)
         gates = self.gate(h).reshape(b, t_dec * r)
         ctx_mels = None
